@@ -1,9 +1,13 @@
-# The README's two commands: `make train` and `make test`. Each sets up .venv first if needed.
+# The README's two commands: `make train` and `make test`. Each sets up .venv first if needed;
+# `make test` also builds the optional Horovod extra (its tests run 2-process jobs).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup train test bench lint clean-venv
+.PHONY: setup horovod train test bench lint clean-venv
+
+HOROVOD_BUILD := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
+	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) else \
@@ -16,14 +20,21 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 setup: $(VENV)/.installed
 
+$(VENV)/.horovod: $(VENV)/.installed requirements-horovod.txt
+	$(HOROVOD_BUILD) $(PY) -m pip install --quiet --no-build-isolation -r requirements-horovod.txt
+	$(VENV)/bin/horovodrun --check-build
+	touch $@
+
+horovod: $(VENV)/.horovod
+
 train: setup
 	$(PY) dlrm/train.py $(ARGS)
 
-test: setup
+test: setup horovod
 	$(PY) -m pytest -q tests $(ARGS)
 
 bench: setup
-	$(PY) benchmarks/bench_dlrm.py $(ARGS)
+	$(PY) benchmarks/bench_train.py $(ARGS)
 
 lint: setup
 	$(VENV)/bin/hadolint Dockerfile

@@ -1,10 +1,12 @@
-"""DLRM's AUC on the real Criteo sample, next to a hashed logistic regression on the same split.
+"""A model's AUC on the real Criteo sample, next to a hashed logistic regression on the same split.
 
 The sample is ../shared/data/criteo-kaggle-head10k/train.txt (9,999 rows, never copied here);
 train.py holds out its last 10% (1,000 rows), and the logistic regression gets the same split.
-DLRM is run with several seeds and its median AUC reported.
+The model is run with several seeds and its median AUC reported.
 
-    python benchmarks/criteo_sample_auc.py [--seeds 1,2,3] [--steps 100] [--batch_size 256]
+    python benchmarks/criteo_sample_auc.py [--model dlrm] [--seeds 1,2,3] [--steps 100] [--batch_size 256]
+    python benchmarks/criteo_sample_auc.py --model wide_and_deep --steps 0   # one epoch
+    python benchmarks/criteo_sample_auc.py --model wide_and_deep --steps 0 --processes 2  # Horovod, same global batch
 """
 import argparse
 import json
@@ -25,12 +27,17 @@ from modelzoo.io_utils import atomic_write_json  # noqa: E402
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="dlrm", choices=("dlrm", "wide_and_deep"))
     p.add_argument("--seeds", default="1,2,3")
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--steps", type=int, default=100, help="0: one epoch")
     p.add_argument("--batch_size", type=int, default=256)
+    p.add_argument("--processes", type=int, default=1,
+                   help="> 1: train with horovodrun -np N --hvd at the same global batch (one thread each)")
     p.add_argument("--extra", default="", help="more train.py flags, space-separated")
-    p.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "criteo_sample_auc.json"))
+    p.add_argument("--output", default=None, help="default benchmarks/results/criteo_sample_auc_MODEL.json")
     args = p.parse_args()
+    suffix = f"_hvd{args.processes}" if args.processes > 1 else ""
+    args.output = args.output or str(REPO / "benchmarks" / "results" / f"criteo_sample_auc_{args.model}{suffix}.json")
     if not SAMPLE.is_file():
         raise SystemExit(f"the real Criteo sample is not at {SAMPLE}")
 
@@ -45,19 +52,24 @@ def main():
 
     aucs = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        ckpt = work / f"dlrm-{seed}"
-        cmd = [sys.executable, str(REPO / "dlrm" / "train.py"), "--train_files", str(SAMPLE), "--checkpoint",
-               str(ckpt), "--steps", str(args.steps), "--batch_size", str(args.batch_size), "--seed", str(seed),
-               "--log_steps", "1000000", *args.extra.split()]
+        ckpt = work / f"{args.model}-{seed}"
+        cmd = [sys.executable, str(REPO / args.model / "train.py"), "--train_files", str(SAMPLE), "--checkpoint",
+               str(ckpt), "--steps", str(args.steps), "--global_batch_size", str(args.batch_size), "--seed",
+               str(seed), "--log_steps", "1000000", *args.extra.split()]
+        if args.processes > 1:
+            n = str(args.processes)
+            cmd = [str(Path(sys.executable).parent / "horovodrun"), "--gloo", "-np", n, "-H", f"localhost:{n}",
+                   *cmd, "--hvd", "--intra", "1", "--inter", "1"]
         subprocess.run(cmd, check=True, capture_output=True, cwd=REPO)
         result = json.loads((ckpt / "result.json").read_text())
         aucs.append(result["auc"])
-        print(f"DLRM seed {seed}: AUC {result['auc']:.4f} logloss {result['logloss']:.4f}", flush=True)
+        print(f"{args.model} seed {seed}: AUC {result['auc']:.4f} logloss {result['logloss']:.4f}", flush=True)
     summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "sample": str(SAMPLE.name), "train_rows": ntr,
-               "eval_rows": nte, "hashed_lr_auc": lr_auc, "dlrm_aucs": aucs, "dlrm_median_auc": statistics.median(aucs),
-               "dlrm_flags": f"--steps {args.steps} --batch_size {args.batch_size} {args.extra}".strip()}
+               "eval_rows": nte, "hashed_lr_auc": lr_auc, "model": args.model, "aucs": aucs,
+               "median_auc": statistics.median(aucs), "processes": args.processes,
+               "flags": f"--steps {args.steps} --batch_size {args.batch_size} {args.extra}".strip()}
     atomic_write_json(args.output, summary)
-    print(f"DLRM median AUC {summary['dlrm_median_auc']:.4f} over seeds {args.seeds} "
+    print(f"{args.model} median AUC {summary['median_auc']:.4f} over seeds {args.seeds} "
           f"(hashed LR {lr_auc:.4f}); written {args.output}")
 
 

@@ -13,6 +13,8 @@ tf1 = tf.compat.v1
 
 DENSE = "dense"
 IDS = "ids"
+CROSS_IDS = "cross_ids"  # [B, crosses] int64, when the schema has crosses
+LABEL = "_label"  # the label riding with the features, for --predict's output file
 BAD_ROWS = "_bad_rows"  # rows dropped by --bad_rows skip in this batch (a scalar riding with the features)
 SHUFFLE_BUFFER = 50_000
 
@@ -76,7 +78,14 @@ def transform(raw, schema):
     out = {IDS: tf.stack([_ids(c, tf.reshape(raw[c.name], [-1])) for c in schema.categorical], axis=1)}
     if schema.numeric:
         out[DENSE] = tf.stack([_normalize(c, tf.reshape(raw[c.name], [-1])) for c in schema.numeric], axis=1)
+    if schema.crosses:
+        out[CROSS_IDS] = tf.stack([_cross_ids(x, raw) for x in schema.crosses], axis=1)
     return out
+
+
+def _cross_ids(cross, raw):
+    joint = tf.strings.join([tf.reshape(raw[name], [-1]) for name in cross.columns], separator="\x1f")
+    return tf.strings.to_hash_bucket_fast(joint, cross.hash_buckets)
 
 
 def is_raw(features):
@@ -91,14 +100,20 @@ def _slice_dataset(piece):
 
 
 def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, bad_rows="error",
-                 seed=None, repeat=True):
+                 seed=None, repeat=True, shard=(1, 0)):
     """Lines -> batches of features and labels.
 
     Batches first, then decodes whole batches (one vectorized op instead of one per row). With
     `smartstaged` the decode and the feature transform run in parallel map calls, prefetched, so the
     training step never waits for input; without it they run one batch at a time and the hashing is
     left to the model graph, as a plain stock pipeline would do.
+
+    `shard` = (processes, this one), for Horovod: every process shuffles the lines alike (same seed),
+    cuts the same global batches of `batch_size` x processes lines, and decodes only its own rows of
+    each (every processes-th), so the processes' batches of one step together are exactly the batch a
+    single process would train on, and every row is used once per epoch.
     """
+    processes, index = shard
     ds = _slice_dataset(slices[0])
     for piece in slices[1:]:
         ds = ds.concatenate(_slice_dataset(piece))
@@ -106,10 +121,12 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
         ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
-    ds = ds.batch(batch_size)
+    ds = ds.batch(batch_size * processes)
     pattern = row_pattern(schema, delimiter) if bad_rows == "skip" else None
 
     def parse(lines):
+        if processes > 1:
+            lines = lines[index::processes]
         skipped = tf.constant(0, tf.int64)
         if pattern is not None:
             good = tf.strings.regex_full_match(lines, pattern)
@@ -122,7 +139,8 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
         return features, label
 
     if smartstaged:
-        ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+        # out-of-order batches are fine for one process; the processes of a job must stay in step
+        ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training or processes > 1)
         return ds.prefetch(tf.data.AUTOTUNE)
     return ds.map(parse)
 

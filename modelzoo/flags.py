@@ -12,6 +12,9 @@ import sys
 # The optimizers of --optimizer (DeepRec names); modelzoo/optimizers.py builds them.
 OPTIMIZERS = ("adam", "adamasync", "adagraddecay", "adagrad", "gradientdescent", "ftrl")
 
+# How --lr_scaling grows the learning rates with the number of Horovod processes.
+LR_SCALINGS = ("none", "linear", "sqrt")
+
 TRUE_WORDS = ("true", "t", "yes", "y", "1", "on")
 FALSE_WORDS = ("false", "f", "no", "n", "0", "off")
 
@@ -82,6 +85,13 @@ def positive_float(text):
     return value
 
 
+def non_negative_float(text):
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
 def add_bool(parser, name, help_text, default=False):
     parser.add_argument(f"--{name}", nargs="?", const=True, default=default, type=str2bool,
                         metavar="BOOL", help=help_text)
@@ -110,7 +120,8 @@ def build_parser(model_name, defaults):
     g.add_argument("--steps", type=non_negative_int, default=0,
                    help="total global steps to train (0: one epoch over the training data); a rerun "
                         "resumes from the checkpoint and stops at this step")
-    g.add_argument("--batch_size", type=positive_int, default=defaults.get("batch_size", 2048))
+    g.add_argument("--batch_size", type=positive_int, default=None,
+                   help=f"samples per step in each process (default {defaults.get('batch_size', 2048)})")
     add_bool(g, "no_eval", "skip evaluation after training")
     g.add_argument("--output_dir", default="./result", help="parent folder of default checkpoint folders")
     g.add_argument("--checkpoint", default=None,
@@ -127,6 +138,21 @@ def build_parser(model_name, defaults):
     g.add_argument("--log_steps", type=positive_int, default=50, help="progress line every N steps")
     g.add_argument("--timeline", type=non_negative_int, default=0,
                    help="write a Chrome trace (timeline-STEP.json) every N steps; 0: off")
+
+    g = p.add_argument_group("evaluate or predict only (a trained --checkpoint)")
+    add_bool(g, "evaluate", "evaluate the latest checkpoint on the eval data and exit (no training)")
+    add_bool(g, "predict", "write predictions for the eval data to CHECKPOINT/predictions.csv and exit "
+             "(no training)")
+
+    g = p.add_argument_group("synchronous data-parallel training (Horovod)")
+    add_bool(g, "hvd", "train synchronously with Horovod (start with horovodrun -np N): each process reads "
+             "its shard, gradients are averaged, only rank 0 writes checkpoints and exports")
+    g.add_argument("--global_batch_size", type=positive_int, default=None,
+                   help="samples per synchronous step over all processes; each process takes N / processes "
+                        "(instead of --batch_size)")
+    g.add_argument("--lr_scaling", choices=LR_SCALINGS, default="none",
+                   help="multiply the learning rates by 1, by the number of processes (linear) or by its "
+                        "square root (sqrt)")
 
     g = p.add_argument_group("performance")
     g.add_argument("--inter", type=non_negative_int, default=0, help="inter-op threads (0: TensorFlow's choice)")
@@ -152,8 +178,26 @@ def build_parser(model_name, defaults):
     return p
 
 
-def validate(args, speed_defaults):
+def validate(args, speed_defaults, defaults=None):
     """Refuse what cannot work, then resolve the speed switches (None -> measured default)."""
+    defaults = defaults or {}
+    if args.global_batch_size and args.batch_size:
+        raise FlagError("--global_batch_size (split over the processes) and --batch_size (per process) "
+                        "conflict; give one of them")
+    if not args.global_batch_size:
+        args.batch_size = args.batch_size or defaults.get("batch_size", 2048)
+    elif not args.hvd:
+        args.batch_size = args.global_batch_size  # one process: the global batch is its batch
+    # (with --hvd and --global_batch_size the runner sets --batch_size once the processes are known)
+    if args.lr_scaling != "none" and not args.hvd:
+        raise FlagError(f"--lr_scaling {args.lr_scaling} scales with the number of Horovod processes; "
+                        "it needs --hvd")
+    if args.evaluate and args.predict:
+        raise FlagError("--evaluate and --predict are two separate runs; give one of them")
+    if (args.evaluate or args.predict) and args.hvd:
+        raise FlagError(f"--{'evaluate' if args.evaluate else 'predict'} runs in one process; drop --hvd")
+    if args.evaluate and args.no_eval:
+        raise FlagError("--evaluate and --no_eval contradict each other")
     for name, why in NOT_YET.items():
         value = getattr(args, name)
         if value not in (None, False, 0, "", "false", "False"):
@@ -176,7 +220,7 @@ def validate(args, speed_defaults):
                 setattr(args, name, speed_defaults[name])
     if args.micro_batch == 1:
         args.micro_batch = 0
-    if args.micro_batch and args.micro_batch > args.batch_size:
+    if args.micro_batch and args.micro_batch > (args.global_batch_size or args.batch_size):
         raise FlagError(f"--micro_batch {args.micro_batch} is larger than --batch_size {args.batch_size}")
     if args.eval_files and not args.train_files:
         raise FlagError("--eval_files needs --train_files too")
@@ -191,7 +235,7 @@ def parse(model_name, argv=None, defaults=None, speed_defaults=None, add_model_f
         add_model_flags(parser.add_argument_group(f"{model_name}"))
     args = parser.parse_args(argv)
     try:
-        return validate(args, speed_defaults or {n: False for n in SPEED_SWITCHES})
+        return validate(args, speed_defaults or {n: False for n in SPEED_SWITCHES}, defaults)
     except FlagError as err:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: {err.message}", file=sys.stderr)

@@ -22,7 +22,7 @@ class ThroughputMeter:
 
 
 class ThroughputHook(tf1.train.SessionRunHook):
-    """Logs step, loss, samples/s and ETA every `log_steps`; measures samples/s after warm-up."""
+    """Logs step, loss, samples/s and ETA every `log_steps` (0: silent); measures samples/s after warm-up."""
 
     def __init__(self, meter, loss, batch_size, first_step, last_step, log_steps):
         self.meter, self.loss, self.batch_size = meter, loss, batch_size
@@ -48,7 +48,7 @@ class ThroughputHook(tf1.train.SessionRunHook):
         elif self.t_start is not None:
             self.meter.steady_steps = self.steps - self.warmup
             self.meter.samples_per_sec = self.meter.steady_steps * self.batch_size / (now - self.t_start)
-        if step % self.log_steps == 0 or step >= self.last_step:
+        if self.log_steps and (step % self.log_steps == 0 or step >= self.last_step):
             rate = ""
             if self.t_window is not None and self.steps > self.window_steps:
                 window = (self.steps - self.window_steps) * self.batch_size / (now - self.t_window)

@@ -28,12 +28,15 @@ def dense(x, units, name, activation=None):
         return activation(y) if activation else y
 
 
-def mlp(x, units, name, bf16=False, last_activation=True):
-    """A stack of relu layers (the last one linear unless `last_activation`); float32 in and out."""
+def mlp(x, units, name, bf16=False, last_activation=True, dropout=0.0):
+    """A stack of relu layers (the last one linear unless `last_activation`); float32 in and out.
+    `dropout` (a rate, for training graphs only) follows every relu layer."""
     getter = bf16_getter if bf16 else None
     with tf1.variable_scope(name, custom_getter=getter, reuse=tf1.AUTO_REUSE):
         y = tf.cast(x, tf.bfloat16) if bf16 else x
         for i, n in enumerate(units):
             relu = last_activation or i < len(units) - 1
             y = dense(y, n, f"layer{i}", tf.nn.relu if relu else None)
+            if relu and dropout:
+                y = tf.nn.dropout(y, rate=dropout)
         return tf.cast(y, tf.float32) if bf16 else y

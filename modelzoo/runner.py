@@ -3,25 +3,31 @@
 A model's train.py gives a `ModelSpec` (its name, schema, defaults and a function from inputs to
 logits); everything else lives here once: the session settings behind --op_fusion and --tf, the
 input pipeline behind --smartstaged, BF16, micro-batching, optimizers, metrics, throughput and
-timeline hooks, checkpoints that resume, the SavedModel export and the run's result.json.
+timeline hooks, checkpoints that resume, the SavedModel export and the run's result.json, and
+synchronous data parallelism with Horovod (--hvd, modelzoo/data_parallel.py).
 """
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
+from modelzoo import data_parallel
 from modelzoo import flags as flaglib
+from modelzoo.data_parallel import DataParallelError
 from modelzoo.datafiles import DataError, diagnose, resolve
-from modelzoo.io_utils import atomic_write_json
+from modelzoo.io_utils import atomic_write_json, atomic_writer
 from modelzoo.schema import SchemaError, load_schema, schema_summary
 from modelzoo.system import bf16_message, cpu_info, peak_rss_mb
 
 
 class CheckpointMismatch(Exception):
-    """--checkpoint holds a model that this run's flags or schema could not restore."""
+    """--checkpoint holds a model that this run's flags or schema could not restore (or, for
+    --evaluate and --predict, no model at all)."""
 
 
 @dataclass
@@ -33,7 +39,11 @@ class ModelSpec:
     speed_defaults: Dict[str, bool] = field(default_factory=dict)
     add_flags: Optional[Callable] = None
     shape_flags: Tuple[str, ...] = ()  # model flags that change the variables
-    embedding_dim: Optional[int] = None  # one width for every categorical column, if the model needs it
+    # embedding widths the model imposes: one for every categorical column, or a function of the column
+    embedding_dim: Optional[Union[int, Callable]] = None
+    # (args, global_step, lr_factor) -> [(variable-name prefix or None for the rest, optimizer)];
+    # default: one --optimizer at --learning_rate for every variable
+    optimizers: Optional[Callable] = None
 
 
 @dataclass
@@ -42,6 +52,8 @@ class ModelInputs:
     dense: Any  # [B, numeric columns] float32, normalized
     ids: Any  # [B, categorical columns] int64
     tables: Any  # modelzoo.features.EmbeddingTables
+    schema: Any = None  # modelzoo.schema.Schema (with the model's embedding widths)
+    cross_ids: Any = None  # [B, schema crosses] int64, when the schema declares crosses
 
 
 def set_environment(args):
@@ -77,7 +89,7 @@ def checkpoint_identity(spec, args, schema):
     return ident
 
 
-def check_checkpoint(path, identity):
+def check_checkpoint(path, identity, record_new=True):
     """Refuse a checkpoint folder made by another model, schema or layout; record ours if new."""
     record = os.path.join(path, "run_config.json")
     if os.path.exists(record):
@@ -91,7 +103,7 @@ def check_checkpoint(path, identity):
     elif os.path.exists(os.path.join(path, "checkpoint")):
         raise CheckpointMismatch(f"--checkpoint {path} holds a checkpoint without run_config.json (not made "
                                  "by this model zoo); give an empty or new --checkpoint folder")
-    else:
+    elif record_new:
         atomic_write_json(record, identity)
 
 
@@ -141,31 +153,56 @@ def micro_batched_gradients(forward, features, labels, micro_batches):
     return total_loss, [(g, v) for g, v in zip(sums, variables) if g is not None]
 
 
-def make_model_fn(spec, args, schema, meter, steps_range):
+def default_optimizers(args, global_step, lr_factor):
+    from modelzoo.optimizers import build_optimizer
+    return [(None, build_optimizer(args.optimizer, args.learning_rate * lr_factor, global_step=global_step))]
+
+
+def apply_by_group(groups, grads_and_vars, global_step):
+    """Each variable is updated by the optimizer of the first group whose prefix its name starts with
+    (the group with prefix None takes the rest); the global step then advances once."""
+    import tensorflow as tf
+    fallback = [k for k, (prefix, _) in enumerate(groups) if prefix is None]
+    buckets = [[] for _ in groups]
+    for grad, var in grads_and_vars:
+        matches = [k for k, (prefix, _) in enumerate(groups) if prefix and var.op.name.startswith(prefix)]
+        if not matches and not fallback:
+            raise ValueError(f"no optimizer group takes variable {var.op.name}")
+        buckets[(matches or fallback)[0]].append((grad, var))
+    updates = [opt.apply_gradients(gv) for (_, opt), gv in zip(groups, buckets) if gv]
+    with tf.control_dependencies(updates):
+        return tf.compat.v1.assign_add(global_step, 1).op
+
+
+def make_model_fn(spec, args, schema, meter, steps_range, world=None):
     import tensorflow as tf
     from modelzoo import features as F
     from modelzoo.hooks import ThroughputHook
     from modelzoo.metrics import eval_metrics, streaming_sum
-    from modelzoo.optimizers import build_optimizer
     tf1 = tf.compat.v1
+    world = world or data_parallel.World()
 
     def model_fn(features, labels, mode, params):
         features = dict(features)
         bad_rows = features.pop(F.BAD_ROWS, None)
+        label_passed = features.pop(F.LABEL, None)  # --predict writes it next to the score
         tables = F.EmbeddingTables(schema, fused=args.emb_fusion)
         training = mode == tf.estimator.ModeKeys.TRAIN
 
         def forward(feats):
             if F.is_raw(feats):
                 feats = F.transform(feats, schema)
-            inputs = ModelInputs(feats.get(F.DENSE), feats[F.IDS], tables)
+            inputs = ModelInputs(feats.get(F.DENSE), feats[F.IDS], tables, schema, feats.get(F.CROSS_IDS))
             return tf.reshape(spec.build_logits(inputs, args, training), [-1])
 
         if mode == tf.estimator.ModeKeys.PREDICT:
             logits = forward(features)
             probs = tf.sigmoid(logits)
+            predictions = {"probabilities": probs, "logits": logits}
+            if label_passed is not None:
+                predictions["label"] = label_passed
             return tf.estimator.EstimatorSpec(
-                mode, predictions={"probabilities": probs, "logits": logits},
+                mode, predictions=predictions,
                 export_outputs={"serving_default": tf.estimator.export.PredictOutput({"probabilities": probs})})
         if mode == tf.estimator.ModeKeys.EVAL:
             logits = forward(features)
@@ -175,19 +212,23 @@ def make_model_fn(spec, args, schema, meter, steps_range):
             return tf.estimator.EstimatorSpec(mode, loss=_cross_entropy(labels, logits),
                                               eval_metric_ops=metrics)
         global_step = tf1.train.get_or_create_global_step()
-        optimizer = build_optimizer(args.optimizer, args.learning_rate, global_step=global_step)
+        groups = (spec.optimizers or default_optimizers)(args, global_step, world.lr_factor(args.lr_scaling))
         if args.micro_batch:
             loss, grads_and_vars = micro_batched_gradients(forward, features, labels, args.micro_batch)
         else:
             loss = _cross_entropy(labels, forward(features))
-            grads_and_vars = optimizer.compute_gradients(loss)
-        train_op = optimizer.apply_gradients(grads_and_vars, global_step=global_step)
+            variables = tf1.trainable_variables()
+            grads_and_vars = [(g, v) for g, v in zip(tf.gradients(loss, variables), variables) if g is not None]
+        grads_and_vars = world.average_gradients(grads_and_vars)
+        train_op = apply_by_group(groups, grads_and_vars, global_step)
         # Always present (0 unless --bad_rows skip), so checkpoints resume across that flag.
         counter = tf1.get_variable("bad_rows_skipped", [], tf.int64, tf1.zeros_initializer(), trainable=False)
         if bad_rows is not None:
-            train_op = tf.group(train_op, counter.assign_add(bad_rows))
-        hooks = [ThroughputHook(meter, loss, args.batch_size, steps_range[0], steps_range[1], args.log_steps)]
-        if args.timeline:
+            train_op = tf.group(train_op, counter.assign_add(world.sum(bad_rows, "bad_rows")))
+        hooks = [ThroughputHook(meter, loss, args.batch_size * world.size, steps_range[0], steps_range[1],
+                                args.log_steps if world.is_chief else 0)]
+        hooks += world.training_hooks()
+        if args.timeline and world.is_chief:
             hooks.append(tf1.train.ProfilerHook(save_steps=args.timeline, output_dir=os.path.join(
                 params["model_dir"], "timeline"), show_memory=True))
         return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op, training_hooks=hooks)
@@ -195,15 +236,19 @@ def make_model_fn(spec, args, schema, meter, steps_range):
     return model_fn
 
 
-def build_estimator(spec, args, schema, checkpoint, meter=None, steps_range=(0, 1)):
+def build_estimator(spec, args, schema, checkpoint, meter=None, steps_range=(0, 1), world=None):
     import tensorflow as tf
     from modelzoo.hooks import ThroughputMeter
+    world = world or data_parallel.World()
+    if world.is_chief:
+        saving = dict(save_checkpoints_steps=args.save_steps or 10 ** 12, save_checkpoints_secs=None,
+                      save_summary_steps=max(args.log_steps, 100))
+    else:  # only rank 0 writes checkpoints and summaries (`checkpoint` is a scratch folder here)
+        saving = dict(save_checkpoints_steps=None, save_checkpoints_secs=None, save_summary_steps=0)
     config = tf.estimator.RunConfig(
         model_dir=checkpoint, tf_random_seed=args.seed, session_config=session_config(args),
-        save_checkpoints_steps=args.save_steps or 10 ** 12, save_checkpoints_secs=None,
-        keep_checkpoint_max=args.keep_checkpoint_max, log_step_count_steps=None,
-        save_summary_steps=max(args.log_steps, 100))
-    model_fn = make_model_fn(spec, args, schema, meter or ThroughputMeter(), steps_range)
+        keep_checkpoint_max=args.keep_checkpoint_max, log_step_count_steps=None, **saving)
+    model_fn = make_model_fn(spec, args, schema, meter or ThroughputMeter(), steps_range, world)
     return tf.estimator.Estimator(model_fn, config=config, params={"model_dir": checkpoint})
 
 
@@ -219,10 +264,14 @@ def serving_input_fn(schema):
     return fn
 
 
-def input_fn(args, schema, data, slices, training):
-    from modelzoo.features import make_dataset
-    return lambda: make_dataset(slices, schema, data.delimiter, args.batch_size, training,
-                                args.smartstaged, args.bad_rows, seed=args.seed)
+def input_fn(args, schema, data, slices, training, shard=(1, 0), with_label=False):
+    from modelzoo.features import LABEL, make_dataset
+
+    def fn():
+        ds = make_dataset(slices, schema, data.delimiter, args.batch_size, training, args.smartstaged,
+                          args.bad_rows, seed=args.seed, shard=shard)
+        return ds.map(lambda f, y: ({**f, LABEL: y}, y)) if with_label else ds
+    return fn
 
 
 def run_reading(call, data, schema, slices):
@@ -253,47 +302,122 @@ def describe_switches(args):
     return ("--tf baseline: " if args.tf else "") + (", ".join(on) if on else "no speed switches")
 
 
-def run(spec, args):
-    wall_start = time.time()
-    import tensorflow as tf
-    from modelzoo.hooks import ThroughputMeter
-    tf.get_logger().setLevel("ERROR")
-
+def model_schema(spec, args):
     schema = load_schema(args.schema or spec.schema)
-    if spec.embedding_dim:
-        schema = schema.with_embedding_dim(spec.embedding_dim)
-    checkpoint = args.checkpoint or os.path.join(args.output_dir, spec.name)
-    check_checkpoint(checkpoint, checkpoint_identity(spec, args, schema))
+    return schema.with_embedding_dim(spec.embedding_dim) if spec.embedding_dim else schema
+
+
+def prepare(spec, args, schema, checkpoint, world):
+    """Check the checkpoint folder and find (or generate) the data: rank 0 first, the others after it."""
+    identity = checkpoint_identity(spec, args, schema)
     generate = generate_criteo_sample if schema.name == "criteo" else None
-    data = resolve(args, schema, generate)
-    steps = args.steps or math.ceil(data.train_rows / args.batch_size)
-    cpu = cpu_info()
+    data = None
+    if world.is_chief:
+        check_checkpoint(checkpoint, identity)
+        data = resolve(args, schema, generate)
+    world.barrier("rank 0 stopped while checking the checkpoint and the data (its message says why)")
+    if not world.is_chief:
+        check_checkpoint(checkpoint, identity, record_new=False)
+        data = resolve(args, schema, generate)
+    return data
+
+
+def announce(spec, args, schema, data, steps, checkpoint, world, cpu):
     print(f"{spec.name}: {schema_summary(schema)}", flush=True)
     print(f"data: {data.description}: {data.train_rows:,} train rows, {data.eval_rows:,} eval rows", flush=True)
-    print(f"train: {steps:,} steps of {args.batch_size:,} | optimizer {args.optimizer} lr {args.learning_rate} | "
-          f"{describe_switches(args)} | checkpoint {checkpoint}", flush=True)
+    if world.size > 1:
+        print(f"horovod: {world.size} processes x batch {args.batch_size:,} = global batch "
+              f"{args.batch_size * world.size:,}; learning rates x {world.lr_factor(args.lr_scaling):g} "
+              f"(--lr_scaling {args.lr_scaling}); each process reads 1/{world.size} of the training rows",
+              flush=True)
+    print(f"train: {steps:,} steps of {args.batch_size * world.size:,} | optimizer {args.optimizer} lr "
+          f"{args.learning_rate} | {describe_switches(args)} | checkpoint {checkpoint}", flush=True)
     print(f"cpu: {cpu['model']} ({cpu['cores']} cores; {' '.join(cpu['flags'])}; BF16 hardware: "
           f"{', '.join(cpu['bf16_hardware']) or 'none'})", flush=True)
     if args.bf16:
         print(bf16_message(cpu), flush=True)
 
-    start_step = global_step_of(checkpoint)
+
+def train(spec, args, schema, data, steps, checkpoint, world):
+    """Train to `steps` (resuming the checkpoint); returns the estimator, meter and, with several
+    processes, each process's digest of its variables after training (in rank order)."""
+    from modelzoo.hooks import ThroughputMeter
+    start_step = global_step_of(checkpoint)  # rank 0's checkpoint: every process decides alike
     meter = ThroughputMeter()
-    estimator = build_estimator(spec, args, schema, checkpoint, meter, (start_step, steps))
-    if start_step >= steps:
-        print(f"checkpoint {checkpoint} is already at step {start_step:,} >= --steps {steps:,}: "
-              "nothing to train", flush=True)
+    model_dir = checkpoint if world.is_chief else tempfile.mkdtemp(prefix=f"{spec.name}-rank{world.rank}-")
+    try:
+        estimator = build_estimator(spec, args, schema, model_dir, meter, (start_step, steps), world)
+        if start_step >= steps:
+            if world.is_chief:
+                print(f"checkpoint {checkpoint} is already at step {start_step:,} >= --steps {steps:,}: "
+                      "nothing to train", flush=True)
+        else:
+            if start_step and world.is_chief:
+                print(f"resuming from step {start_step:,}", flush=True)
+            train_input = input_fn(args, schema, data, data.train, True, shard=(world.size, world.rank))
+            run_reading(lambda: estimator.train(train_input, max_steps=steps), data, schema, data.train)
+        digests = world.gather(world.digest) if world.size > 1 else None
+    finally:
+        if not world.is_chief:
+            shutil.rmtree(model_dir, ignore_errors=True)
+    return estimator, meter, digests
+
+
+def write_predictions(estimator, args, schema, data, checkpoint):
+    """--predict: label and probability per eval row, in file order, to CHECKPOINT/predictions.csv."""
+    path = os.path.join(checkpoint, "predictions.csv")
+    rows = 0
+    with atomic_writer(path) as out:
+        out.write("label,probability\n")
+        batches = estimator.predict(input_fn(args, schema, data, data.eval, False, with_label=True),
+                                    yield_single_examples=False)
+        for batch in run_reading(lambda: list(batches), data, schema, data.eval):
+            for label, prob in zip(batch["label"], batch["probabilities"]):
+                out.write(f"{int(label)},{prob:.6f}\n")
+            rows += len(batch["label"])
+    print(f"predictions: {rows:,} eval rows scored by {estimator.latest_checkpoint()} -> {path}", flush=True)
+    return 0
+
+
+def run(spec, args):
+    wall_start = time.time()
+    import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")
+
+    world = data_parallel.init(args)
+    schema = model_schema(spec, args)
+    checkpoint = args.checkpoint or os.path.join(args.output_dir, spec.name)
+    data = prepare(spec, args, schema, checkpoint, world)
+    steps = args.steps or math.ceil(data.train_rows / (args.batch_size * world.size))
+    cpu = cpu_info()
+    if world.is_chief:
+        announce(spec, args, schema, data, steps, checkpoint, world, cpu)
+
+    only = "evaluate" if args.evaluate else "predict" if args.predict else None
+    if only:
+        if not tf.train.latest_checkpoint(checkpoint):
+            raise CheckpointMismatch(f"--{only} needs a trained model in --checkpoint {checkpoint}, which holds "
+                                     "no checkpoint; train first or give the folder of a trained one")
+        if not data.eval:
+            raise DataError(f"--{only} needs evaluation data; {data.description} has none")
+        estimator = build_estimator(spec, args, schema, checkpoint)
+        if args.predict:
+            return write_predictions(estimator, args, schema, data, checkpoint)
+        from modelzoo.hooks import ThroughputMeter
+        meter, digests = ThroughputMeter(), None
     else:
-        if start_step:
-            print(f"resuming from step {start_step:,}", flush=True)
-        run_reading(lambda: estimator.train(input_fn(args, schema, data, data.train, True), max_steps=steps),
-                    data, schema, data.train)
+        estimator, meter, digests = train(spec, args, schema, data, steps, checkpoint, world)
+    if not world.is_chief:
+        return 0  # rank 0 evaluates, exports and reports
+
     metrics = {}
     if not args.no_eval and data.eval:
         metrics = run_reading(lambda: estimator.evaluate(input_fn(args, schema, data, data.eval, False)),
                               data, schema, data.eval)
-    export_dir = estimator.export_saved_model(os.path.join(checkpoint, "export"), serving_input_fn(schema))
-    export_dir = export_dir.decode() if isinstance(export_dir, bytes) else export_dir
+    export_dir = None
+    if not only:
+        export_dir = estimator.export_saved_model(os.path.join(checkpoint, "export"), serving_input_fn(schema))
+        export_dir = export_dir.decode() if isinstance(export_dir, bytes) else export_dir
     skipped_train = int(tf.train.load_variable(estimator.latest_checkpoint(), "bad_rows_skipped"))
 
     def metric(name):
@@ -302,7 +426,8 @@ def run(spec, args):
     result = {
         "model": spec.name, "flags": vars(args), "schema": schema.name, "data": data.description,
         "generated_data": data.generated, "train_rows": data.train_rows, "eval_rows": data.eval_rows,
-        "steps": global_step_of(checkpoint), "steps_this_run": meter.steps_run, "batch_size": args.batch_size,
+        "steps": global_step_of(checkpoint), "steps_this_run": meter.steps_run,
+        "batch_size": args.batch_size * world.size, "processes": world.size,
         "samples_per_sec": meter.samples_per_sec, "steady_steps": meter.steady_steps,
         "wall_seconds": round(time.time() - wall_start, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
         "auc": metric("auc"), "logloss": metric("logloss"), "accuracy": metric("accuracy"),
@@ -310,13 +435,19 @@ def run(spec, args):
         "bad_rows_skipped": {"train": skipped_train, "eval": int(metrics.get("bad_rows_skipped", 0))},
         "tf_version": tf.__version__, "cpu": cpu, "checkpoint": checkpoint, "export_dir": export_dir,
     }
+    if digests:
+        result["horovod"] = {"processes": world.size, "per_process_batch": args.batch_size,
+                             "lr_factor": world.lr_factor(args.lr_scaling), "variable_digests": digests,
+                             "identical_variables": len(set(digests)) == 1}
     result_path = os.path.join(checkpoint, "result.json")
     if meter.steps_run == 0 and os.path.exists(result_path):
-        # Nothing trained in this run: keep the training figures of the run that trained.
+        # Nothing trained in this run: keep the figures of the run that trained (and its export).
         with open(result_path, encoding="utf-8") as f:
             before = json.load(f)
-        for key in ("samples_per_sec", "steady_steps", "train_loss"):
-            result[key] = before.get(key)
+        kept = ["samples_per_sec", "steady_steps", "train_loss", "processes", "batch_size", "horovod"]
+        for key in kept + (["export_dir"] if only else []):
+            if key in before:
+                result[key] = before[key]
     atomic_write_json(result_path, result)
     print_summary(result)
     return 0
@@ -349,6 +480,6 @@ def main(spec, argv=None):
     set_environment(args)
     try:
         return run(spec, args)
-    except (DataError, SchemaError, CheckpointMismatch) as err:
+    except (DataError, SchemaError, CheckpointMismatch, DataParallelError) as err:
         print(f"{spec.name}/train.py: error: {err}", file=sys.stderr, flush=True)
         return 1

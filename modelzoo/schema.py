@@ -5,6 +5,8 @@ A schema lists the columns of the input file in order. Each column has a kind:
 - `numeric`: an integer or float feature with a normalization (`log1p`, `standard`, `minmax`, `none`);
 - `categorical`: a string or integer id mapped to a row of an embedding table, either by hashing into
   `hash_buckets` rows or through a `vocabulary` list (unknown values share one extra row).
+An optional `crosses` list names crossed features for wide (linear) models:
+`{"name": "C1_x_C2", "columns": ["C1", "C2"], "hash_buckets": 100000}`.
 This module has no TensorFlow import; modelzoo/features.py turns a schema into tensors.
 """
 import hashlib
@@ -44,10 +46,20 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Cross:
+    """A crossed feature for linear (wide) models: the joint value of two or more categorical
+    columns, hashed into `hash_buckets` rows."""
+    name: str
+    columns: Tuple[str, ...]
+    hash_buckets: int
+
+
+@dataclass(frozen=True)
 class Schema:
     name: str
     columns: Tuple[Column, ...]
     source: str = "<memory>"
+    crosses: Tuple[Cross, ...] = ()
 
     @property
     def label(self):
@@ -67,14 +79,17 @@ class Schema:
 
     def fingerprint(self):
         """Changes whenever a checkpoint made with this schema could no longer be restored."""
-        text = json.dumps([asdict(c) for c in self.columns], sort_keys=True)
+        described = [asdict(c) for c in self.columns] + [asdict(x) for x in self.crosses]
+        text = json.dumps(described, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def with_embedding_dim(self, dim):
-        """The same schema with every categorical column embedded in `dim` dimensions."""
-        cols = tuple(Column(**{**asdict(c), "embedding_dim": dim}) if c.kind == "categorical" else c
+        """The same schema with every categorical column embedded in `dim` dimensions, or in
+        `dim(column)` dimensions when `dim` is a function (a model's own sizing rule)."""
+        width = dim if callable(dim) else (lambda col: dim)
+        cols = tuple(Column(**{**asdict(c), "embedding_dim": width(c)}) if c.kind == "categorical" else c
                      for c in self.columns)
-        return Schema(self.name, cols, self.source)
+        return Schema(self.name, cols, self.source, self.crosses)
 
 
 def _column(raw, where):
@@ -127,7 +142,22 @@ def parse_schema(doc, source="<memory>"):
         raise SchemaError(f"{source}: expected exactly one column of kind 'label', found {len(labels)}")
     if not any(c.kind == "categorical" for c in cols):
         raise SchemaError(f"{source}: expected at least one categorical column")
-    return Schema(doc.get("name", Path(source).stem), cols, source)
+    crosses = tuple(_cross(x, f"{source}: cross {i + 1}", cols) for i, x in enumerate(doc.get("crosses", [])))
+    return Schema(doc.get("name", Path(source).stem), cols, source, crosses)
+
+
+def _cross(raw, where, cols):
+    categorical = {c.name for c in cols if c.kind == "categorical"}
+    if not isinstance(raw, dict) or set(raw) != {"name", "columns", "hash_buckets"}:
+        raise SchemaError(f"{where}: expected an object with exactly 'name', 'columns' and 'hash_buckets', "
+                          f"got {raw!r}")
+    members = raw["columns"]
+    if not isinstance(members, list) or len(members) < 2 or not all(m in categorical for m in members):
+        raise SchemaError(f"{where} ({raw['name']}): 'columns' must list two or more categorical columns of "
+                          f"the schema, got {members!r}")
+    if not isinstance(raw["hash_buckets"], int) or raw["hash_buckets"] <= 0:
+        raise SchemaError(f"{where} ({raw['name']}): hash_buckets must be a positive integer")
+    return Cross(raw["name"], tuple(members), raw["hash_buckets"])
 
 
 def load_schema(name_or_path):

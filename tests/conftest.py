@@ -31,20 +31,32 @@ def run_train(model, args, check=True, timeout=900):
     return proc
 
 
+def load_train_module(model):
+    """MODEL/train.py as a module (its SPEC, flags and model functions), without running it."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"{model}_train", REPO / model / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def small_schema_file(path):
+    """The Criteo schema with every table capped at 1,000 rows: same graph, small checkpoints."""
+    doc = json.loads((REPO / "modelzoo" / "schemas" / "criteo.json").read_text())
+    for col in doc["columns"]:
+        if col["kind"] == "categorical":
+            col["hash_buckets"] = min(col["hash_buckets"], 1000)
+    path.write_text(json.dumps(doc))
+    return path
+
+
 def read_result(checkpoint):
     return json.loads((Path(checkpoint) / "result.json").read_text())
 
 
 @pytest.fixture
 def small_schema(tmp_path):
-    """The Criteo schema with every table capped at 1,000 rows: same graph, small checkpoints."""
-    doc = json.loads((REPO / "modelzoo" / "schemas" / "criteo.json").read_text())
-    for col in doc["columns"]:
-        if col["kind"] == "categorical":
-            col["hash_buckets"] = min(col["hash_buckets"], 1000)
-    path = tmp_path / "criteo_small.json"
-    path.write_text(json.dumps(doc))
-    return path
+    return small_schema_file(tmp_path / "criteo_small.json")
 
 
 @pytest.fixture(scope="session")

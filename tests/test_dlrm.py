@@ -6,18 +6,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, read_result, run_train
+from conftest import REPO, load_train_module, read_result, run_train
 
 RESULT_KEYS = {"model", "flags", "train_rows", "eval_rows", "steps", "batch_size", "samples_per_sec",
                "wall_seconds", "peak_rss_mb", "auc", "logloss", "accuracy", "tf_version", "cpu"}
 
 
 def dlrm_spec():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("dlrm_train", REPO / "dlrm" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_train_module("dlrm")
 
 
 def test_interaction_dot_is_the_lower_triangle_of_pairwise_dots():

@@ -1,0 +1,117 @@
+"""Synchronous data-parallel training with Horovod (--hvd): one `World` per process.
+
+Without --hvd the world is one process and every method is the identity, so the runner has a
+single code path. With --hvd (started by `horovodrun -np N`): each process reads its shard of
+the training rows, gradients are averaged over the processes after every step (dense ones by
+allreduce; sparse embedding gradients by allgather of the rows actually touched, never
+densified), rank 0's variables are broadcast at the start, and only rank 0 writes checkpoints,
+summaries, the SavedModel and result.json.
+"""
+import hashlib
+import math
+
+INSTALL_HINT = ("Horovod is an optional extra built from source: run `make horovod` (or, in the venv, "
+                "HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 "
+                "HOROVOD_WITHOUT_MXNET=1 pip install --no-build-isolation horovod==0.28.1)")
+
+
+class DataParallelError(Exception):
+    """--hvd cannot run: Horovod is missing, or the batch does not split over the processes."""
+
+
+class World:
+    """The processes of one synchronous job (size 1 without --hvd)."""
+
+    def __init__(self, hvd=None):
+        self.hvd = hvd
+        self.size = hvd.size() if hvd else 1
+        self.rank = hvd.rank() if hvd else 0
+        self.digest = None  # sha256 of this process's variables when training ended (with --hvd)
+
+    @property
+    def is_chief(self):
+        return self.rank == 0
+
+    def lr_factor(self, scaling):
+        """--lr_scaling: how much larger the learning rates get with more processes."""
+        return {"none": 1.0, "linear": float(self.size), "sqrt": math.sqrt(self.size)}[scaling]
+
+    def average_gradients(self, grads_and_vars):
+        """Average each gradient over the processes (IndexedSlices stay sparse: Horovod allgathers
+        their rows and values and divides the values by the number of processes)."""
+        if not self.hvd or self.size == 1:
+            return grads_and_vars
+        return [(self.hvd.allreduce(g, op=self.hvd.Average, name=f"grad_{i}"), v)
+                for i, (g, v) in enumerate(grads_and_vars)]
+
+    def sum(self, value, name):
+        """A scalar summed over the processes (rows skipped by --bad_rows skip, for example)."""
+        if not self.hvd or self.size == 1:
+            return value
+        return self.hvd.allreduce(value, op=self.hvd.Sum, name=name)
+
+    def training_hooks(self):
+        """Rank 0's variables (restored or freshly initialized) copied to every process at the start;
+        a digest of every variable taken at the end, to show that the processes stayed identical."""
+        if not self.hvd:
+            return []
+        return [self.hvd.BroadcastGlobalVariablesHook(0), _digest_hook(self)]
+
+    def gather(self, obj):
+        """A Python object from every process, in rank order (every process must call this)."""
+        if not self.hvd:
+            return [obj]
+        try:
+            return self.hvd.allgather_object(obj)
+        except Exception as err:  # a peer stopped: Horovod reports it in many shapes
+            raise DataParallelError(f"process {self.rank}: another process stopped ({type(err).__name__}); "
+                                    "its own message says why") from None
+
+    def barrier(self, why):
+        """Wait here until every process arrives; `why` names what failed if one never does."""
+        if self.size > 1:
+            try:
+                self.gather(None)
+            except DataParallelError:
+                raise DataParallelError(f"process {self.rank}: {why}") from None
+
+
+def init(args):
+    """Start Horovod when --hvd is given and fix the per-process batch size from the global one."""
+    if not args.hvd:
+        return World()
+    try:
+        import horovod.tensorflow as hvd
+    except ImportError as err:
+        raise DataParallelError(f"--hvd needs Horovod, which is not installed ({err}). {INSTALL_HINT}") from None
+    hvd.init()
+    world = World(hvd)
+    if args.global_batch_size:
+        if args.global_batch_size % world.size:
+            raise DataParallelError(f"--global_batch_size {args.global_batch_size} does not split evenly over "
+                                    f"{world.size} processes; give a multiple of {world.size}")
+        args.batch_size = args.global_batch_size // world.size
+    if args.micro_batch and args.micro_batch > args.batch_size:
+        raise DataParallelError(f"--micro_batch {args.micro_batch} is larger than the per-process batch "
+                                f"{args.batch_size}")
+    return world
+
+
+def variables_digest(session, variables):
+    """sha256 of the variables' values (in name order): equal digests mean identical variables."""
+    digest = hashlib.sha256()
+    ordered = sorted(variables, key=lambda v: v.op.name)
+    for var, value in zip(ordered, session.run(ordered)):
+        digest.update(var.op.name.encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _digest_hook(world):
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+
+    class DigestHook(tf1.train.SessionRunHook):
+        def end(self, session):
+            world.digest = variables_digest(session, tf1.global_variables())
+    return DigestHook()

@@ -1,0 +1,123 @@
+"""Synchronous data parallelism with Horovod (--hvd): 2-process gloo jobs on this machine."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import CRITEO_SAMPLE, REPO, read_result, run_train, small_schema_file
+
+HOROVODRUN = Path(sys.executable).parent / "horovodrun"
+
+
+def horovodrun(model, args, processes=2, timeout=900):
+    """`horovodrun --gloo -np N python MODEL/train.py --hvd ARGS` on this machine, one thread each."""
+    if not HOROVODRUN.exists():
+        pytest.skip("Horovod is not installed in this environment: run `make horovod`")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
+    cmd = [str(HOROVODRUN), "--gloo", "-np", str(processes), "-H", f"localhost:{processes}", sys.executable,
+           str(REPO / model / "train.py"), "--hvd", "--intra", "1", "--inter", "1", *map(str, args)]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def wd_runs(tmp_path_factory):
+    """Wide & Deep on the real sample, one epoch at global batch 256 and seed 7: 2 processes and 1."""
+    if not CRITEO_SAMPLE.is_file():
+        pytest.skip(f"real Criteo sample not found at {CRITEO_SAMPLE} (../shared/data beside the checkout)")
+    tmp = tmp_path_factory.mktemp("hvd")
+    schema = small_schema_file(tmp / "small.json")
+    common = ["--train_files", CRITEO_SAMPLE, "--schema", schema, "--global_batch_size", 256, "--seed", 7]
+    two = horovodrun("wide_and_deep", [*common, "--checkpoint", tmp / "two"])
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    one = run_train("wide_and_deep", [*common, "--checkpoint", tmp / "one"])
+    return tmp, two, one
+
+
+def test_both_ranks_finish_with_identical_variables(wd_runs):
+    tmp, two, _ = wd_runs
+    result = read_result(tmp / "two")
+    digests = result["horovod"]["variable_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1] and result["horovod"]["identical_variables"]
+    assert result["processes"] == 2 and result["horovod"]["per_process_batch"] == 128
+    assert result["batch_size"] == 256 and result["steps"] == 36  # one epoch of 8,999 rows at 256
+
+
+def test_only_rank_0_reports_and_writes_the_checkpoint(wd_runs):
+    tmp, two, _ = wd_runs
+    rank1 = [line for line in two.stdout.splitlines() if line.startswith("[1]")]
+    assert not any("summary" in line or "step " in line for line in rank1)
+    assert sum("==== summary ====" in line for line in two.stdout.splitlines()) == 1
+    assert len(list((tmp / "two").glob("model.ckpt-36.index"))) == 1
+    assert not list(Path(tempfile_dir()).glob("wide_and_deep-rank1-*"))  # rank 1's scratch folder is gone
+
+
+def tempfile_dir():
+    import tempfile
+    return tempfile.gettempdir()
+
+
+def test_two_processes_reach_the_single_process_auc_and_rank0_checkpoint_restores(wd_runs):
+    tmp, _, _ = wd_runs
+    two, one = read_result(tmp / "two"), read_result(tmp / "one")
+    assert two["auc"] >= 0.70 and abs(two["auc"] - one["auc"]) <= 0.01, (two["auc"], one["auc"])
+    proc = run_train("wide_and_deep", ["--train_files", CRITEO_SAMPLE, "--schema", tmp / "small.json",
+                                       "--checkpoint", tmp / "two", "--evaluate"])
+    assert read_result(tmp / "two")["auc"] == pytest.approx(two["auc"], abs=1e-6)
+    assert "AUC" in proc.stdout
+
+
+def test_shards_of_a_step_together_are_the_single_process_batch(generated_criteo):
+    from modelzoo.datafiles import Slice
+    from modelzoo.features import IDS, make_dataset
+    from modelzoo.schema import load_schema
+    schema = load_schema("criteo")
+    rows = [Slice(str(generated_criteo), 0, 5000)]
+
+    def first_batches(shard, batch):
+        ds = make_dataset(rows, schema, "\t", batch, training=True, smartstaged=True, seed=3, shard=shard)
+        return [features[IDS].numpy() for features, _ in ds.take(4)]
+
+    single = first_batches((1, 0), 64)
+    rank0, rank1 = first_batches((2, 0), 32), first_batches((2, 1), 32)
+    for whole, a, b in zip(single, rank0, rank1):
+        assert a.shape == b.shape == (32, 26)
+        np.testing.assert_array_equal(np.concatenate([a, b])[np.lexsort(np.concatenate([a, b]).T)],
+                                      whole[np.lexsort(whole.T)])
+
+
+def test_dlrm_trains_with_hvd_too_with_sparse_gradients_kept_in_step(tmp_path, generated_criteo):
+    schema = small_schema_file(tmp_path / "small.json")
+    proc = horovodrun("dlrm", ["--train_files", generated_criteo, "--schema", schema, "--checkpoint",
+                               tmp_path / "c", "--global_batch_size", 512, "--steps", 20, "--no_eval",
+                               "--lr_scaling", "sqrt"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = read_result(tmp_path / "c")
+    assert result["horovod"]["identical_variables"] and result["horovod"]["lr_factor"] == pytest.approx(2 ** 0.5)
+    latest = tf.train.latest_checkpoint(str(tmp_path / "c"))
+    assert int(tf.train.load_variable(latest, "global_step")) == 20
+
+
+def test_a_global_batch_that_does_not_split_is_refused_with_a_message(tmp_path, generated_criteo):
+    proc = horovodrun("dlrm", ["--train_files", generated_criteo, "--checkpoint", tmp_path / "c",
+                               "--global_batch_size", 511, "--steps", 2])
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "--global_batch_size 511 does not split evenly over 2 processes" in output
+    ranks = [line for line in output.splitlines() if line.startswith(("[0]", "[1]"))]
+    assert ranks and not any("Traceback" in line for line in ranks)  # (horovodrun itself then raises)
+
+
+def test_hvd_without_horovod_installed_says_how_to_install_it(tmp_path):
+    fake = tmp_path / "fake" / "horovod"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named horovod.tensorflow')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "fake"))
+    proc = subprocess.run([sys.executable, str(REPO / "dlrm" / "train.py"), "--hvd", "--checkpoint",
+                           tmp_path / "c"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "--hvd needs Horovod" in proc.stderr and "make horovod" in proc.stderr
+    assert "Traceback" not in proc.stderr
