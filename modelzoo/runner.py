@@ -328,7 +328,7 @@ def announce(spec, args, schema, data, steps, checkpoint, world, cpu):
     if world.size > 1:
         print(f"horovod: {world.size} processes x batch {args.batch_size:,} = global batch "
               f"{args.batch_size * world.size:,}; learning rates x {world.lr_factor(args.lr_scaling):g} "
-              f"(--lr_scaling {args.lr_scaling}); each process reads 1/{world.size} of the training rows",
+              f"(--lr_scaling {args.lr_scaling}); each process decodes 1/{world.size} of every global batch",
               flush=True)
     print(f"train: {steps:,} steps of {args.batch_size * world.size:,} | optimizer {args.optimizer} lr "
           f"{args.learning_rate} | {describe_switches(args)} | checkpoint {checkpoint}", flush=True)

@@ -72,16 +72,17 @@ def test_two_processes_reach_the_single_process_auc_and_rank0_checkpoint_restore
 
 def test_shards_of_a_step_together_are_the_single_process_batch(generated_criteo):
     from modelzoo.datafiles import Slice
-    from modelzoo.features import IDS, make_dataset
+    from modelzoo.features import IDS, make_dataset, transform
     from modelzoo.schema import load_schema
     schema = load_schema("criteo")
     rows = [Slice(str(generated_criteo), 0, 5000)]
 
-    def first_batches(shard, batch):
-        ds = make_dataset(rows, schema, "\t", batch, training=True, smartstaged=True, seed=3, shard=shard)
-        return [features[IDS].numpy() for features, _ in ds.take(4)]
+    def first_batches(shard, batch, smartstaged=True):
+        ds = make_dataset(rows, schema, "\t", batch, training=True, smartstaged=smartstaged, seed=3, shard=shard)
+        return [(f if smartstaged else transform(f, schema))[IDS].numpy() for f, _ in ds.take(4)]
 
-    single = first_batches((1, 0), 64)
+    # one process: batches in file-shuffle order (a sequential map, so their order is deterministic)
+    single = first_batches((1, 0), 64, smartstaged=False)
     rank0, rank1 = first_batches((2, 0), 32), first_batches((2, 1), 32)
     for whole, a, b in zip(single, rank0, rank1):
         assert a.shape == b.shape == (32, 26)
@@ -89,14 +90,20 @@ def test_shards_of_a_step_together_are_the_single_process_batch(generated_criteo
                                       whole[np.lexsort(whole.T)])
 
 
-def test_dlrm_trains_with_hvd_too_with_sparse_gradients_kept_in_step(tmp_path, generated_criteo):
+def test_dlrm_trains_with_hvd_too_and_a_rerun_resumes_rank0s_checkpoint_on_every_rank(tmp_path, generated_criteo):
     schema = small_schema_file(tmp_path / "small.json")
-    proc = horovodrun("dlrm", ["--train_files", generated_criteo, "--schema", schema, "--checkpoint",
-                               tmp_path / "c", "--global_batch_size", 512, "--steps", 20, "--no_eval",
-                               "--lr_scaling", "sqrt"])
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    common = ["--train_files", generated_criteo, "--schema", schema, "--checkpoint", tmp_path / "c",
+              "--global_batch_size", 512, "--no_eval", "--lr_scaling", "sqrt"]
+    first = horovodrun("dlrm", [*common, "--steps", 10])
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     result = read_result(tmp_path / "c")
     assert result["horovod"]["identical_variables"] and result["horovod"]["lr_factor"] == pytest.approx(2 ** 0.5)
+    again = horovodrun("dlrm", [*common, "--steps", 20])
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resuming from step 10" in again.stdout
+    result = read_result(tmp_path / "c")
+    # rank 1 started from rank 0's restored variables (broadcast), not from a fresh initialization
+    assert result["steps"] == 20 and result["steps_this_run"] == 10 and result["horovod"]["identical_variables"]
     latest = tf.train.latest_checkpoint(str(tmp_path / "c"))
     assert int(tf.train.load_variable(latest, "global_step")) == 20
 
