@@ -366,15 +366,19 @@ def train(spec, args, schema, data, steps, checkpoint, world):
 def write_predictions(estimator, args, schema, data, checkpoint):
     """--predict: label and probability per eval row, in file order, to CHECKPOINT/predictions.csv."""
     path = os.path.join(checkpoint, "predictions.csv")
-    rows = 0
-    with atomic_writer(path) as out:
-        out.write("label,probability\n")
-        batches = estimator.predict(input_fn(args, schema, data, data.eval, False, with_label=True),
-                                    yield_single_examples=False)
-        for batch in run_reading(lambda: list(batches), data, schema, data.eval):
-            for label, prob in zip(batch["label"], batch["probabilities"]):
-                out.write(f"{int(label)},{prob:.6f}\n")
-            rows += len(batch["label"])
+
+    def write():  # streams batch by batch; the file appears only when every row is written
+        rows = 0
+        with atomic_writer(path) as out:
+            out.write("label,probability\n")
+            for batch in estimator.predict(input_fn(args, schema, data, data.eval, False, with_label=True),
+                                           yield_single_examples=False):
+                out.writelines(f"{int(label)},{prob:.6f}\n"
+                               for label, prob in zip(batch["label"], batch["probabilities"]))
+                rows += len(batch["label"])
+        return rows
+
+    rows = run_reading(write, data, schema, data.eval)
     print(f"predictions: {rows:,} eval rows scored by {estimator.latest_checkpoint()} -> {path}", flush=True)
     return 0
 

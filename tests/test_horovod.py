@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +53,7 @@ def test_only_rank_0_reports_and_writes_the_checkpoint(wd_runs):
     assert not any("summary" in line or "step " in line for line in rank1)
     assert sum("==== summary ====" in line for line in two.stdout.splitlines()) == 1
     assert len(list((tmp / "two").glob("model.ckpt-36.index"))) == 1
-    assert not list(Path(tempfile_dir()).glob("wide_and_deep-rank1-*"))  # rank 1's scratch folder is gone
-
-
-def tempfile_dir():
-    import tempfile
-    return tempfile.gettempdir()
+    assert not list(Path(tempfile.gettempdir()).glob("wide_and_deep-rank1-*"))  # rank 1's scratch folder is gone
 
 
 def test_two_processes_reach_the_single_process_auc_and_rank0_checkpoint_restores(wd_runs):
