@@ -64,7 +64,10 @@ def _normalize(col, value):
     return x
 
 
-def _ids(col, value):
+def _ids(col, value, keyed=False):
+    if keyed:  # --ev: the raw id's 64-bit key, for a dynamic table (no buckets, no vocabulary index)
+        from modelzoo.embedding_variables import keys_of
+        return keys_of(value)
     if col.hash_buckets:
         return tf.strings.to_hash_bucket_fast(value, col.hash_buckets)
     vocab = tf.constant(list(col.vocabulary))
@@ -73,9 +76,12 @@ def _ids(col, value):
                     tf.cast(len(col.vocabulary), tf.int64))
 
 
-def transform(raw, schema):
-    """Raw columns -> {'dense': [B, numeric] float32, 'ids': [B, categorical] int64}."""
-    out = {IDS: tf.stack([_ids(c, tf.reshape(raw[c.name], [-1])) for c in schema.categorical], axis=1)}
+def transform(raw, schema, keyed=False):
+    """Raw columns -> {'dense': [B, numeric] float32, 'ids': [B, categorical] int64}.
+
+    `ids` are hash buckets or vocabulary indices, or with `keyed` (--ev) 64-bit keys of the raw ids.
+    """
+    out = {IDS: tf.stack([_ids(c, tf.reshape(raw[c.name], [-1]), keyed) for c in schema.categorical], axis=1)}
     if schema.numeric:
         out[DENSE] = tf.stack([_normalize(c, tf.reshape(raw[c.name], [-1])) for c in schema.numeric], axis=1)
     if schema.crosses:
@@ -100,7 +106,7 @@ def _slice_dataset(piece):
 
 
 def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, bad_rows="error",
-                 seed=None, repeat=True, shard=(1, 0)):
+                 seed=None, repeat=True, shard=(1, 0), keyed=False):
     """Lines -> batches of features and labels.
 
     Batches first, then decodes whole batches (one vectorized op instead of one per row). With
@@ -133,7 +139,7 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
             skipped = tf.reduce_sum(tf.cast(tf.logical_not(good), tf.int64))
             lines = tf.boolean_mask(lines, good)
         raw, label = decode_lines(lines, schema, delimiter)
-        features = transform(raw, schema) if smartstaged else raw
+        features = transform(raw, schema, keyed) if smartstaged else raw
         if pattern is not None:
             features[BAD_ROWS] = skipped
         return features, label
@@ -153,6 +159,10 @@ class EmbeddingTables:
         self.columns = schema.categorical
         self.fused = fused
         self.initializer = initializer or tf1.random_uniform_initializer(-0.05, 0.05)
+
+    def sibling(self, schema, initializer=None):
+        """Tables of the same kind for another set of widths (in the caller's variable scope)."""
+        return EmbeddingTables(schema, self.fused, initializer)
 
     def lookup(self, ids):
         """ids [B, C] -> list of C embeddings [B, dim_c] in schema order."""

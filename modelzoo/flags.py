@@ -25,18 +25,14 @@ SPEED_SWITCHES = ("smartstaged", "op_fusion", "emb_fusion", "xla")
 # Flags of DeepRec whose implementation belongs to a later issue of this project. They are
 # parsed (so users get a clear message instead of "unrecognized argument") and refused when on.
 NOT_YET = {
-    "ev": "embedding variables (dynamic hash embeddings) are not implemented yet",
-    "adaptive_emb": "adaptive embedding needs embedding variables, which are not implemented yet",
-    "ev_elimination": "embedding-variable eviction needs embedding variables, which are not implemented yet",
-    "ev_filter": "embedding-variable admission filters need embedding variables, which are not implemented yet",
-    "dynamic_ev": "dynamic-dimension embedding variables are not implemented yet",
-    "incremental_ckpt": "incremental checkpoints save changed embedding-variable rows, which are not implemented yet",
     "workqueue": "the work queue shards files among distributed workers; distributed training is not implemented yet",
     "input_layer_partitioner": "partitioning variables across parameter servers needs distributed training, "
     "which is not implemented yet",
     "dense_layer_partitioner": "partitioning variables across parameter servers needs distributed training, "
     "which is not implemented yet",
 }
+EV_FILTERS = ("counter", "cbf")
+EV_ELIMINATIONS = ("gstep", "l2")
 
 DEEPREC_ONLY_PROTOCOLS = ("grpc++", "star_server", "star", "grpc+verbs", "grpc+mpi", "grpc+seastar")
 
@@ -90,6 +86,21 @@ def non_negative_float(text):
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
     return value
+
+
+def probability(text):
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text}")
+    return value
+
+
+def int_list(text):
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    return values
 
 
 def add_bool(parser, name, help_text, default=False):
@@ -166,13 +177,46 @@ def build_parser(model_name, defaults):
     add_bool(g, "xla", "XLA auto-clustering (JIT compilation of op clusters) on CPU", default=None)
     add_bool(g, "emb_fusion", "all categorical embeddings as one table and one lookup", default=None)
 
-    g = p.add_argument_group("distributed and embedding variables (later issues)")
+    g = p.add_argument_group("embedding variables (dynamic hash embeddings, modelzoo/embedding_variables.py)")
+    add_bool(g, "ev", "one dynamic hash table per categorical column keyed by the raw id: no collisions, "
+             "rows created when an id is admitted", default=False)
+    g.add_argument("--ev_filter", choices=EV_FILTERS, default=None,
+                   help="admit an id only after --ev_filter_freq sightings, counted exactly (counter) or in a "
+                        "counting Bloom filter of bounded size (cbf); until then it reads the zero vector")
+    g.add_argument("--ev_filter_freq", type=positive_int, default=3, help="sightings before admission (3)")
+    g.add_argument("--ev_cbf_max_elements", type=positive_int, default=100_000,
+                   help="distinct ids per column the counting Bloom filter is sized for (100000)")
+    g.add_argument("--ev_cbf_fpr", type=probability, default=0.01,
+                   help="the Bloom filter's false-positive rate at that many ids (0.01)")
+    g.add_argument("--ev_elimination", choices=EV_ELIMINATIONS, default=None,
+                   help="evict rows not updated in the last --ev_steps_to_live steps (gstep) or whose L2 norm "
+                        "is below --ev_l2_threshold (l2), with their optimizer slots")
+    g.add_argument("--ev_steps_to_live", type=positive_int, default=4000,
+                   help="gstep eviction: steps a row may go without an update (4000, as DeepRec's zoo)")
+    g.add_argument("--ev_l2_threshold", type=positive_float, default=0.05,
+                   help="l2 eviction: rows with a smaller L2 norm go (0.05; a fresh dim-16 row has ~0.12)")
+    g.add_argument("--ev_evict_steps", type=positive_int, default=1000,
+                   help="run the eviction every N steps, and at every checkpoint (1000)")
+    add_bool(g, "adaptive_emb", "ids seen fewer than --adaptive_emb_threshold times share a small "
+             "hash-bucket table; frequent ids get their own dynamic rows (needs --ev)", default=False)
+    g.add_argument("--adaptive_emb_threshold", type=positive_int, default=5,
+                   help="sightings that move an id to the dynamic table (5)")
+    g.add_argument("--adaptive_emb_buckets", type=positive_int, default=10_000,
+                   help="rows of each column's hash-bucket table for the rare ids (10000)")
+    add_bool(g, "dynamic_ev", "dynamic-dimension embedding variables: rare ids get a narrower row, "
+             "zero-padded to the full width (needs --ev)", default=False)
+    g.add_argument("--dynamic_ev_dims", type=int_list, default=None,
+                   help="row widths from rare to frequent, the last one the model's width (default: "
+                        "width/4, width)")
+    g.add_argument("--dynamic_ev_freqs", type=int_list, default=None,
+                   help="sightings that promote an id to the next width, one fewer than the widths (10)")
+    g.add_argument("--incremental_ckpt", type=non_negative_int, default=0,
+                   help="every SECS seconds between checkpoints, save only the embedding-variable rows "
+                        "changed since the last save (and the dense variables); 0 = off (needs --ev)")
+
+    g = p.add_argument_group("distributed (a later issue)")
     g.add_argument("--protocol", default="grpc", help="distributed transport; stock TensorFlow has grpc only")
-    for name in ("ev", "adaptive_emb", "dynamic_ev", "workqueue"):
-        add_bool(g, name, NOT_YET[name].split(" are ")[0].split(" needs ")[0] + " (not available yet)")
-    g.add_argument("--ev_elimination", default=None, help="not available yet (embedding variables)")
-    g.add_argument("--ev_filter", default=None, help="not available yet (embedding variables)")
-    g.add_argument("--incremental_ckpt", type=non_negative_int, default=0, help="not available yet")
+    add_bool(g, "workqueue", "the work queue (not available yet)")
     g.add_argument("--input_layer_partitioner", type=non_negative_int, default=0, help="not available yet")
     g.add_argument("--dense_layer_partitioner", type=non_negative_int, default=0, help="not available yet")
     return p
@@ -202,6 +246,7 @@ def validate(args, speed_defaults, defaults=None):
         value = getattr(args, name)
         if value not in (None, False, 0, "", "false", "False"):
             raise FlagError(f"--{name} is refused: {why}.")
+    validate_ev(args)
     if args.protocol in DEEPREC_ONLY_PROTOCOLS:
         raise FlagError(f"--protocol {args.protocol} is refused: it is a DeepRec-only transport; "
                         "stock TensorFlow has --protocol grpc")
@@ -225,6 +270,41 @@ def validate(args, speed_defaults, defaults=None):
     if args.eval_files and not args.train_files:
         raise FlagError("--eval_files needs --train_files too")
     return args
+
+
+def validate_ev(args):
+    """The embedding-variable flags: each needs --ev, and the combinations that cannot work are refused."""
+    needs_ev = {"ev_filter": args.ev_filter, "ev_elimination": args.ev_elimination,
+                "adaptive_emb": args.adaptive_emb, "dynamic_ev": args.dynamic_ev,
+                "incremental_ckpt": args.incremental_ckpt}
+    given = [f"--{name}" for name, value in needs_ev.items() if value]
+    if given and not args.ev:
+        raise FlagError(f"{' '.join(given)} act on embedding variables; add --ev")
+    if not args.ev:
+        return
+    if args.hvd:
+        raise FlagError("--ev with --hvd is refused: Horovod averages fixed-shape gradients, and each process "
+                        "would look up different ids; train embedding variables on one process or with "
+                        "parameter servers")
+    if args.micro_batch and args.micro_batch > 1:
+        raise FlagError("--ev with --micro_batch is refused: an embedding variable's rows are looked up and "
+                        "written once per step, not per micro-batch")
+    if args.adaptive_emb and args.ev_filter:
+        raise FlagError("--adaptive_emb admits ids by its own --adaptive_emb_threshold; drop --ev_filter")
+    if args.dynamic_ev and (args.adaptive_emb or args.ev_filter):
+        raise FlagError("--dynamic_ev gives every id a row (narrow while rare); it does not combine with "
+                        f"{'--adaptive_emb' if args.adaptive_emb else '--ev_filter'}")
+    if args.dynamic_ev_dims is not None or args.dynamic_ev_freqs is not None:
+        if not args.dynamic_ev:
+            raise FlagError("--dynamic_ev_dims/--dynamic_ev_freqs need --dynamic_ev")
+        dims, freqs = args.dynamic_ev_dims, args.dynamic_ev_freqs
+        if dims is not None and (len(dims) < 2 or sorted(set(dims)) != dims or dims[0] < 1):
+            raise FlagError(f"--dynamic_ev_dims {dims}: give two or more increasing widths, e.g. 4,16")
+        if freqs is not None and (sorted(set(freqs)) != freqs or freqs[0] < 1):
+            raise FlagError(f"--dynamic_ev_freqs {freqs}: give increasing positive counts, e.g. 10")
+        if dims is not None and freqs is not None and len(freqs) != len(dims) - 1:
+            raise FlagError(f"--dynamic_ev_freqs needs {len(dims) - 1} count(s), one per step between the "
+                            f"widths {dims}")
 
 
 def parse(model_name, argv=None, defaults=None, speed_defaults=None, add_model_flags=None):

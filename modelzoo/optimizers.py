@@ -262,6 +262,15 @@ class AdagradDecayOptimizer(tf1.train.Optimizer):
         for v in var_list:
             dtype = v.dtype.base_dtype
             shape = v.get_shape()
+            if _is_dynamic_rows(v):
+                # An embedding variable's slots are tables with the rows' width (TFRA): the
+                # accumulator as usual, decay_power as a float per element (the period, exact to 2^24).
+                self._get_or_make_slot_with_initializer(
+                    v, tf1.constant_initializer(self._initial_accumulator_value), shape, dtype,
+                    "accumulator", self._name)
+                self._get_or_make_slot_with_initializer(
+                    v, tf1.zeros_initializer(), shape, dtype, "decay_power", self._name)
+                continue
             if shape.is_fully_defined():
                 acc_init = tf1.constant_initializer(
                     self._initial_accumulator_value, dtype=dtype)
@@ -306,14 +315,16 @@ class AdagradDecayOptimizer(tf1.train.Optimizer):
 
         ``accum`` has the rows on axis 0; ``power`` is one entry per row.
         """
-        k = self._period_tensor
+        k = tf.cast(self._period_tensor, power.dtype)
         missed = tf.maximum(k - power, 0)
         rate = tf.cast(self._decay_rate_tensor, dtype)
         baseline = tf.cast(self._baseline_tensor, dtype)
         factor = tf.pow(rate, tf.cast(missed, dtype))
         need = missed > 0
         rank = accum.shape.rank
-        if rank is not None and rank > 1:
+        if power.shape.rank == rank:  # per element (embedding-variable slots): no broadcast
+            need_b = need
+        elif rank is not None and rank > 1:
             bshape = tf.concat([tf.shape(factor),
                                 tf.ones([rank - 1], tf.int32)], 0)
             factor = tf.reshape(factor, bshape)
@@ -370,6 +381,11 @@ class AdagradDecayOptimizer(tf1.train.Optimizer):
 
     def _resource_apply_sparse(self, grad, var, indices):
         return self._apply_sparse_shared(grad, var, indices, resource=True)
+
+
+def _is_dynamic_rows(var):
+    """True for TFRA's TrainableWrapper: the looked-up rows of an embedding variable (--ev)."""
+    return type(var).__name__ == "TrainableWrapper"
 
 
 def _check_name(name):

@@ -83,8 +83,9 @@ def session_config(args):
 
 def checkpoint_identity(spec, args, schema):
     """What must match for a checkpoint to be restored into this run's graph."""
+    from modelzoo.embedding_variables import identity as ev_identity
     ident = {"model": spec.name, "schema": schema.name, "schema_fingerprint": schema.fingerprint(),
-             "emb_fusion": bool(args.emb_fusion)}
+             "emb_fusion": bool(args.emb_fusion), "embedding_variables": ev_identity(args)}
     ident.update({name: getattr(args, name) for name in spec.shape_flags})
     return ident
 
@@ -174,24 +175,29 @@ def apply_by_group(groups, grads_and_vars, global_step):
         return tf.compat.v1.assign_add(global_step, 1).op
 
 
-def make_model_fn(spec, args, schema, meter, steps_range, world=None):
+def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=None):
     import tensorflow as tf
     from modelzoo import features as F
     from modelzoo.hooks import ThroughputHook
     from modelzoo.metrics import eval_metrics, streaming_sum
     tf1 = tf.compat.v1
     world = world or data_parallel.World()
+    ev_report = {} if ev_report is None else ev_report
 
     def model_fn(features, labels, mode, params):
         features = dict(features)
         bad_rows = features.pop(F.BAD_ROWS, None)
         label_passed = features.pop(F.LABEL, None)  # --predict writes it next to the score
-        tables = F.EmbeddingTables(schema, fused=args.emb_fusion)
         training = mode == tf.estimator.ModeKeys.TRAIN
+        if args.ev:
+            from modelzoo.embedding_variables import DynamicEmbeddingTables, EVOptions
+            tables = DynamicEmbeddingTables(schema, args.emb_fusion, EVOptions.from_args(args), training)
+        else:
+            tables = F.EmbeddingTables(schema, fused=args.emb_fusion)
 
         def forward(feats):
             if F.is_raw(feats):
-                feats = F.transform(feats, schema)
+                feats = F.transform(feats, schema, keyed=args.ev)
             inputs = ModelInputs(feats.get(F.DENSE), feats[F.IDS], tables, schema, feats.get(F.CROSS_IDS))
             return tf.reshape(spec.build_logits(inputs, args, training), [-1])
 
@@ -220,7 +226,12 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None):
             variables = tf1.trainable_variables()
             grads_and_vars = [(g, v) for g, v in zip(tf.gradients(loss, variables), variables) if g is not None]
         grads_and_vars = world.average_gradients(grads_and_vars)
+        if args.ev:  # TFRA's wrapper: slots as tables, updated rows written back to the tables
+            from tensorflow_recommenders_addons import dynamic_embedding as de
+            groups = [(prefix, de.DynamicEmbeddingOptimizer(opt)) for prefix, opt in groups]
         train_op = apply_by_group(groups, grads_and_vars, global_step)
+        if args.ev:
+            train_op = tf.group(train_op, *tables.finish([opt for _, opt in groups], global_step))
         # Always present (0 unless --bad_rows skip), so checkpoints resume across that flag.
         counter = tf1.get_variable("bad_rows_skipped", [], tf.int64, tf1.zeros_initializer(), trainable=False)
         if bad_rows is not None:
@@ -228,6 +239,8 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None):
         hooks = [ThroughputHook(meter, loss, args.batch_size * world.size, steps_range[0], steps_range[1],
                                 args.log_steps if world.is_chief else 0)]
         hooks += world.training_hooks()
+        if args.ev and world.is_chief:
+            hooks += tables.hooks(ev_report)
         if args.timeline and world.is_chief:
             hooks.append(tf1.train.ProfilerHook(save_steps=args.timeline, output_dir=os.path.join(
                 params["model_dir"], "timeline"), show_memory=True))
@@ -236,7 +249,7 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None):
     return model_fn
 
 
-def build_estimator(spec, args, schema, checkpoint, meter=None, steps_range=(0, 1), world=None):
+def build_estimator(spec, args, schema, checkpoint, meter=None, steps_range=(0, 1), world=None, ev_report=None):
     import tensorflow as tf
     from modelzoo.hooks import ThroughputMeter
     world = world or data_parallel.World()
@@ -248,7 +261,7 @@ def build_estimator(spec, args, schema, checkpoint, meter=None, steps_range=(0, 
     config = tf.estimator.RunConfig(
         model_dir=checkpoint, tf_random_seed=args.seed, session_config=session_config(args),
         keep_checkpoint_max=args.keep_checkpoint_max, log_step_count_steps=None, **saving)
-    model_fn = make_model_fn(spec, args, schema, meter or ThroughputMeter(), steps_range, world)
+    model_fn = make_model_fn(spec, args, schema, meter or ThroughputMeter(), steps_range, world, ev_report)
     return tf.estimator.Estimator(model_fn, config=config, params={"model_dir": checkpoint})
 
 
@@ -269,7 +282,7 @@ def input_fn(args, schema, data, slices, training, shard=(1, 0), with_label=Fals
 
     def fn():
         ds = make_dataset(slices, schema, data.delimiter, args.batch_size, training, args.smartstaged,
-                          args.bad_rows, seed=args.seed, shard=shard)
+                          args.bad_rows, seed=args.seed, shard=shard, keyed=args.ev)
         return ds.map(lambda f, y: ({**f, LABEL: y}, y)) if with_label else ds
     return fn
 
@@ -342,11 +355,12 @@ def train(spec, args, schema, data, steps, checkpoint, world):
     """Train to `steps` (resuming the checkpoint); returns the estimator, meter and, with several
     processes, each process's digest of its variables after training (in rank order)."""
     from modelzoo.hooks import ThroughputMeter
+    from modelzoo.embedding_variables import saving_listeners
     start_step = global_step_of(checkpoint)  # rank 0's checkpoint: every process decides alike
-    meter = ThroughputMeter()
+    meter, ev_report = ThroughputMeter(), {}
     model_dir = checkpoint if world.is_chief else tempfile.mkdtemp(prefix=f"{spec.name}-rank{world.rank}-")
     try:
-        estimator = build_estimator(spec, args, schema, model_dir, meter, (start_step, steps), world)
+        estimator = build_estimator(spec, args, schema, model_dir, meter, (start_step, steps), world, ev_report)
         if start_step >= steps:
             if world.is_chief:
                 print(f"checkpoint {checkpoint} is already at step {start_step:,} >= --steps {steps:,}: "
@@ -355,12 +369,14 @@ def train(spec, args, schema, data, steps, checkpoint, world):
             if start_step and world.is_chief:
                 print(f"resuming from step {start_step:,}", flush=True)
             train_input = input_fn(args, schema, data, data.train, True, shard=(world.size, world.rank))
-            run_reading(lambda: estimator.train(train_input, max_steps=steps), data, schema, data.train)
+            listeners = saving_listeners(args)
+            run_reading(lambda: estimator.train(train_input, max_steps=steps, saving_listeners=listeners),
+                        data, schema, data.train)
         digests = world.gather(world.digest) if world.size > 1 else None
     finally:
         if not world.is_chief:
             shutil.rmtree(model_dir, ignore_errors=True)
-    return estimator, meter, digests
+    return estimator, meter, digests, ev_report
 
 
 def write_predictions(estimator, args, schema, data, checkpoint):
@@ -408,9 +424,9 @@ def run(spec, args):
         if args.predict:
             return write_predictions(estimator, args, schema, data, checkpoint)
         from modelzoo.hooks import ThroughputMeter
-        meter, digests = ThroughputMeter(), None
+        meter, digests, ev_report = ThroughputMeter(), None, {}
     else:
-        estimator, meter, digests = train(spec, args, schema, data, steps, checkpoint, world)
+        estimator, meter, digests, ev_report = train(spec, args, schema, data, steps, checkpoint, world)
     if not world.is_chief:
         return 0  # rank 0 evaluates, exports and reports
 
@@ -439,6 +455,8 @@ def run(spec, args):
         "bad_rows_skipped": {"train": skipped_train, "eval": int(metrics.get("bad_rows_skipped", 0))},
         "tf_version": tf.__version__, "cpu": cpu, "checkpoint": checkpoint, "export_dir": export_dir,
     }
+    if ev_report:
+        result["ev_tables"] = ev_report
     if digests:
         result["horovod"] = {"processes": world.size, "per_process_batch": args.batch_size,
                              "lr_factor": world.lr_factor(args.lr_scaling), "variable_digests": digests,
@@ -448,7 +466,7 @@ def run(spec, args):
         # Nothing trained in this run: keep the figures of the run that trained (and its export).
         with open(result_path, encoding="utf-8") as f:
             before = json.load(f)
-        kept = ["samples_per_sec", "steady_steps", "train_loss", "processes", "batch_size", "horovod"]
+        kept = ["samples_per_sec", "steady_steps", "train_loss", "processes", "batch_size", "horovod", "ev_tables"]
         for key in kept + (["export_dir"] if only else []):
             if key in before:
                 result[key] = before[key]

@@ -57,15 +57,14 @@ def optimizers(args, global_step, lr_factor):
     return [(WIDE_SCOPE + "/", ftrl), (None, deep)]
 
 
-def wide_logit(inputs, fused):
+def wide_logit(inputs):
     """Sum of one weight per categorical value, per crossed value and per numeric column, plus a bias."""
     import tensorflow as tf
-    from modelzoo.features import EmbeddingTables
     from modelzoo.layers import dense
     tf1 = tf.compat.v1
     zeros = tf1.zeros_initializer()
     with tf1.variable_scope(WIDE_SCOPE, reuse=tf1.AUTO_REUSE):
-        weights = EmbeddingTables(inputs.schema.with_embedding_dim(1), fused, initializer=zeros)
+        weights = inputs.tables.sibling(inputs.schema.with_embedding_dim(1), initializer=zeros)
         terms = weights.lookup(inputs.ids)
         for i, cross in enumerate(inputs.schema.crosses):
             table = tf1.get_variable(f"cross/{cross.name}", [cross.hash_buckets, 1], initializer=zeros)
@@ -89,7 +88,7 @@ def deep_logit(inputs, args, training):
 
 
 def build_logits(inputs, args, training):
-    return wide_logit(inputs, args.emb_fusion) + deep_logit(inputs, args, training)
+    return wide_logit(inputs) + deep_logit(inputs, args, training)
 
 
 SPEC = ModelSpec(

@@ -1,0 +1,532 @@
+"""Embedding variables (--ev): dynamic hash embeddings keyed by the raw id, as in DeepRec.
+
+Each categorical column's embedding is a hash table from a 64-bit id (the fingerprint of the raw
+string) to its row, so two distinct ids never share a row and memory grows with the ids admitted, not
+with a declared bucket count. TensorFlow Recommenders-Addons 0.7.2 (`dynamic_embedding`) gives the
+tables (CuckooHashTable kernels), their optimizer slots as tables, sharding over parameter-server
+devices, and checkpoint saveables. This module adds what it lacks:
+
+- id-deterministic initialization: a new id's row is row `id mod 4096` of a seeded initializer bank
+  (DeepRec's default_value_dim), so the same id starts alike whatever the sharding or the step;
+- admission (--ev_filter counter|cbf): an id gets a row only at its N-th sighting; before that it
+  reads the zero vector, is not stored and gets no update;
+- adaptive embedding (--adaptive_emb): ids not yet frequent read a small hash-bucket table instead;
+- dynamic dimension (--dynamic_ev): rare ids get narrower rows, zero-padded to the model's width;
+- eviction (--ev_elimination gstep|l2) of rows and their slots, every N steps and at each checkpoint,
+  counted in a variable per table;
+- the per-table report that goes into result.json (`ev_tables`).
+
+A SavedModel holding these tables needs TFRA's kernels where it is loaded: `import
+tensorflow_recommenders_addons.dynamic_embedding` before `tf.saved_model.load`.
+"""
+import math
+from dataclasses import dataclass
+from typing import List, Optional
+
+import tensorflow as tf
+
+tf1 = tf.compat.v1
+
+KEY_SPACE = (1 << 63) - 1  # ids are fingerprints in [0, 2^63 - 1): collisions are negligible
+BANK_ROWS = 4096  # DeepRec's default_value_dim: new ids start from row id % 4096 of the bank
+EVICT_COLLECTION = "modelzoo_ev_evict"  # the eviction op, found by the checkpoint listener
+
+
+def keys_of(values):
+    """Raw categorical values (strings) -> 64-bit keys of the dynamic tables."""
+    return tf.strings.to_hash_bucket_fast(values, KEY_SPACE)
+
+
+def _de():
+    from tensorflow_recommenders_addons import dynamic_embedding as de
+    return de
+
+
+@dataclass
+class EVOptions:
+    filter: Optional[str] = None  # None, "counter", "cbf"
+    filter_freq: int = 3
+    cbf_max_elements: int = 100_000
+    cbf_fpr: float = 0.01
+    elimination: Optional[str] = None  # None, "gstep", "l2"
+    steps_to_live: int = 4000
+    l2_threshold: float = 0.05
+    evict_steps: int = 1000
+    adaptive: bool = False
+    adaptive_threshold: int = 5
+    adaptive_buckets: int = 10_000
+    dynamic: bool = False
+    dynamic_dims: Optional[List[int]] = None
+    dynamic_freqs: Optional[List[int]] = None
+    track_updates: bool = False  # keep each row's last-updated step (gstep eviction, incremental saves)
+
+    @classmethod
+    def from_args(cls, args):
+        return cls(filter=args.ev_filter, filter_freq=args.ev_filter_freq,
+                   cbf_max_elements=args.ev_cbf_max_elements, cbf_fpr=args.ev_cbf_fpr,
+                   elimination=args.ev_elimination, steps_to_live=args.ev_steps_to_live,
+                   l2_threshold=args.ev_l2_threshold, evict_steps=args.ev_evict_steps,
+                   adaptive=args.adaptive_emb, adaptive_threshold=args.adaptive_emb_threshold,
+                   adaptive_buckets=args.adaptive_emb_buckets, dynamic=args.dynamic_ev,
+                   dynamic_dims=args.dynamic_ev_dims, dynamic_freqs=args.dynamic_ev_freqs,
+                   track_updates=args.ev_elimination == "gstep" or bool(args.incremental_ckpt))
+
+    def widths(self, dim):
+        """Row widths from rare to frequent ids; the last is the model's width."""
+        if not self.dynamic:
+            return [dim]
+        dims = self.dynamic_dims or [max(1, dim // 4), dim]
+        if dims[-1] != dim:
+            raise ValueError(f"--dynamic_ev_dims {dims} must end with the embedding width {dim}")
+        return dims
+
+    def promotions(self, dim):
+        """Sightings that move an id to the next width (one fewer than the widths)."""
+        widths = self.widths(dim)
+        freqs = self.dynamic_freqs or [10 * (k + 1) for k in range(len(widths) - 1)]
+        if len(freqs) != len(widths) - 1:
+            raise ValueError(f"--dynamic_ev_freqs {freqs} needs {len(widths) - 1} count(s)")
+        return freqs
+
+    @property
+    def counting(self):
+        """An exact count per id is kept (counter filter, adaptive embedding, dynamic dimension)."""
+        return self.filter == "counter" or self.adaptive or self.dynamic
+
+    @property
+    def admission_freq(self):
+        return self.adaptive_threshold if self.adaptive else self.filter_freq
+
+    def layout(self):
+        """What shapes the checkpoint's variables (a checkpoint restores only into the same layout)."""
+        return {"filter": self.filter, "cbf": [self.cbf_max_elements, self.cbf_fpr] if self.filter == "cbf" else None,
+                "adaptive_buckets": self.adaptive_buckets if self.adaptive else None,
+                "dynamic_dims": self.dynamic_dims or "default" if self.dynamic else None,
+                "tracks_updates": self.track_updates}
+
+
+def identity(args):
+    """The checkpoint-identity entry for embedding variables (None without --ev)."""
+    return EVOptions.from_args(args).layout() if args.ev else None
+
+
+class CountingBloomFilter:
+    """Counts of ids in a fixed array of counters: memory bounded by the size, not by the ids seen.
+
+    Sized like a Bloom filter for `max_elements` ids at false-positive rate `fpr`; each id increments
+    `hashes` cells (double hashing of its 64-bit key) and its count is the smallest of them, which can
+    only over-count (a colliding id admitted early), never under-count.
+    """
+
+    def __init__(self, name, max_elements, fpr):
+        self.cells = max(8, math.ceil(-max_elements * math.log(fpr) / math.log(2) ** 2))
+        self.hashes = max(1, round(self.cells / max_elements * math.log(2)))
+        self.counts = tf1.get_variable(name, [self.cells], tf.int32, tf1.zeros_initializer(), trainable=False)
+
+    def _positions(self, keys):
+        m = tf.constant(self.cells, tf.int64)
+        h1 = tf.math.floormod(keys, m)
+        h2 = tf.math.floormod(tf.math.floordiv(keys, m), m - 1) + 1
+        return tf.math.floormod(h1[:, None] + tf.range(self.hashes, dtype=tf.int64)[None, :] * h2[:, None], m)
+
+    def estimate(self, keys):
+        return tf.reduce_min(tf.gather(self.counts, self._positions(keys)), axis=1)
+
+    def add(self, keys, amounts):
+        positions = self._positions(keys)
+        increments = tf.tile(amounts[:, None], [1, self.hashes])
+        return tf1.scatter_add(self.counts, tf.reshape(positions, [-1]), tf.reshape(increments, [-1]))
+
+    def distinct_estimate(self, session):
+        """Distinct ids counted so far, from the share of non-zero cells (Swamidass & Baldi)."""
+        nonzero = int((session.run(self.counts) > 0).sum())
+        if nonzero >= self.cells:
+            return None
+        return round(-self.cells / self.hashes * math.log(1 - nonzero / self.cells))
+
+
+def _bank_variable_class():
+    de = _de()
+
+    class BankVariable(de.Variable):
+        """A dynamic table whose missing ids read row `id mod BANK_ROWS` of a seeded bank."""
+        bank = None
+
+        def _create_default_values_by_initializer(self, keys):
+            rows = tf.math.floormod(tf.reshape(keys, [-1]), BANK_ROWS)
+            return tf.gather(self.bank, rows)
+
+    return BankVariable
+
+
+class DynamicTable:
+    """One dynamic table: a column, or with --emb_fusion all columns of one width (keys salted per column).
+
+    Rows of width `dim` (with --dynamic_ev, one table per width). Looks up a flat vector of keys.
+    """
+
+    def __init__(self, name, dim, options, training, initializer, devices=None):
+        de = _de()
+        self.name, self.dim, self.options, self.training = name, dim, options, training
+        self.widths = options.widths(dim)
+        self.devices = devices
+        scope = tf1.get_variable_scope().name
+        self.full_name = f"{scope}/{name}" if scope else name
+        bank_class = _bank_variable_class()
+        with tf1.variable_scope(name):
+            self.bank = tf1.get_variable("init_bank", [BANK_ROWS, dim], tf.float32, initializer, trainable=False)
+            self.evicted = tf1.get_variable("evicted", [], tf.int64, tf1.zeros_initializer(), trainable=False)
+            self.static = None
+            if options.adaptive:
+                self.static = tf1.get_variable("rare_buckets", [options.adaptive_buckets, dim], tf.float32,
+                                               initializer)
+            self.cbf = None
+            if training and options.filter == "cbf":
+                self.cbf = CountingBloomFilter("cbf", options.cbf_max_elements, options.cbf_fpr)
+        self.tables = []
+        for width in self.widths:
+            suffix = "" if width == dim else f"_w{width}"
+            var = bank_class(name=f"{self.full_name}/rows{suffix}", key_dtype=tf.int64, value_dtype=tf.float32,
+                             dim=width, devices=devices, trainable=True)
+            var.bank = self.bank[:, :width]
+            self.tables.append(var)
+        self.counter = self.status = None  # training state only: not in evaluation or serving graphs
+        if training and options.counting:
+            self.counter = de.Variable(name=f"{self.full_name}/count", key_dtype=tf.int64, value_dtype=tf.int32,
+                                       dim=1, devices=devices, trainable=False)
+        if training and options.track_updates:
+            self.status = de.Variable(name=f"{self.full_name}/last_step", key_dtype=tf.int64,
+                                      value_dtype=tf.int64, dim=1, devices=devices, trainable=False)
+        self.trained = []  # (trainable wrapper, its keys) per lookup of each width table
+        self.updates = []  # counter / filter ops that must run with the training step
+        self.slot_tables = []  # filled by finish(): the optimizer's slot tables of each width table
+
+    # -- lookups -----------------------------------------------------------------------------------
+    def lookup(self, keys):
+        """keys [N] int64 -> [N, dim] float32."""
+        uniq, index = tf.unique(keys)
+        rows = self._train_rows(uniq, index) if self.training else self._serve_rows(uniq)
+        return tf.gather(rows, index)
+
+    def _base_rows(self, uniq):
+        """What an id without a row of its own reads: the zero vector, or its hash bucket (adaptive)."""
+        if self.static is not None:
+            return tf.nn.embedding_lookup(self.static, tf.math.floormod(uniq, self.options.adaptive_buckets))
+        return tf.zeros([tf.size(uniq), self.dim])
+
+    def _train_rows(self, uniq, index):
+        de = _de()
+        opts = self.options
+        sightings = tf.math.unsorted_segment_sum(tf.ones_like(index), index, tf.size(uniq))
+        admitted = count = None
+        if self.counter is not None:
+            count = tf.reshape(self.counter.lookup(uniq), [-1]) + sightings
+            self.updates.append(self.counter.upsert(uniq, count[:, None]))
+        if opts.filter == "counter" or opts.adaptive:
+            admitted = count >= opts.admission_freq
+        elif opts.filter == "cbf":
+            _, exists = self.tables[-1].lookup(uniq, return_exists=True)
+            admitted = tf.logical_or(exists, self.cbf.estimate(uniq) + sightings >= opts.filter_freq)
+            self.updates.append(self.cbf.add(uniq, tf.where(exists, tf.zeros_like(sightings), sightings)))
+        if len(self.tables) == 1 and admitted is None:
+            rows, wrapper = de.embedding_lookup(self.tables[0], uniq, name=f"{self.name}_lookup",
+                                                return_trainable=True)
+            self.trained.append((wrapper, uniq))
+            return rows
+        if len(self.tables) > 1:
+            tier = tf.add_n([tf.cast(count >= f, tf.int32) for f in opts.promotions(self.dim)])
+        rows = self._base_rows(uniq)
+        if admitted is not None and self.static is not None:
+            rows = tf.where(admitted[:, None], tf.zeros_like(rows), rows)
+        elif admitted is not None:
+            rows = tf.zeros_like(rows)
+        for k, (table, width) in enumerate(zip(self.tables, self.widths)):
+            chosen = admitted if len(self.tables) == 1 else tf.equal(tier, k)
+            where = tf.where(chosen)[:, 0]
+            keys = tf.gather(uniq, where)
+            found, wrapper = de.embedding_lookup(table, keys, name=f"{self.name}_lookup_w{width}",
+                                                 return_trainable=True)
+            self.trained.append((wrapper, keys))
+            if width < self.dim:
+                found = tf.pad(found, [[0, 0], [0, self.dim - width]])
+            rows += tf.scatter_nd(where[:, None], found, tf.shape(rows, out_type=tf.int64))
+        return rows
+
+    def _serve_rows(self, uniq):
+        """Evaluation and serving: stored rows; ids without one read what training gave them."""
+        rows = self._base_rows(uniq)
+        for table, width in zip(self.tables, self.widths):  # narrow to wide: the widest row wins
+            values, exists = table.lookup(uniq, return_exists=True)
+            if width < self.dim:
+                values = tf.pad(values, [[0, 0], [0, self.dim - width]])
+            rows = tf.where(exists[:, None], values, rows)
+        return rows
+
+    # -- after the optimizers are built ------------------------------------------------------------
+    def finish(self, optimizers, global_step):
+        """Find the slot tables the optimizers made; return the ops to run with every training step."""
+        for table in self.tables:
+            slots = []
+            for wrapper, _ in self.trained:
+                if wrapper.params is not table:
+                    continue
+                for opt in optimizers:
+                    for slot_name in opt.get_slot_names():
+                        slot = opt.get_slot(wrapper, slot_name)
+                        if slot is not None and all(slot.params is not s for s in slots):
+                            slots.append(slot.params)
+            self.slot_tables.append(slots)
+        ops = list(self.updates)
+        if self.status is not None:
+            for wrapper, keys in self.trained:
+                step = tf.fill([tf.size(keys), 1], tf.cast(global_step, tf.int64))
+                ops.append(self.status.upsert(keys, step))
+        return ops
+
+    def evict(self, global_step):
+        """Remove stale (gstep) or small (l2) rows with their slots, status and counts; drop the narrow
+        rows of ids promoted to a wider one (--dynamic_ev). Returns the number of rows evicted."""
+        opts = self.options
+        removed_total = []
+        ops = []
+        for shard in range(len(self.tables[-1].tables)):
+            device = self.tables[-1].devices[shard]
+            with tf.device(device):
+                gone = []
+                if opts.elimination == "gstep":
+                    keys, steps = self.status.tables[shard].export()
+                    stale = tf.reshape(steps, [-1]) < tf.cast(global_step, tf.int64) - opts.steps_to_live
+                    gone.append(tf.boolean_mask(keys, stale))
+                elif opts.elimination == "l2":
+                    for table in self.tables:
+                        keys, values = table.tables[shard].export()
+                        gone.append(tf.boolean_mask(keys, tf.norm(values, axis=1) < opts.l2_threshold))
+                if gone:
+                    gone = tf.unique(tf.concat(gone, 0))[0]
+                    removed_total.append(tf.size(gone, out_type=tf.int64))
+                    for table, slots in zip(self.tables, self.slot_tables):
+                        ops += [t.tables[shard].remove(gone) for t in [table] + slots]
+                    ops += [t.tables[shard].remove(gone) for t in (self.status, self.counter) if t is not None]
+                if len(self.tables) > 1:  # promoted ids leave the narrower tables
+                    for table, slots, freq in zip(self.tables[:-1], self.slot_tables[:-1],
+                                                  opts.promotions(self.dim)):
+                        keys, _ = table.tables[shard].export()
+                        counts = tf.reshape(self.counter.tables[shard].lookup(keys), [-1])
+                        promoted = tf.boolean_mask(keys, counts >= freq)
+                        ops += [t.tables[shard].remove(promoted) for t in [table] + slots]
+        if not removed_total:
+            with tf.control_dependencies(ops):
+                return tf.identity(tf.constant(0, tf.int64))
+        with tf.control_dependencies(ops):  # (add_n of one tensor makes no op: identity carries the deps)
+            count = tf.identity(tf.add_n(removed_total))
+        with tf.control_dependencies([self.evicted.assign_add(count)]):
+            return tf.identity(count)
+
+    # -- reporting ---------------------------------------------------------------------------------
+    def report_tensors(self):
+        """Tensors for the report, fetched at the end of training."""
+        out = {"rows": [t.size() for t in self.tables], "evicted": self.evicted.read_value()}
+        out["slot_rows"] = [[s.size() for s in slots] for slots in self.slot_tables]
+        if self.counter is not None:
+            _, counts = self.counter.export()
+            out["counted"] = self.counter.size()
+            out["below_threshold"] = tf.reduce_sum(tf.cast(
+                tf.reshape(counts, [-1]) < self.options.admission_freq, tf.int64))
+        if self.status is not None:
+            out["status_rows"] = self.status.size()
+        return out
+
+    def report(self, fetched, session):
+        """The `ev_tables` entry: rows stored, ids filtered, ids evicted, payload memory in MB."""
+        opts = self.options
+        rows = [int(r) for r in fetched["rows"]]
+        payload = 0
+        for width, stored, slots in zip(self.widths, rows, fetched["slot_rows"] or [[]] * len(rows)):
+            payload += stored * (8 + 4 * width) + sum(int(s) * (8 + 4 * width) for s in slots)
+        entry = {"rows": sum(rows), "evicted": int(fetched["evicted"])}
+        if len(rows) > 1:
+            entry["rows_by_width"] = {str(w): r for w, r in zip(self.widths, rows)}
+        if "counted" in fetched:
+            payload += int(fetched["counted"]) * 12
+        if "status_rows" in fetched:
+            payload += int(fetched["status_rows"]) * 16
+        if opts.filter == "counter":
+            entry["filtered"] = int(fetched["below_threshold"])
+        elif opts.filter == "cbf":
+            payload += self.cbf.cells * 4
+            distinct = self.cbf.distinct_estimate(session)
+            entry["filtered"] = None if distinct is None else max(0, distinct - sum(rows) - entry["evicted"])
+            entry["filtered_is_estimate"] = True
+        elif opts.adaptive:
+            entry["in_hash_buckets"] = int(fetched["below_threshold"])
+            payload += opts.adaptive_buckets * self.dim * 4
+        entry["memory_mb"] = round(payload / 2 ** 20, 3)
+        return entry
+
+
+class DynamicEmbeddingTables:
+    """--ev's counterpart of features.EmbeddingTables (same lookups): one DynamicTable per column, or
+    with `fused` one per width holding every column of that width (one table op per step)."""
+
+    def __init__(self, schema, fused, options, training, initializer=None, devices=None, root=None):
+        self.schema = schema
+        self.columns = schema.categorical
+        self.fused = fused
+        self.options = options
+        self.training = training
+        self.initializer = initializer or tf1.random_uniform_initializer(-0.05, 0.05)
+        self.devices = devices
+        self.root = root or self  # siblings (W&D's wide weights) report and finish through the root
+        self.tables = {}  # name -> DynamicTable, in creation order
+        if self.root is self:
+            self.all_tables = []
+
+    def sibling(self, schema, initializer=None):
+        """Tables of the same kind for another set of widths (in the caller's variable scope)."""
+        return DynamicEmbeddingTables(schema, self.fused, self.options, self.training, initializer,
+                                      self.devices, self.root)
+
+    def _table(self, name, dim):
+        if name not in self.tables:
+            table = DynamicTable(name, dim, self.options, self.training, self.initializer, self.devices)
+            self.tables[name] = table
+            self.root.all_tables.append(table)
+        return self.tables[name]
+
+    def lookup(self, ids):
+        """ids [B, C] int64 keys -> list of C embeddings [B, dim_c] in schema order."""
+        with tf1.variable_scope("ev"):
+            if not self.fused:
+                return [self._table(c.name, c.embedding_dim).lookup(ids[:, i]) for i, c in enumerate(self.columns)]
+            out = [None] * len(self.columns)
+            for dim in sorted({c.embedding_dim for c in self.columns}):
+                members = [i for i, c in enumerate(self.columns) if c.embedding_dim == dim]
+                group = self._fused_lookup(ids, members, dim)
+                for k, i in enumerate(members):
+                    out[i] = group[:, k, :]
+            return out
+
+    def lookup_stacked(self, ids):
+        """ids [B, C] -> [B, C, dim] for schemas whose columns share one width (DLRM)."""
+        dims = {c.embedding_dim for c in self.columns}
+        if len(dims) != 1:
+            raise ValueError(f"lookup_stacked needs one embedding width, the schema has {sorted(dims)}")
+        if not self.fused:
+            return tf.stack(self.lookup(ids), axis=1)
+        with tf1.variable_scope("ev"):
+            return self._fused_lookup(ids, list(range(len(self.columns))), dims.pop())
+
+    def _fused_lookup(self, ids, members, dim):
+        """One table for the `members` columns: each column's keys XOR a distinct 64-bit salt, so
+        equal ids of two columns stay apart (a bijection per column)."""
+        if members != list(range(ids.shape[1])):
+            ids = tf.gather(ids, members, axis=1)
+        salts = tf.constant([_salt(self.columns[i].name) for i in members], tf.int64)
+        keys = tf.bitwise.bitwise_xor(ids, salts[None, :])
+        flat = self._table(f"fused_dim{dim}", dim).lookup(tf.reshape(keys, [-1]))
+        return tf.reshape(flat, [-1, len(members), dim])
+
+    # -- training-step and reporting hooks for the runner -----------------------------------------
+    def finish(self, optimizers, global_step):
+        """After the optimizers: the ops to group with the train op, and the eviction op for the hooks."""
+        ops = []
+        for table in self.all_tables:
+            ops += table.finish(optimizers, global_step)
+        if self.options.elimination or self.options.dynamic:
+            evicted = tf.add_n([t.evict(global_step) for t in self.all_tables])
+            tf1.add_to_collection(EVICT_COLLECTION, evicted)
+        return ops
+
+    def hooks(self, report):
+        """Eviction every --ev_evict_steps steps, and the end-of-training report into `report`."""
+        hooks = [ReportHook(self.all_tables, report)]
+        if self.options.elimination or self.options.dynamic:
+            hooks.insert(0, EvictionHook(self.options, every_steps=self.options.evict_steps))
+        return hooks
+
+
+def _salt(name):
+    import hashlib
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little") & KEY_SPACE
+
+
+def _evict_op():
+    ops = tf1.get_collection(EVICT_COLLECTION)
+    return ops[0] if ops else None
+
+
+def describe_eviction(options):
+    if options.elimination == "gstep":
+        return f"not updated in the last {options.steps_to_live:,} steps"
+    if options.elimination == "l2":
+        return f"L2 norm below {options.l2_threshold:g}"
+    return "narrow rows of promoted ids"
+
+
+class EvictionHook(tf1.train.SessionRunHook):
+    """Runs the eviction every N global steps and logs what went."""
+
+    def __init__(self, options, every_steps):
+        self.options, self.every_steps, self.last = options, every_steps, None
+
+    def begin(self):
+        self.op = _evict_op()
+        self.step = tf1.train.get_global_step()
+
+    def after_create_session(self, session, coord):
+        self.last = session.run(self.step)
+
+    def after_run(self, run_context, run_values):
+        step = run_context.session.run(self.step)
+        if step - self.last >= self.every_steps:
+            self.last = step
+            evict_and_log(run_context.session, self.op, step, self.options)
+
+
+_LAST_EVICTION = {}  # graph -> the global step of its last eviction (the hook and the listener share it)
+
+
+def evict_and_log(session, op, step, options):
+    """Evict once per global step (a checkpoint right after the periodic pass does not repeat it)."""
+    if step == 0 or _LAST_EVICTION.get(op.graph) == step:
+        return 0
+    _LAST_EVICTION[op.graph] = step
+    count = int(session.run(op))
+    if options.elimination:
+        print(f"ev: step {step:,}: evicted {count:,} rows ({describe_eviction(options)})", flush=True)
+    return count
+
+
+class EvictionListener(tf1.train.CheckpointSaverListener):
+    """Evicts right before each checkpoint, so a checkpoint never holds rows already due to go."""
+
+    def __init__(self, options):
+        self.options = options
+
+    def begin(self):
+        self.op = _evict_op()
+
+    def before_save(self, session, global_step_value):
+        if self.op is not None:
+            evict_and_log(session, self.op, global_step_value, self.options)
+
+
+class ReportHook(tf1.train.SessionRunHook):
+    """At the end of training, the per-table report (rows, filtered, evicted, memory) into `report`."""
+
+    def __init__(self, tables, report):
+        self.tables, self.report = tables, report
+
+    def begin(self):
+        self.tensors = {t.full_name: t.report_tensors() for t in self.tables}
+
+    def end(self, session):
+        fetched = session.run(self.tensors)
+        self.report.clear()
+        for table in self.tables:
+            self.report[table.full_name] = table.report(fetched[table.full_name], session)
+
+
+def saving_listeners(args):
+    return [EvictionListener(EVOptions.from_args(args))] if args.ev and (args.ev_elimination or args.dynamic_ev) \
+        else []
