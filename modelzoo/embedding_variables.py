@@ -30,6 +30,7 @@ tf1 = tf.compat.v1
 KEY_SPACE = (1 << 63) - 1  # ids are fingerprints in [0, 2^63 - 1): collisions are negligible
 BANK_ROWS = 4096  # DeepRec's default_value_dim: new ids start from row id % 4096 of the bank
 EVICT_COLLECTION = "modelzoo_ev_evict"  # the eviction op, found by the checkpoint listener
+TABLES_COLLECTION = "modelzoo_ev_tables"  # the training graph's DynamicTable objects (incremental saves)
 
 
 def keys_of(values):
@@ -72,21 +73,20 @@ class EVOptions:
                    track_updates=args.ev_elimination == "gstep" or bool(args.incremental_ckpt))
 
     def widths(self, dim):
-        """Row widths from rare to frequent ids; the last is the model's width."""
-        if not self.dynamic:
+        """Row widths from rare to frequent ids; the last is the table's width. --dynamic_ev_dims are
+        given for the model's width; a table of another width (W&D has 64 and 128) scales them."""
+        if not self.dynamic or dim < 2:
             return [dim]
         dims = self.dynamic_dims or [max(1, dim // 4), dim]
         if dims[-1] != dim:
-            raise ValueError(f"--dynamic_ev_dims {dims} must end with the embedding width {dim}")
+            dims = sorted({max(1, round(d * dim / dims[-1])) for d in dims})
         return dims
 
     def promotions(self, dim):
         """Sightings that move an id to the next width (one fewer than the widths)."""
-        widths = self.widths(dim)
-        freqs = self.dynamic_freqs or [10 * (k + 1) for k in range(len(widths) - 1)]
-        if len(freqs) != len(widths) - 1:
-            raise ValueError(f"--dynamic_ev_freqs {freqs} needs {len(widths) - 1} count(s)")
-        return freqs
+        steps = len(self.widths(dim)) - 1
+        freqs = self.dynamic_freqs or [10 * (k + 1) for k in range(steps)]
+        return freqs[:steps]
 
     @property
     def counting(self):
@@ -103,6 +103,36 @@ class EVOptions:
                 "adaptive_buckets": self.adaptive_buckets if self.adaptive else None,
                 "dynamic_dims": self.dynamic_dims or "default" if self.dynamic else None,
                 "tracks_updates": self.track_updates}
+
+
+def describe(args, schema):
+    """One line for the run's announcement."""
+    opts = EVOptions.from_args(args)
+    tables = "one table per width" if args.emb_fusion else "one table per categorical column"
+    parts = [f"{len(schema.categorical)} columns as dynamic hash tables keyed by the raw id ({tables}; the "
+             "schema's hash buckets are not used)"]
+    if opts.filter:
+        parts.append(f"admission after {opts.filter_freq} sightings ({opts.filter})")
+    if opts.adaptive:
+        parts.append(f"ids seen < {opts.adaptive_threshold} times in {opts.adaptive_buckets:,} hash buckets")
+    if opts.dynamic:
+        dims = opts.widths(schema.categorical[0].embedding_dim) if schema.categorical else []
+        parts.append(f"row widths {dims} (promotion at {opts.promotions(dims[-1]) if dims else ''} sightings)")
+    if opts.elimination:
+        parts.append(f"eviction of rows {describe_eviction(opts)} every {opts.evict_steps:,} steps and at "
+                     "checkpoints")
+    if args.incremental_ckpt:
+        parts.append(f"incremental checkpoints every {args.incremental_ckpt}s")
+    return "embedding variables: " + "; ".join(parts)
+
+
+def ps_devices():
+    """One table shard per parameter-server task of TF_CONFIG's cluster (None: this process)."""
+    import json
+    import os
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    tasks = len(cluster.get("ps", []))
+    return [f"/job:ps/replica:0/task:{i}/device:CPU:0" for i in range(tasks)] or None
 
 
 def identity(args):
@@ -205,7 +235,15 @@ class DynamicTable:
     def lookup(self, keys):
         """keys [N] int64 -> [N, dim] float32."""
         uniq, index = tf.unique(keys)
-        rows = self._train_rows(uniq, index) if self.training else self._serve_rows(uniq)
+        if not self.training:
+            return tf.gather(self._serve_rows(uniq), index)
+        rows = self._train_rows(uniq, index)
+        if self.status is not None:
+            # the step these rows are trained at: read before the optimizer's increment (which waits
+            # for the gradients, which wait for these rows)
+            self.step = tf.identity(tf1.train.get_or_create_global_step().read_value())
+            with tf.control_dependencies([self.step]):
+                rows = tf.identity(rows)
         return tf.gather(rows, index)
 
     def _base_rows(self, uniq):
@@ -226,8 +264,10 @@ class DynamicTable:
             admitted = count >= opts.admission_freq
         elif opts.filter == "cbf":
             _, exists = self.tables[-1].lookup(uniq, return_exists=True)
-            admitted = tf.logical_or(exists, self.cbf.estimate(uniq) + sightings >= opts.filter_freq)
-            self.updates.append(self.cbf.add(uniq, tf.where(exists, tf.zeros_like(sightings), sightings)))
+            estimate = self.cbf.estimate(uniq)
+            admitted = tf.logical_or(exists, estimate + sightings >= opts.filter_freq)
+            with tf.control_dependencies([estimate]):  # this batch's sightings are added after reading
+                self.updates.append(self.cbf.add(uniq, tf.where(exists, tf.zeros_like(sightings), sightings)))
         if len(self.tables) == 1 and admitted is None:
             rows, wrapper = de.embedding_lookup(self.tables[0], uniq, name=f"{self.name}_lookup",
                                                 return_trainable=True)
@@ -279,7 +319,7 @@ class DynamicTable:
         ops = list(self.updates)
         if self.status is not None:
             for wrapper, keys in self.trained:
-                step = tf.fill([tf.size(keys), 1], tf.cast(global_step, tf.int64))
+                step = tf.fill([tf.size(keys), 1], tf.cast(self.step, tf.int64))
                 ops.append(self.status.upsert(keys, step))
         return ops
 
@@ -432,6 +472,7 @@ class DynamicEmbeddingTables:
         ops = []
         for table in self.all_tables:
             ops += table.finish(optimizers, global_step)
+            tf1.add_to_collection(TABLES_COLLECTION, table)
         if self.options.elimination or self.options.dynamic:
             evicted = tf.add_n([t.evict(global_step) for t in self.all_tables])
             tf1.add_to_collection(EVICT_COLLECTION, evicted)

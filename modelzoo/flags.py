@@ -206,8 +206,8 @@ def build_parser(model_name, defaults):
     add_bool(g, "dynamic_ev", "dynamic-dimension embedding variables: rare ids get a narrower row, "
              "zero-padded to the full width (needs --ev)", default=False)
     g.add_argument("--dynamic_ev_dims", type=int_list, default=None,
-                   help="row widths from rare to frequent, the last one the model's width (default: "
-                        "width/4, width)")
+                   help="row widths from rare to frequent ids, the last one the model's width; tables "
+                        "of another width scale them (default: width/4,width)")
     g.add_argument("--dynamic_ev_freqs", type=int_list, default=None,
                    help="sightings that promote an id to the next width, one fewer than the widths (10)")
     g.add_argument("--incremental_ckpt", type=non_negative_int, default=0,

@@ -190,8 +190,9 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=
         label_passed = features.pop(F.LABEL, None)  # --predict writes it next to the score
         training = mode == tf.estimator.ModeKeys.TRAIN
         if args.ev:
-            from modelzoo.embedding_variables import DynamicEmbeddingTables, EVOptions
-            tables = DynamicEmbeddingTables(schema, args.emb_fusion, EVOptions.from_args(args), training)
+            from modelzoo.embedding_variables import DynamicEmbeddingTables, EVOptions, ps_devices
+            tables = DynamicEmbeddingTables(schema, args.emb_fusion, EVOptions.from_args(args), training,
+                                            devices=ps_devices())
         else:
             tables = F.EmbeddingTables(schema, fused=args.emb_fusion)
 
@@ -240,6 +241,9 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=
                                 args.log_steps if world.is_chief else 0)]
         hooks += world.training_hooks()
         if args.ev and world.is_chief:
+            if args.incremental_ckpt:  # first: its restore of the deltas comes before the others read the step
+                from modelzoo.incremental_ckpt import IncrementalCheckpointHook
+                hooks.append(IncrementalCheckpointHook(params["model_dir"], args.incremental_ckpt, steps_range[1]))
             hooks += tables.hooks(ev_report)
         if args.timeline and world.is_chief:
             hooks.append(tf1.train.ProfilerHook(save_steps=args.timeline, output_dir=os.path.join(
@@ -337,6 +341,9 @@ def prepare(spec, args, schema, checkpoint, world):
 
 def announce(spec, args, schema, data, steps, checkpoint, world, cpu):
     print(f"{spec.name}: {schema_summary(schema)}", flush=True)
+    if args.ev:
+        from modelzoo.embedding_variables import describe
+        print(describe(args, schema), flush=True)
     print(f"data: {data.description}: {data.train_rows:,} train rows, {data.eval_rows:,} eval rows", flush=True)
     if world.size > 1:
         print(f"horovod: {world.size} processes x batch {args.batch_size:,} = global batch "
@@ -357,11 +364,15 @@ def train(spec, args, schema, data, steps, checkpoint, world):
     from modelzoo.hooks import ThroughputMeter
     from modelzoo.embedding_variables import saving_listeners
     start_step = global_step_of(checkpoint)  # rank 0's checkpoint: every process decides alike
+    full_step = start_step
+    if args.ev and args.incremental_ckpt:  # the full checkpoint and the delta checkpoints after it
+        from modelzoo.incremental_ckpt import latest_step
+        start_step = latest_step(checkpoint)
     meter, ev_report = ThroughputMeter(), {}
     model_dir = checkpoint if world.is_chief else tempfile.mkdtemp(prefix=f"{spec.name}-rank{world.rank}-")
     try:
         estimator = build_estimator(spec, args, schema, model_dir, meter, (start_step, steps), world, ev_report)
-        if start_step >= steps:
+        if full_step >= steps:  # (a delta at or past --steps is restored, then saved as a full checkpoint)
             if world.is_chief:
                 print(f"checkpoint {checkpoint} is already at step {start_step:,} >= --steps {steps:,}: "
                       "nothing to train", flush=True)
@@ -370,6 +381,9 @@ def train(spec, args, schema, data, steps, checkpoint, world):
                 print(f"resuming from step {start_step:,}", flush=True)
             train_input = input_fn(args, schema, data, data.train, True, shard=(world.size, world.rank))
             listeners = saving_listeners(args)
+            if args.ev and args.incremental_ckpt:
+                from modelzoo.incremental_ckpt import IncrementalCheckpointListener
+                listeners.append(IncrementalCheckpointListener())
             run_reading(lambda: estimator.train(train_input, max_steps=steps, saving_listeners=listeners),
                         data, schema, data.train)
         digests = world.gather(world.digest) if world.size > 1 else None
