@@ -279,7 +279,8 @@ def validate_ev(args):
                 "incremental_ckpt": args.incremental_ckpt}
     given = [f"--{name}" for name, value in needs_ev.items() if value]
     if given and not args.ev:
-        raise FlagError(f"{' '.join(given)} act on embedding variables; add --ev")
+        verb = "acts" if len(given) == 1 else "act"
+        raise FlagError(f"{' '.join(given)} {verb} on embedding variables; add --ev")
     if not args.ev:
         return
     if args.hvd:

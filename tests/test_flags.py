@@ -24,11 +24,8 @@ def test_bare_boolean_does_not_swallow_the_next_flag():
 
 
 @pytest.mark.parametrize("flag,words", [
-    (["--ev"], "embedding variables"), (["--ev", "True"], "embedding variables"),
-    (["--ev_filter", "counter"], "admission filters"), (["--workqueue"], "distributed"),
-    (["--incremental_ckpt", "100"], "incremental"), (["--input_layer_partitioner", "8"], "parameter servers"),
-    (["--adaptive_emb"], "adaptive"), (["--dynamic_ev"], "dynamic-dimension"),
-    (["--ev_elimination", "gstep"], "eviction")])
+    (["--workqueue"], "distributed"), (["--input_layer_partitioner", "8"], "parameter servers"),
+    (["--dense_layer_partitioner", "8"], "parameter servers")])
 def test_not_yet_available_flags_are_refused_with_the_reason(flag, words, capsys):
     with pytest.raises(FlagError) as err:
         parse(*flag)
@@ -38,7 +35,43 @@ def test_not_yet_available_flags_are_refused_with_the_reason(flag, words, capsys
 
 
 def test_switched_off_refused_flags_are_accepted():
-    assert parse("--ev=false").ev is False
+    assert parse("--workqueue=false").workqueue is False
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--ev_filter", "counter"], "--ev_filter acts on embedding variables; add --ev"),
+    (["--incremental_ckpt", "100"], "--incremental_ckpt acts on embedding variables"),
+    (["--adaptive_emb", "--dynamic_ev"], "--adaptive_emb --dynamic_ev act on embedding variables"),
+    (["--ev_elimination", "gstep"], "--ev_elimination acts on embedding variables"),
+    (["--ev", "--hvd"], "--ev with --hvd is refused"),
+    (["--ev", "--micro_batch", "4"], "--ev with --micro_batch is refused"),
+    (["--ev", "--adaptive_emb", "--ev_filter", "cbf"], "drop --ev_filter"),
+    (["--ev", "--dynamic_ev", "--ev_filter", "counter"], "does not combine with --ev_filter"),
+    (["--ev", "--dynamic_ev_dims", "4,16"], "need --dynamic_ev"),
+    (["--ev", "--dynamic_ev", "--dynamic_ev_dims", "16,4"], "increasing widths"),
+    (["--ev", "--dynamic_ev", "--dynamic_ev_dims", "4,8,16", "--dynamic_ev_freqs", "5"], "needs 2 count(s)"),
+])
+def test_embedding_variable_flags_refuse_what_cannot_work(flags, words):
+    with pytest.raises(FlagError) as err:
+        parse(*flags)
+    assert words in err.value.message
+
+
+@pytest.mark.parametrize("flag,value", [("--ev_cbf_fpr", "1.5"), ("--ev_filter", "bloom"),
+                                        ("--ev_elimination", "lru"), ("--dynamic_ev_dims", "4,x")])
+def test_embedding_variable_flag_values_are_checked(flag, value, capsys):
+    with pytest.raises(SystemExit):
+        parse("--ev", flag, value)
+    assert flag in capsys.readouterr().err
+
+
+def test_embedding_variable_flags_parse():
+    args = parse("--ev", "--ev_filter", "cbf", "--ev_cbf_fpr", "0.001", "--ev_elimination", "l2",
+                 "--ev_l2_threshold", "0.2", "--incremental_ckpt", "60")
+    assert (args.ev, args.ev_filter, args.ev_cbf_fpr, args.ev_elimination, args.ev_l2_threshold,
+            args.incremental_ckpt) == (True, "cbf", 0.001, "l2", 0.2, 60)
+    dyn = parse("--ev", "--dynamic_ev", "--dynamic_ev_dims", "4,8,16", "--dynamic_ev_freqs", "5,20")
+    assert dyn.dynamic_ev_dims == [4, 8, 16] and dyn.dynamic_ev_freqs == [5, 20]
 
 
 def test_deeprec_only_protocol_is_refused():
