@@ -7,7 +7,9 @@ tables (CuckooHashTable kernels), their optimizer slots as tables, sharding over
 devices, and checkpoint saveables. This module adds what it lacks:
 
 - id-deterministic initialization: a new id's row is row `id mod 4096` of a seeded initializer bank
-  (DeepRec's default_value_dim), so the same id starts alike whatever the sharding or the step;
+  (DeepRec's default_value_dim) with each element's sign set by one of the id's higher bits, so the
+  same id starts alike whatever the sharding or the step, and distinct ids almost never start alike
+  (a symmetric initializer keeps its distribution);
 - admission (--ev_filter counter|cbf): an id gets a row only at its N-th sighting; before that it
   reads the zero vector, is not stored and gets no update;
 - adaptive embedding (--adaptive_emb): ids not yet frequent read a small hash-bucket table instead;
@@ -28,7 +30,8 @@ import tensorflow as tf
 tf1 = tf.compat.v1
 
 KEY_SPACE = (1 << 63) - 1  # ids are fingerprints in [0, 2^63 - 1): collisions are negligible
-BANK_ROWS = 4096  # DeepRec's default_value_dim: new ids start from row id % 4096 of the bank
+BANK_ROWS = 4096  # DeepRec's default_value_dim: a new id starts from row id % 4096 of the bank ...
+SIGN_SHIFT = 12  # ... with the signs of its elements set by the id's next bits (bits 12..62)
 EVICT_COLLECTION = "modelzoo_ev_evict"  # the eviction op, found by the checkpoint listener
 TABLES_COLLECTION = "modelzoo_ev_tables"  # the training graph's DynamicTable objects (incremental saves)
 
@@ -175,16 +178,32 @@ class CountingBloomFilter:
         return round(-self.cells / self.hashes * math.log(1 - nonzero / self.cells))
 
 
+def initial_rows(bank, keys):
+    """Rows that new ids start from: bank[id mod 4096], element j's sign from bit 12 + j mod 51 of the id."""
+    keys = tf.reshape(keys, [-1])
+    shifts = SIGN_SHIFT + tf.range(bank.shape[1], dtype=tf.int64) % 51
+    bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(keys[:, None], shifts[None, :]), 1)
+    return tf.gather(bank, tf.math.floormod(keys, BANK_ROWS)) * (1.0 - 2.0 * tf.cast(bits, bank.dtype))
+
+
+def initial_rows_numpy(bank, keys):
+    """numpy twin of initial_rows (tests, tools)."""
+    import numpy as np
+    keys = np.asarray(keys, np.int64).reshape(-1)
+    shifts = SIGN_SHIFT + np.arange(bank.shape[1]) % 51
+    bits = (keys[:, None] >> shifts[None, :]) & 1
+    return bank[keys % BANK_ROWS] * (1 - 2 * bits).astype(bank.dtype)
+
+
 def _bank_variable_class():
     de = _de()
 
     class BankVariable(de.Variable):
-        """A dynamic table whose missing ids read row `id mod BANK_ROWS` of a seeded bank."""
+        """A dynamic table whose missing ids read their initial_rows."""
         bank = None
 
         def _create_default_values_by_initializer(self, keys):
-            rows = tf.math.floormod(tf.reshape(keys, [-1]), BANK_ROWS)
-            return tf.gather(self.bank, rows)
+            return initial_rows(self.bank, keys)
 
     return BankVariable
 

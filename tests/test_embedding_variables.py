@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modelzoo import features as F  # noqa: E402
 from modelzoo.embedding_variables import (  # noqa: E402
-    BANK_ROWS, CountingBloomFilter, DynamicEmbeddingTables, DynamicTable, EVOptions, keys_of)
+    BANK_ROWS, CountingBloomFilter, initial_rows_numpy, DynamicEmbeddingTables, DynamicTable, EVOptions, keys_of)
 from modelzoo.optimizers import build_optimizer  # noqa: E402
 from modelzoo.schema import parse_schema  # noqa: E402
 
@@ -195,9 +195,9 @@ def test_colliding_hash_bucket_ids_get_distinct_keys_and_rows_with_ev():
     assert [ka, kb] == tf.strings.to_hash_bucket_fast([a, b], (1 << 63) - 1).numpy().tolist()
     assert [ka, kb] == keys_of(tf.constant([a, b])).numpy().tolist()
     assert sorted(stored) == sorted([ka, kb])
-    np.testing.assert_array_equal(got, bank[[ka % BANK_ROWS, kb % BANK_ROWS]])
-    np.testing.assert_allclose(stored[ka], bank[ka % BANK_ROWS] - w[0], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(stored[kb], bank[kb % BANK_ROWS] - w[1], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(got, initial_rows_numpy(bank, [ka, kb]))
+    np.testing.assert_allclose(stored[ka], initial_rows_numpy(bank, [ka])[0] - w[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(stored[kb], initial_rows_numpy(bank, [kb])[0] - w[1], rtol=0, atol=1e-6)
     assert not np.allclose(stored[ka], stored[kb])
 
 
@@ -228,9 +228,9 @@ def _check_threshold_admission(options, optimizer):
         # a: 3rd sighting; b: 2nd and 3rd in this batch; c: 1st
         w = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], np.float32)
         out = _step(sess, h, [a, b, b, c], w=w)
-        np.testing.assert_array_equal(out[0], bank[a % BANK_ROWS])
-        np.testing.assert_array_equal(out[1], bank[b % BANK_ROWS])
-        np.testing.assert_array_equal(out[2], bank[b % BANK_ROWS])
+        np.testing.assert_array_equal(out[0], initial_rows_numpy(bank, [a])[0])
+        np.testing.assert_array_equal(out[1], initial_rows_numpy(bank, [b])[0])
+        np.testing.assert_array_equal(out[2], initial_rows_numpy(bank, [b])[0])
         np.testing.assert_array_equal(out[3], np.zeros(DIM))
         assert stored() == (2, [2] * len(slots))
         rows = _rows(sess, h.table.tables[0])
@@ -240,7 +240,7 @@ def _check_threshold_admission(options, optimizer):
         # adagrad: acc = 0.1 + g^2, row -= lr * g / sqrt(acc); b's gradient is the sum of its two rows
         for key, g in [(a, w[0]), (b, w[1] + w[2])]:
             acc = 0.1 + g.astype(np.float64) ** 2
-            np.testing.assert_allclose(rows[key], bank[key % BANK_ROWS] - 0.5 * g / np.sqrt(acc),
+            np.testing.assert_allclose(rows[key], initial_rows_numpy(bank, [key])[0] - 0.5 * g / np.sqrt(acc),
                                        rtol=0, atol=1e-6)
         # from then on a trains: it reads its stored row and moves again
         out = _step(sess, h, [a], w=w[:1])
@@ -677,3 +677,20 @@ def test_ps_sharded_tables_partition_keys_and_train_like_one_ps(cluster):
     for k in seen:
         np.testing.assert_allclose(two.rows[k], one.rows[k], rtol=1e-5, atol=1e-7)
     assert one.losses[-1] != one.losses[0]
+
+
+def test_ids_sharing_a_bank_row_start_apart_and_the_graph_matches_its_numpy_twin():
+    """New rows are bank[id mod 4096] with signs from the id's higher bits: ids of one bank row start
+    with the same magnitudes but different signs, and the TF and numpy versions agree bit for bit."""
+    from modelzoo.embedding_variables import initial_rows
+    bank = np.random.default_rng(0).uniform(-0.05, 0.05, [BANK_ROWS, 16]).astype(np.float32)
+    keys = keys_of(tf.constant([f"id{i}" for i in range(2000)])).numpy()
+    same_row = [5, 5 + BANK_ROWS * 3, 5 + BANK_ROWS * 12345]
+    got = initial_rows(tf.constant(bank), tf.constant(np.concatenate([keys, same_row]))).numpy()
+    np.testing.assert_array_equal(got, initial_rows_numpy(bank, np.concatenate([keys, same_row])))
+    a, b, c = got[-3:]
+    np.testing.assert_array_equal(np.abs(a), np.abs(b))
+    assert not np.array_equal(a, b) and not np.array_equal(b, c) and not np.array_equal(a, c)
+    # over many fingerprints every element is + or - about half of the time (the init stays symmetric)
+    share_negative = (np.sign(got[:2000]) != np.sign(bank[keys % BANK_ROWS])).mean(axis=0)
+    assert np.all(np.abs(share_negative - 0.5) < 0.05)
