@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from modelzoo.io_utils import atomic_write_json, atomic_write_text  # noqa: E402
+from modelzoo.io_utils import write_report  # noqa: E402
 from modelzoo.synthetic import generate_criteo  # noqa: E402
 from modelzoo.system import cpu_info  # noqa: E402
 
@@ -143,11 +143,7 @@ def main():
         lines.append(f"| {r['config']} | `{r['flags']}` | {r['median']:,.0f} | {r['min']:,.0f} - {r['max']:,.0f} "
                      f"| {ratio} | {r['peak_rss_mb']:,.0f} |")
     table = "\n".join(lines) + "\n"
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    atomic_write_json(args.output + ".json", {"meta": meta, "results": rows})
-    atomic_write_text(args.output + ".md", table)
-    print("\n" + table)
-    print(f"written: {args.output}.json, {args.output}.md")
+    write_report(args.output, {"meta": meta, "results": rows}, table)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from modelzoo.io_utils import atomic_write_json, atomic_write_text  # noqa: E402
+from modelzoo.io_utils import atomic_write_json, write_report  # noqa: E402
 from modelzoo.schema import load_schema  # noqa: E402
 from modelzoo.synthetic import CRITEO_KAGGLE_CARDINALITIES, generate_criteo  # noqa: E402
 
@@ -371,11 +371,7 @@ def main(argv=None):
                   f"{hb['table_rows']:,.0f} declared rows; --ev {fmt(ev['peak_rss_mb'], ',.0f')} MB for "
                   f"{ev['table_rows']:,.0f} stored rows ({fmt(ev['rss_ratio_to_hash'], '.2f')}x)."]
     table = "\n".join(lines) + "\n"
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    atomic_write_json(args.output + ".json", {"meta": meta, "results": rows})
-    atomic_write_text(args.output + ".md", table)
-    print("\n" + table)
-    print(f"written: {args.output}.json, {args.output}.md")
+    write_report(args.output, {"meta": meta, "results": rows}, table)
 
 
 if __name__ == "__main__":

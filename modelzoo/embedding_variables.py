@@ -27,6 +27,8 @@ from typing import List, Optional
 
 import tensorflow as tf
 
+from modelzoo.features import ColumnTables
+
 tf1 = tf.compat.v1
 
 KEY_SPACE = (1 << 63) - 1  # ids are fingerprints in [0, 2^63 - 1): collisions are negligible
@@ -423,14 +425,15 @@ class DynamicTable:
         return entry
 
 
-class DynamicEmbeddingTables:
+class DynamicEmbeddingTables(ColumnTables):
     """--ev's counterpart of features.EmbeddingTables (same lookups): one DynamicTable per column, or
     with `fused` one per width holding every column of that width (one table op per step)."""
 
+    scope = "ev"
+
     def __init__(self, schema, fused, options, training, initializer=None, devices=None, root=None):
+        super().__init__(schema, fused)
         self.schema = schema
-        self.columns = schema.categorical
-        self.fused = fused
         self.options = options
         self.training = training
         self.initializer = initializer or tf1.random_uniform_initializer(-0.05, 0.05)
@@ -439,6 +442,9 @@ class DynamicEmbeddingTables:
         self.tables = {}  # name -> DynamicTable, in creation order
         if self.root is self:
             self.all_tables = []
+
+    def _scope(self):
+        return tf1.variable_scope(self.scope)
 
     def sibling(self, schema, initializer=None):
         """Tables of the same kind for another set of widths (in the caller's variable scope)."""
@@ -452,28 +458,8 @@ class DynamicEmbeddingTables:
             self.root.all_tables.append(table)
         return self.tables[name]
 
-    def lookup(self, ids):
-        """ids [B, C] int64 keys -> list of C embeddings [B, dim_c] in schema order."""
-        with tf1.variable_scope("ev"):
-            if not self.fused:
-                return [self._table(c.name, c.embedding_dim).lookup(ids[:, i]) for i, c in enumerate(self.columns)]
-            out = [None] * len(self.columns)
-            for dim in sorted({c.embedding_dim for c in self.columns}):
-                members = [i for i, c in enumerate(self.columns) if c.embedding_dim == dim]
-                group = self._fused_lookup(ids, members, dim)
-                for k, i in enumerate(members):
-                    out[i] = group[:, k, :]
-            return out
-
-    def lookup_stacked(self, ids):
-        """ids [B, C] -> [B, C, dim] for schemas whose columns share one width (DLRM)."""
-        dims = {c.embedding_dim for c in self.columns}
-        if len(dims) != 1:
-            raise ValueError(f"lookup_stacked needs one embedding width, the schema has {sorted(dims)}")
-        if not self.fused:
-            return tf.stack(self.lookup(ids), axis=1)
-        with tf1.variable_scope("ev"):
-            return self._fused_lookup(ids, list(range(len(self.columns))), dims.pop())
+    def _column_lookup(self, column, ids):
+        return self._table(column.name, column.embedding_dim).lookup(ids)
 
     def _fused_lookup(self, ids, members, dim):
         """One table for the `members` columns: each column's keys XOR a distinct 64-bit salt, so

@@ -151,25 +151,25 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
     return ds.map(parse)
 
 
-class EmbeddingTables:
-    """One table per categorical column, or with `fused` one table per embedding width holding all
-    columns of that width (ids offset per column), looked up by a single gather (--emb_fusion)."""
+class ColumnTables:
+    """The lookups every kind of embedding table shares: one table per categorical column, or with
+    `fused` one table per embedding width holding all columns of that width (--emb_fusion).
+    Subclasses give the scope, a column's lookup and a fused group's lookup."""
 
-    def __init__(self, schema, fused, initializer=None):
+    scope = "embedding"
+
+    def __init__(self, schema, fused):
         self.columns = schema.categorical
         self.fused = fused
-        self.initializer = initializer or tf1.random_uniform_initializer(-0.05, 0.05)
 
-    def sibling(self, schema, initializer=None):
-        """Tables of the same kind for another set of widths (in the caller's variable scope)."""
-        return EmbeddingTables(schema, self.fused, initializer)
+    def _scope(self):
+        return tf1.variable_scope(self.scope, reuse=tf1.AUTO_REUSE)
 
     def lookup(self, ids):
         """ids [B, C] -> list of C embeddings [B, dim_c] in schema order."""
-        with tf1.variable_scope("embedding", reuse=tf1.AUTO_REUSE):
+        with self._scope():
             if not self.fused:
-                return [tf.nn.embedding_lookup(self._table(c.name, c.num_ids, c.embedding_dim), ids[:, i])
-                        for i, c in enumerate(self.columns)]
+                return [self._column_lookup(c, ids[:, i]) for i, c in enumerate(self.columns)]
             out = [None] * len(self.columns)
             for dim in sorted({c.embedding_dim for c in self.columns}):
                 members = [i for i, c in enumerate(self.columns) if c.embedding_dim == dim]
@@ -185,8 +185,29 @@ class EmbeddingTables:
             raise ValueError(f"lookup_stacked needs one embedding width, the schema has {sorted(dims)}")
         if not self.fused:
             return tf.stack(self.lookup(ids), axis=1)
-        with tf1.variable_scope("embedding", reuse=tf1.AUTO_REUSE):
+        with self._scope():
             return self._fused_lookup(ids, list(range(len(self.columns))), dims.pop())
+
+    def _column_lookup(self, column, ids):
+        raise NotImplementedError
+
+    def _fused_lookup(self, ids, members, dim):
+        raise NotImplementedError
+
+
+class EmbeddingTables(ColumnTables):
+    """Fixed tables of the schema's hash-bucket (or vocabulary) size, looked up by gathers."""
+
+    def __init__(self, schema, fused, initializer=None):
+        super().__init__(schema, fused)
+        self.initializer = initializer or tf1.random_uniform_initializer(-0.05, 0.05)
+
+    def sibling(self, schema, initializer=None):
+        """Tables of the same kind for another set of widths (in the caller's variable scope)."""
+        return EmbeddingTables(schema, self.fused, initializer)
+
+    def _column_lookup(self, column, ids):
+        return tf.nn.embedding_lookup(self._table(column.name, column.num_ids, column.embedding_dim), ids)
 
     def _fused_lookup(self, ids, members, dim):
         """One table for the `members` columns, each column's ids offset past the previous ones."""

@@ -32,12 +32,13 @@ runner's "resuming from step" and its step count.
 import json
 import os
 import re
-import tempfile
 import time
 import weakref
 
 import numpy as np
 import tensorflow as tf
+
+from modelzoo.io_utils import atomic_writer
 
 tf1 = tf.compat.v1
 
@@ -113,20 +114,9 @@ def latest_step(checkpoint):
 
 
 def _write_npz(path, arrays):
-    """np.savez to `path` atomically: a temporary file in the same folder, fsynced, then renamed."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """np.savez to `path` atomically (io_utils.atomic_writer: temporary file, fsync, rename)."""
+    with atomic_writer(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _remove_deltas(checkpoint, keep=lambda step: False):

@@ -6,13 +6,14 @@ import tempfile
 
 
 @contextlib.contextmanager
-def atomic_writer(path):
-    """A text file object whose content replaces `path` only when the block ends without error."""
+def atomic_writer(path, mode="w"):
+    """A file object (text, or binary with mode "wb") whose content replaces `path` only when the
+    block ends without error."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -30,3 +31,11 @@ def atomic_write_text(path, text):
 
 def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_report(prefix, doc, markdown):
+    """A benchmark's results: PREFIX.json (the numbers) and PREFIX.md (the table), printed too."""
+    atomic_write_json(prefix + ".json", doc)
+    atomic_write_text(prefix + ".md", markdown)
+    print("\n" + markdown)
+    print(f"written: {prefix}.json, {prefix}.md")
