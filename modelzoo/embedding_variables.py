@@ -131,12 +131,19 @@ def describe(args, schema):
     return "embedding variables: " + "; ".join(parts)
 
 
-def ps_devices():
-    """One table shard per parameter-server task of TF_CONFIG's cluster (None: this process)."""
+def ps_devices(training=True):
+    """One table shard per parameter-server task of TF_CONFIG's cluster (None: this process).
+
+    Only training runs on the cluster: tf.estimator evaluates (evaluation_master '') and exports in a
+    local session, which has no /job:ps devices. Those graphs get as many shards on this process's
+    CPU, so they restore the training checkpoint's `_mht_KofN` tables and the SavedModel needs no cluster.
+    """
     import json
     import os
     cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
     tasks = len(cluster.get("ps", []))
+    if not training:
+        return ["/device:CPU:0"] * tasks or None
     return [f"/job:ps/replica:0/task:{i}/device:CPU:0" for i in range(tasks)] or None
 
 

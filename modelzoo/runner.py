@@ -192,7 +192,7 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=
         if args.ev:
             from modelzoo.embedding_variables import DynamicEmbeddingTables, EVOptions, ps_devices
             tables = DynamicEmbeddingTables(schema, args.emb_fusion, EVOptions.from_args(args), training,
-                                            devices=ps_devices())
+                                            devices=ps_devices(training))
         else:
             tables = F.EmbeddingTables(schema, fused=args.emb_fusion)
 
