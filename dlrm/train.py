@@ -49,7 +49,8 @@ SPEC = ModelSpec(
     schema="criteo",
     build_logits=build_logits,
     defaults={"batch_size": 2048, "optimizer": "adamasync", "learning_rate": 0.001},
-    speed_defaults={"smartstaged": True, "op_fusion": True, "emb_fusion": False, "xla": False},  # measured: dlrm/README.md
+    # measured: dlrm/README.md (with --ev one fused table is faster and smaller: benchmarks/results/ev_compare.md)
+    speed_defaults={"smartstaged": True, "op_fusion": True, "emb_fusion": False, "xla": False, "emb_fusion_ev": True},
     add_flags=add_flags,
     shape_flags=("interaction_op",),
     embedding_dim=EMBEDDING_DIM,

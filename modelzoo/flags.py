@@ -262,7 +262,9 @@ def validate(args, speed_defaults, defaults=None):
     else:
         for name in SPEED_SWITCHES:
             if getattr(args, name) is None:
-                setattr(args, name, speed_defaults[name])
+                # a model may measure another default with embedding variables ("emb_fusion_ev")
+                value = speed_defaults.get(f"{name}_ev", speed_defaults[name]) if args.ev else speed_defaults[name]
+                setattr(args, name, value)
     if args.micro_batch == 1:
         args.micro_batch = 0
     if args.micro_batch and args.micro_batch > (args.global_batch_size or args.batch_size):

@@ -22,7 +22,7 @@ import pytest
 from conftest import CRITEO_SAMPLE, REPO, load_train_module, read_result, run_train
 
 SKIP_NO_DATA = f"real Criteo sample not found at {CRITEO_SAMPLE} (../shared/data beside the checkout)"
-EV_FLAGS = ["--batch_size", 256, "--seed", 1]
+EV_FLAGS = ["--batch_size", 256, "--seed", 1, "--emb_fusion=false"]  # one table per column
 EVAL_LINES = (9899, 9999)  # the last 100 rows of the sample: held out (evaluation rows)
 
 # (name, model, extra flags) of the training runs the tests share; each in its own checkpoint folder
@@ -152,8 +152,9 @@ def test_killed_training_resumes_from_its_last_checkpoint_with_the_same_tables(r
     # (`runs` only starts the shared training runs in the background while this test works)
     import tensorflow as tf
     ckpt = tmp_path / "ckpt"
-    flags = ["--ev", "--train_files", str(sample), "--checkpoint", str(ckpt), "--batch_size", "128",
-             "--steps", "40", "--save_steps", "2", "--keep_checkpoint_max", "100", "--no_eval", "--seed", "1"]
+    flags = ["--ev", "--emb_fusion=false", "--train_files", str(sample), "--checkpoint", str(ckpt),
+             "--batch_size", "128", "--steps", "40", "--save_steps", "2", "--keep_checkpoint_max", "100",
+             "--no_eval", "--seed", "1"]
     log = (tmp_path / "killed.log").open("w")
     proc = subprocess.Popen([sys.executable, str(REPO / "dlrm" / "train.py"), *flags], cwd=REPO,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=log, stderr=subprocess.STDOUT)
@@ -237,8 +238,8 @@ def estimator_predict(ckpt, raw):
     from modelzoo.features import raw_dtypes
     from modelzoo.runner import build_estimator, model_schema
     dlrm = load_train_module("dlrm")
-    args = flags.parse("dlrm", ["--ev", "--batch_size", "256"], speed_defaults=dlrm.SPEC.speed_defaults,
-                       add_model_flags=dlrm.add_flags)
+    args = flags.parse("dlrm", ["--ev", "--emb_fusion=false", "--batch_size", "256"],
+                       speed_defaults=dlrm.SPEC.speed_defaults, add_model_flags=dlrm.add_flags)
     schema = model_schema(dlrm.SPEC, args)
     dtypes = raw_dtypes(schema)
     estimator = build_estimator(dlrm.SPEC, args, schema, str(ckpt))
@@ -360,7 +361,8 @@ def test_wide_and_deep_trains_and_exports_with_wide_and_deep_dynamic_tables(runs
 
 def test_evaluate_on_an_ev_checkpoint_keeps_the_tables_report(runs, sample):
     ckpt, _, trained = runs["ev"]
-    run_train("dlrm", ["--ev", "--evaluate", "--train_files", sample, "--checkpoint", ckpt, "--batch_size", 256])
+    run_train("dlrm", ["--ev", "--emb_fusion=false", "--evaluate", "--train_files", sample, "--checkpoint", ckpt,
+                       "--batch_size", 256])
     result = read_result(ckpt)
     assert result["steps_this_run"] == 0 and result["steps"] == 35
     assert result["auc"] == pytest.approx(trained["auc"], abs=1e-6)

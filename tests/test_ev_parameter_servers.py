@@ -24,7 +24,7 @@ import pytest
 
 from conftest import CRITEO_SAMPLE, REPO
 
-FLAGS = ["--ev", "--batch_size", 128, "--steps", 6, "--seed", 1]
+FLAGS = ["--ev", "--emb_fusion=false", "--batch_size", 128, "--steps", 6, "--seed", 1]  # one table per column
 HELD_OUT = 100  # the last rows of the sample (inside the runner's held-out 10%): scored by both exports
 
 # The training process of the PS run: its own cluster on free ports, servers up, then the runner.

@@ -111,3 +111,11 @@ def test_unknown_optimizer_message_lists_accepted_names(capsys):
 def test_micro_batch_larger_than_batch_is_refused():
     with pytest.raises(FlagError, match="larger than --batch_size"):
         parse("--batch_size", "4", "--micro_batch", "8")
+
+
+def test_a_model_can_measure_another_speed_default_for_embedding_variables():
+    speed = dict(SPEED, emb_fusion=False, emb_fusion_ev=True)
+    assert flags.parse("dlrm", ["--ev"], speed_defaults=speed).emb_fusion is True
+    assert flags.parse("dlrm", [], speed_defaults=speed).emb_fusion is False
+    assert flags.parse("dlrm", ["--ev", "--emb_fusion=false"], speed_defaults=speed).emb_fusion is False
+    assert flags.parse("dlrm", ["--ev", "--tf"], speed_defaults=speed).emb_fusion is False
