@@ -43,6 +43,18 @@ def keys_of(values):
     return tf.strings.to_hash_bucket_fast(values, KEY_SPACE)
 
 
+def _tfra_compat():
+    """TFRA 0.7.2 replaces TF's slot creator with one that checks `variables.RefVariable`, which TF 2.13+
+    moved to `ref_variable`: once TFRA is imported, every optimizer slot of a ref (non-resource) variable
+    would fail with AttributeError. Put the name back where TFRA looks for it."""
+    from tensorflow.python.ops import ref_variable, variables
+    if not hasattr(variables, "RefVariable"):
+        variables.RefVariable = ref_variable.RefVariable
+
+
+_tfra_compat()
+
+
 def _de():
     from tensorflow_recommenders_addons import dynamic_embedding as de
     return de
@@ -106,7 +118,7 @@ class EVOptions:
         """What shapes the checkpoint's variables (a checkpoint restores only into the same layout)."""
         return {"filter": self.filter, "cbf": [self.cbf_max_elements, self.cbf_fpr] if self.filter == "cbf" else None,
                 "adaptive_buckets": self.adaptive_buckets if self.adaptive else None,
-                "dynamic_dims": self.dynamic_dims or "default" if self.dynamic else None,
+                "dynamic_dims": (self.dynamic_dims or "default") if self.dynamic else None,
                 "tracks_updates": self.track_updates}
 
 

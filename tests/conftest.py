@@ -66,3 +66,44 @@ def generated_criteo(tmp_path_factory):
     path = tmp_path_factory.mktemp("gen") / "train.txt"
     generate_criteo(str(path), 20_000, seed=5)
     return path
+
+
+SERVE_SCRIPT = r"""
+import json, sys
+import tensorflow as tf
+from tensorflow_recommenders_addons import dynamic_embedding  # noqa: F401  TFRA's kernels for --ev tables
+rows, exports, out = json.load(open(sys.argv[1])), json.loads(sys.argv[2]), sys.argv[3]
+scores = {}
+for name, export in exports.items():
+    fn = tf.saved_model.load(export).signatures["serving_default"]
+    inputs = fn.structured_input_signature[1]
+    scores[name] = fn(**{k: tf.constant(v, inputs[k].dtype) for k, v in rows.items()})["probabilities"].numpy().tolist()
+json.dump(scores, open(out, "w"))
+"""
+
+
+def raw_columns(schema, lines):
+    """The serving signature's raw input columns for some tab-separated Criteo lines."""
+    fields = [line.split("\t") for line in lines]
+    raw = {}
+    for k, col in enumerate(schema.columns):
+        if col.kind == "numeric":
+            raw[col.name] = [int(f[k]) if f[k] else 0 for f in fields]
+        elif col.kind == "categorical":
+            raw[col.name] = [f[k] for f in fields]
+    return raw
+
+
+def score_in_fresh_process(exports, raw, tmp_path):
+    """Load each SavedModel ({name: export_dir}) in a fresh Python process (TFRA's kernels loaded, no
+    TF_CONFIG) and score the raw rows; returns {name: numpy array of probabilities}."""
+    import numpy as np
+    rows_file, out = tmp_path / "rows.json", tmp_path / "scores.json"
+    rows_file.write_text(json.dumps(raw))
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_CONFIG", None)
+    proc = subprocess.run([sys.executable, "-c", SERVE_SCRIPT, str(rows_file), json.dumps(exports), str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, \
+        f"fresh process failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return {name: np.array(v) for name, v in json.loads(out.read_text()).items()}

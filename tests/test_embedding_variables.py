@@ -694,3 +694,15 @@ def test_ids_sharing_a_bank_row_start_apart_and_the_graph_matches_its_numpy_twin
     # over many fingerprints every element is + or - about half of the time (the init stays symmetric)
     share_negative = (np.sign(got[:2000]) != np.sign(bank[keys % BANK_ROWS])).mean(axis=0)
     assert np.all(np.abs(share_negative - 0.5) < 0.05)
+
+
+def test_importing_tfra_leaves_optimizers_of_ref_variables_working():
+    """TFRA 0.7.2 swaps TF's slot creator for one that needs `variables.RefVariable` (gone from there
+    since TF 2.13); modelzoo.embedding_variables puts it back, or every later ref-variable slot fails."""
+    with tf.Graph().as_default():
+        var = tf1.Variable([1.0, 2.0], use_resource=False)
+        train = tf1.train.AdamOptimizer(0.1).minimize(tf.reduce_sum(var * var))
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            sess.run(train)
+            assert sess.run(var)[1] < 2.0

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CRITEO_SAMPLE, REPO, load_train_module, read_result, run_train
+from conftest import (CRITEO_SAMPLE, REPO, load_train_module, raw_columns, read_result, run_train,
+                      score_in_fresh_process)
 
 SKIP_NO_DATA = f"real Criteo sample not found at {CRITEO_SAMPLE} (../shared/data beside the checkout)"
 EV_FLAGS = ["--batch_size", 256, "--seed", 1, "--emb_fusion=false"]  # one table per column
@@ -205,32 +206,6 @@ def test_killed_training_resumes_from_its_last_checkpoint_with_the_same_tables(r
 
 # -- 2. SavedModel in a fresh process = estimator.predict; never-seen ids read the default vector ---
 
-SERVE = r"""
-import json, sys
-import tensorflow as tf
-from tensorflow_recommenders_addons import dynamic_embedding  # noqa: F401  TFRA's kernels for the tables
-rows, exports, out = json.load(open(sys.argv[1])), json.loads(sys.argv[2]), sys.argv[3]
-scores = {}
-for name, export in exports.items():
-    fn = tf.saved_model.load(export).signatures["serving_default"]
-    inputs = fn.structured_input_signature[1]
-    scores[name] = fn(**{k: tf.constant(v, inputs[k].dtype) for k, v in rows.items()})["probabilities"].numpy().tolist()
-json.dump(scores, open(out, "w"))
-"""
-
-
-def raw_rows(sample, schema, lines):
-    """Raw input columns (serving signature names) of some lines of the sample file."""
-    fields = [line.split("\t") for line in lines]
-    raw = {}
-    for k, col in enumerate(schema.columns):
-        if col.kind == "numeric":
-            raw[col.name] = [int(f[k]) if f[k] else 0 for f in fields]
-        elif col.kind == "categorical":
-            raw[col.name] = [f[k] for f in fields]
-    return raw
-
-
 def estimator_predict(ckpt, raw):
     import tensorflow as tf
     from tensorflow_recommenders_addons import dynamic_embedding  # noqa: F401
@@ -258,7 +233,7 @@ def test_saved_model_in_a_fresh_process_scores_like_the_estimator_and_unseen_ids
     _, _, wd_result = runs["wd"]
     schema = load_schema("criteo")
     lines = Path(sample).read_text().splitlines()
-    raw = raw_rows(sample, schema, lines[EVAL_LINES[0]:EVAL_LINES[1]])
+    raw = raw_columns(schema, lines[EVAL_LINES[0]:EVAL_LINES[1]])
     n = len(raw["C1"])
 
     # a held-out row, and the same row with never-seen ids in three columns whose ids it has were trained
@@ -277,13 +252,8 @@ def test_saved_model_in_a_fresh_process_scores_like_the_estimator_and_unseen_ids
             values.append(values[base])
         for c in columns:
             raw[c][-1] = f"never-seen-{tag}-{c}"  # not hex: no Criteo id looks like it
-    rows_file = tmp_path / "rows.json"
-    rows_file.write_text(json.dumps(raw))
-
     exports = {"dlrm": result["export_dir"], "wide_and_deep": wd_result["export_dir"]}
-    out = tmp_path / "scores.json"
-    python(SERVE, rows_file, json.dumps(exports), out)
-    scores = json.loads(out.read_text())
+    scores = score_in_fresh_process(exports, raw, tmp_path)
     served = np.array(scores["dlrm"])
     assert served.shape == (n + 2,)
     np.testing.assert_allclose(served, estimator_predict(ckpt, raw), rtol=1e-5, atol=1e-5)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CRITEO_SAMPLE, REPO
+from conftest import CRITEO_SAMPLE, REPO, raw_columns, score_in_fresh_process
 
 FLAGS = ["--ev", "--emb_fusion=false", "--batch_size", 128, "--steps", 6, "--seed", 1]  # one table per column
 HELD_OUT = 100  # the last rows of the sample (inside the runner's held-out 10%): scored by both exports
@@ -49,20 +49,6 @@ code = runner.main(load_train_module("dlrm").SPEC, json.loads(sys.argv[1]))
 sys.stdout.flush(); sys.stderr.flush()
 os._exit(code)  # (the in-process gRPC servers never stop on their own)
 """
-
-SERVE = r"""
-import json, sys
-import tensorflow as tf
-from tensorflow_recommenders_addons import dynamic_embedding  # noqa: F401  TFRA's kernels for the tables
-rows, exports, out = json.load(open(sys.argv[1])), json.loads(sys.argv[2]), sys.argv[3]
-scores = {}
-for name, export in exports.items():
-    fn = tf.saved_model.load(export).signatures["serving_default"]
-    inputs = fn.structured_input_signature[1]
-    scores[name] = fn(**{k: tf.constant(v, inputs[k].dtype) for k, v in rows.items()})["probabilities"].numpy().tolist()
-json.dump(scores, open(out, "w"))
-"""
-
 
 def clean_env():
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
@@ -205,21 +191,8 @@ def test_saved_models_load_in_a_fresh_process_and_score_alike(runs, tmp_path):
     from modelzoo.schema import load_schema
     schema = load_schema("criteo")
     lines = Path(CRITEO_SAMPLE).read_text().splitlines()[-HELD_OUT:]
-    fields = [line.split("\t") for line in lines]
-    raw = {}
-    for k, col in enumerate(schema.columns):
-        if col.kind == "numeric":
-            raw[col.name] = [int(f[k]) if f[k] else 0 for f in fields]
-        elif col.kind == "categorical":
-            raw[col.name] = [f[k] for f in fields]
-    rows_file = tmp_path / "rows.json"
-    rows_file.write_text(json.dumps(raw))
     exports = {kind: runs[kind][2]["export_dir"] for kind in ("one", "ps")}
-    out = tmp_path / "scores.json"
-    proc = subprocess.run([sys.executable, "-c", SERVE, str(rows_file), json.dumps(exports), str(out)], cwd=REPO,
-                          env=clean_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"fresh process failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    scores = {k: np.array(v) for k, v in json.loads(out.read_text()).items()}
+    scores = score_in_fresh_process(exports, raw_columns(schema, lines), tmp_path)
     assert scores["ps"].shape == (HELD_OUT,) and np.all((scores["ps"] > 0) & (scores["ps"] < 1))
     np.testing.assert_allclose(scores["ps"], scores["one"], rtol=1e-5, atol=1e-6)
     assert np.ptp(scores["ps"]) > 0
