@@ -23,7 +23,9 @@ from conftest import (CRITEO_SAMPLE, REPO, load_train_module, raw_columns, read_
                       score_in_fresh_process)
 
 SKIP_NO_DATA = f"real Criteo sample not found at {CRITEO_SAMPLE} (../shared/data beside the checkout)"
-EV_FLAGS = ["--batch_size", 256, "--seed", 1, "--emb_fusion=false"]  # one table per column
+# one table per column; batches in the same order in every run (--smartstaged's parallel decoding may
+# reorder them), so runs can be compared id for id
+EV_FLAGS = ["--batch_size", 256, "--seed", 1, "--emb_fusion=false", "--smartstaged=false"]
 EVAL_LINES = (9899, 9999)  # the last 100 rows of the sample: held out (evaluation rows)
 
 # (name, model, extra flags) of the training runs the tests share; each in its own checkpoint folder
@@ -213,7 +215,7 @@ def estimator_predict(ckpt, raw):
     from modelzoo.features import raw_dtypes
     from modelzoo.runner import build_estimator, model_schema
     dlrm = load_train_module("dlrm")
-    args = flags.parse("dlrm", ["--ev", "--emb_fusion=false", "--batch_size", "256"],
+    args = flags.parse("dlrm", ["--ev", *map(str, EV_FLAGS)],
                        speed_defaults=dlrm.SPEC.speed_defaults, add_model_flags=dlrm.add_flags)
     schema = model_schema(dlrm.SPEC, args)
     dtypes = raw_dtypes(schema)
@@ -331,8 +333,7 @@ def test_wide_and_deep_trains_and_exports_with_wide_and_deep_dynamic_tables(runs
 
 def test_evaluate_on_an_ev_checkpoint_keeps_the_tables_report(runs, sample):
     ckpt, _, trained = runs["ev"]
-    run_train("dlrm", ["--ev", "--emb_fusion=false", "--evaluate", "--train_files", sample, "--checkpoint", ckpt,
-                       "--batch_size", 256])
+    run_train("dlrm", ["--ev", "--evaluate", "--train_files", sample, "--checkpoint", ckpt, *EV_FLAGS])
     result = read_result(ckpt)
     assert result["steps_this_run"] == 0 and result["steps"] == 35
     assert result["auc"] == pytest.approx(trained["auc"], abs=1e-6)
