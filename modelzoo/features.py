@@ -5,6 +5,8 @@ signature) into model inputs (`dense` values and categorical `ids`). It runs eit
 tf.data pipeline (--smartstaged, overlapping the training step) or at the start of the model graph
 (stock behaviour, and always for serving), so training and serving hash ids identically.
 """
+import abc
+
 import tensorflow as tf
 
 from modelzoo.datafiles import row_pattern
@@ -151,7 +153,7 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
     return ds.map(parse)
 
 
-class ColumnTables:
+class ColumnTables(abc.ABC):
     """The lookups every kind of embedding table shares: one table per categorical column, or with
     `fused` one table per embedding width holding all columns of that width (--emb_fusion).
     Subclasses give the scope, a column's lookup and a fused group's lookup."""
@@ -188,11 +190,13 @@ class ColumnTables:
         with self._scope():
             return self._fused_lookup(ids, list(range(len(self.columns))), dims.pop())
 
+    @abc.abstractmethod
     def _column_lookup(self, column, ids):
-        raise NotImplementedError
+        """One column's ids [B] -> embeddings [B, dim]."""
 
+    @abc.abstractmethod
     def _fused_lookup(self, ids, members, dim):
-        raise NotImplementedError
+        """The `members` columns of width `dim` from one table: ids [B, C] -> [B, len(members), dim]."""
 
 
 class EmbeddingTables(ColumnTables):

@@ -107,3 +107,17 @@ def score_in_fresh_process(exports, raw, tmp_path):
     assert proc.returncode == 0, \
         f"fresh process failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return {name: np.array(v) for name, v in json.loads(out.read_text()).items()}
+
+
+def graph_ancestors(fetch):
+    """Every op a tensor or op depends on, through data and control inputs (graph-order checks)."""
+    import tensorflow as tf
+    seen, stack = set(), [fetch if isinstance(fetch, tf.Operation) else fetch.op]
+    while stack:
+        op = stack.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    return seen

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from conftest import graph_ancestors  # noqa: E402
 from modelzoo import features as F  # noqa: E402
 from modelzoo.embedding_variables import (  # noqa: E402
     BANK_ROWS, CountingBloomFilter, initial_rows_numpy, DynamicEmbeddingTables, DynamicTable, EVOptions, keys_of)
@@ -114,18 +115,6 @@ def _slots_by_name(h, width_index=0):
             if slot is not None:
                 out[name] = slot.params
     return out
-
-
-def _ancestors(fetch):
-    seen, stack = set(), [fetch if isinstance(fetch, tf.Operation) else fetch.op]
-    while stack:
-        op = stack.pop()
-        if op in seen:
-            continue
-        seen.add(op)
-        stack.extend(t.op for t in op.inputs)
-        stack.extend(op.control_inputs)
-    return seen
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -347,7 +336,7 @@ def test_cbf_second_sighting_is_not_admitted_with_a_roomy_filter():
     gathers = {op for op in h.graph.get_operations() if op.type in ("ResourceGather", "GatherV2", "Gather")
                and any(i.op.name.startswith(h.table.cbf.counts.op.name) for i in op.inputs)}
     assert gathers, "no read of the CBF counters found"
-    assert gathers & _ancestors(add), "the CBF add is not ordered after the estimate's read"
+    assert gathers & graph_ancestors(add), "the CBF add is not ordered after the estimate's read"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -390,11 +379,11 @@ def test_gstep_last_step_is_ordered_with_the_global_step_increment():
     increments = [op for op in h.graph.get_operations() if op.type in ("AssignAddVariableOp", "AssignAdd")
                   and op.inputs[0].op.name == h.gs.op.name]
     assert upserts and len(increments) == 1
-    gs_reads = {op for up in upserts for op in _ancestors(up)
+    gs_reads = {op for up in upserts for op in graph_ancestors(up)
                 if op.type in ("ReadVariableOp", "Identity") and op.inputs and op.inputs[0].op.name == h.gs.op.name}
     assert gs_reads, "no read of global_step feeds the status upsert"
-    before = gs_reads <= _ancestors(increments[0])
-    after = all(increments[0] in _ancestors(up) for up in upserts)
+    before = gs_reads <= graph_ancestors(increments[0])
+    after = all(increments[0] in graph_ancestors(up) for up in upserts)
     assert before or after, "status records global_step unordered with its increment (a race)"
     # behavioural: one offset for every row
     with _session(h) as sess:

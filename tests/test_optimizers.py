@@ -14,6 +14,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from conftest import graph_ancestors  # noqa: E402
 from modelzoo import optimizers  # noqa: E402
 from modelzoo.optimizers import (  # noqa: E402
     OPTIMIZERS, AdagradDecayOptimizer, LazyAdamOptimizer, build_optimizer,
@@ -60,19 +61,6 @@ def _dedupe(ids, grads):
     return uniq, summed
 
 
-def _ancestor_ops(fetch):
-    seen, stack = set(), [fetch if isinstance(fetch, tf.Operation)
-                          else fetch.op]
-    while stack:
-        op = stack.pop()
-        if op in seen:
-            continue
-        seen.add(op)
-        stack.extend(t.op for t in op.inputs)
-        stack.extend(op.control_inputs)
-    return seen
-
-
 # Ops allowed to carry a full-table-shaped tensor without touching every row:
 # the variables themselves, ref snapshots and the ref-forwarding scatter ops.
 _NO_COST_TYPES = {"VariableV2", "VarHandleOp", "ScatterUpdate", "ScatterSub",
@@ -86,7 +74,7 @@ def _full_table_ops(train_op, num_rows):
     proportional to the whole embedding table instead of the batch.
     """
     bad = []
-    for op in _ancestor_ops(train_op):
+    for op in graph_ancestors(train_op):
         if op.type in _NO_COST_TYPES:
             continue
         if op.type == "Identity" and op.inputs[0].op.type == "VariableV2":
