@@ -22,6 +22,7 @@ A SavedModel holding these tables needs TFRA's kernels where it is loaded: `impo
 tensorflow_recommenders_addons.dynamic_embedding` before `tf.saved_model.load`.
 """
 import math
+import weakref
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -452,7 +453,6 @@ class DynamicEmbeddingTables(ColumnTables):
 
     def __init__(self, schema, fused, options, training, initializer=None, devices=None, root=None):
         super().__init__(schema, fused)
-        self.schema = schema
         self.options = options
         self.training = training
         self.initializer = initializer or tf1.random_uniform_initializer(-0.05, 0.05)
@@ -548,7 +548,9 @@ class EvictionHook(tf1.train.SessionRunHook):
             evict_and_log(run_context.session, self.op, step, self.options)
 
 
-_LAST_EVICTION = {}  # graph -> the global step of its last eviction (the hook and the listener share it)
+# graph -> the global step of its last eviction (the hook and the listener share it); weak: the
+# Estimator builds a graph per train/evaluate call, which must not outlive it
+_LAST_EVICTION = weakref.WeakKeyDictionary()
 
 
 def evict_and_log(session, op, step, options):
