@@ -53,6 +53,7 @@ COPY distribute_k8s/ssh/ssh_config /etc/ssh/ssh_config.d/modelzoo.conf
 COPY modelzoo/ modelzoo/
 COPY dlrm/ dlrm/
 COPY wide_and_deep/ wide_and_deep/
+COPY gdmix_lr/ gdmix_lr/
 COPY data/ data/
 # uid 1000, home /home/modelzoo: the MPIJobs' runAsUser and sshAuthMountPath (/home/modelzoo/.ssh).
 RUN useradd --create-home --uid 1000 --shell /bin/bash modelzoo \
@@ -70,6 +71,7 @@ FROM base AS runtime
 COPY modelzoo/ modelzoo/
 COPY dlrm/ dlrm/
 COPY wide_and_deep/ wide_and_deep/
+COPY gdmix_lr/ gdmix_lr/
 COPY data/ data/
 RUN useradd --create-home --uid 1000 modelzoo \
     && mkdir -p result data/criteo \

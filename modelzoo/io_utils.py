@@ -4,6 +4,11 @@ import json
 import os
 import tempfile
 
+# mkstemp creates files readable by their owner only; a finished file gets the usual 0666 & ~umask, so
+# that other users of a shared volume (a serving job, a teammate) can read the outputs.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_writer(path, mode="w"):
@@ -17,6 +22,7 @@ def atomic_writer(path, mode="w"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -121,3 +121,29 @@ def graph_ancestors(fetch):
         stack.extend(t.op for t in op.inputs)
         stack.extend(op.control_inputs)
     return seen
+
+
+K8S_JOB_NAME_LABEL = "training.kubeflow.org/job-name"  # the label the Kubeflow operators put on a job's pods
+
+
+def expand_env_refs(job, container, text):
+    """$(VAR) in a manifest's command/args as the kubelet expands it, from the container's env (a fieldRef to
+    the job-name label reads the job's own name, which the operator sets that label to)."""
+    import re
+    env = {e["name"]: e for e in container.get("env", [])}
+
+    def value(match):
+        var = env[match.group(1)]
+        if "value" in var:
+            return var["value"]
+        path = var["valueFrom"]["fieldRef"]["fieldPath"]
+        assert path == f"metadata.labels['{K8S_JOB_NAME_LABEL}']", path
+        return job["metadata"]["name"]
+
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", value, text)
+
+
+def flag_value(args, flag):
+    """The value after `flag` in an argument list that gives it exactly once."""
+    assert args.count(flag) == 1, f"{flag} given {args.count(flag)} times in {args}"
+    return args[args.index(flag) + 1]

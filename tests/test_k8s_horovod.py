@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import K8S_JOB_NAME_LABEL as JOB_NAME_LABEL, REPO, expand_env_refs, flag_value
 
 sys.path.insert(0, str(REPO))
 
@@ -21,7 +21,6 @@ SSHD_CONFIG = REPO / "distribute_k8s" / "ssh" / "sshd_config"
 SSH_CONFIG = REPO / "distribute_k8s" / "ssh" / "ssh_config"
 DOCKERFILE = REPO / "Dockerfile"
 HOSTFILE = "/etc/mpi/hostfile"  # where the MPI operator (v2) mounts the hostfile in the launcher
-JOB_NAME_LABEL = "training.kubeflow.org/job-name"  # labels the operator puts on the job's pods
 JOB_ROLE_LABEL = "training.kubeflow.org/job-role"
 
 # Field names of kubeflow.org/v2beta1 MPIJob (mpi-operator pkg/apis/kubeflow/v2beta1): a misspelt
@@ -78,26 +77,6 @@ def train_argv(job):
     _, command = horovodrun_args(job)
     assert command[:2] == ["python", "wide_and_deep/train.py"], command
     return command[2:]
-
-
-def expand_env_refs(job, text):
-    """$(VAR) as the kubelet expands it in command/args, from the launcher container's env."""
-    env = {e["name"]: e for e in launcher_container(job).get("env", [])}
-
-    def value(match):
-        var = env[match.group(1)]
-        if "value" in var:
-            return var["value"]
-        path = var["valueFrom"]["fieldRef"]["fieldPath"]
-        assert path == f"metadata.labels['{JOB_NAME_LABEL}']", path
-        return job["metadata"]["name"]  # the operator sets this label to the MPIJob's name
-
-    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", value, text)
-
-
-def flag_value(args, flag):
-    assert args.count(flag) == 1, f"{flag} given {args.count(flag)} times in {args}"
-    return args[args.index(flag) + 1]
 
 
 def config_port(path):
@@ -227,7 +206,7 @@ def test_train_arguments_are_accepted_by_the_real_flag_parser(job):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     from modelzoo import flags
-    argv = [expand_env_refs(job, a) for a in train_argv(job)]
+    argv = [expand_env_refs(job, launcher_container(job), a) for a in train_argv(job)]
     model = module.SPEC
     args = flags.parse(model.name, argv, model.defaults, model.speed_defaults, model.add_flags)
     assert args.hvd
@@ -308,7 +287,7 @@ def test_every_pod_mounts_the_claim_defined_in_pvc_yaml_at_the_same_path(job):
             paths.add(mounts[0])
     assert len(paths) == 1, paths
     (path,) = paths
-    args = [expand_env_refs(job, a) for a in train_argv(job)]
+    args = [expand_env_refs(job, launcher_container(job), a) for a in train_argv(job)]
     for flag in ("--data_location", "--output_dir"):
         assert flag_value(args, flag).startswith(path + "/"), flag  # on the shared volume
 
