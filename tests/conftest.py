@@ -1,6 +1,7 @@
 """Shared test fixtures: the repository on sys.path, the real data beside the checkout, tiny runs."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,7 +130,6 @@ K8S_JOB_NAME_LABEL = "training.kubeflow.org/job-name"  # the label the Kubeflow 
 def expand_env_refs(job, container, text):
     """$(VAR) in a manifest's command/args as the kubelet expands it, from the container's env (a fieldRef to
     the job-name label reads the job's own name, which the operator sets that label to)."""
-    import re
     env = {e["name"]: e for e in container.get("env", [])}
 
     def value(match):
@@ -147,3 +147,19 @@ def flag_value(args, flag):
     """The value after `flag` in an argument list that gives it exactly once."""
     assert args.count(flag) == 1, f"{flag} given {args.count(flag)} times in {args}"
     return args[args.index(flag) + 1]
+
+
+def dockerfile_stages(path=REPO / "Dockerfile"):
+    """{stage name: [instruction lines]} of a Dockerfile, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    stages, current = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"FROM\s+\S+(?:\s+AS\s+(\S+))?", line, flags=re.I)
+        if match:
+            current = match.group(1) or f"stage{len(stages)}"
+            stages[current] = []
+        stages[current].append(line)
+    return stages

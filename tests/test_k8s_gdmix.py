@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import K8S_JOB_NAME_LABEL as JOB_NAME_LABEL, REPO, expand_env_refs
+from conftest import K8S_JOB_NAME_LABEL as JOB_NAME_LABEL, REPO, dockerfile_stages, expand_env_refs
 
 sys.path.insert(0, str(REPO))
 
@@ -90,22 +90,6 @@ def operator_tf_configs(job):
     return [(kind, i, json.dumps({"cluster": cluster, "task": {"type": kind.lower(), "index": i},
                                   "environment": "cloud"}))
             for kind in specs for i in range(specs[kind].get("replicas", 1))]
-
-
-def dockerfile_stages():
-    """{stage name: [instruction lines]} of the Dockerfile, continuation lines joined."""
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    stages, current = {}, None
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = re.match(r"FROM\s+\S+(?:\s+AS\s+(\S+))?", line, flags=re.I)
-        if match:
-            current = match.group(1) or f"stage{len(stages)}"
-            stages[current] = []
-        stages[current].append(line)
-    return stages
 
 
 # --- what the API server and the training operator require ---------------------------------------

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import K8S_JOB_NAME_LABEL as JOB_NAME_LABEL, REPO, expand_env_refs, flag_value
+from conftest import K8S_JOB_NAME_LABEL as JOB_NAME_LABEL, REPO, dockerfile_stages, expand_env_refs, flag_value
 
 sys.path.insert(0, str(REPO))
 
@@ -83,22 +83,6 @@ def config_port(path):
     ports = re.findall(r"^\s*Port\s+(\d+)\s*$", path.read_text(), flags=re.M)
     assert len(ports) == 1, ports
     return int(ports[0])
-
-
-def dockerfile_stages():
-    """{stage name: [instruction lines]} of the Dockerfile, continuation lines joined."""
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    stages, current = {}, None
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = re.match(r"FROM\s+\S+(?:\s+AS\s+(\S+))?", line, flags=re.I)
-        if match:
-            current = match.group(1) or f"stage{len(stages)}"
-            stages[current] = []
-        stages[current].append(line)
-    return stages
 
 
 # --- what the API server and the operator require ---------------------------------------------
