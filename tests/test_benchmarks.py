@@ -43,7 +43,8 @@ def test_random_effect_speed_runs_and_agrees_with_scipy(tmp_path):
     assert batched["converged_fraction"] == 1.0 and 1 <= batched["newton_iterations_max"] <= 50
     assert batched["peak_rss_mb"] > 0
     assert loop["settings"] == "gdmix" and loop["entities_timed"] == 100 and loop["extrapolated"]
-    assert loop["seconds"] == pytest.approx(loop["seconds_measured"] * 3, rel=1e-3)
+    # both are rounded to the millisecond in the report
+    assert loop["seconds"] == pytest.approx(loop["seconds_measured"] * 3, abs=3e-3)
     assert "extrapolated from 100 entities" in loop["note"]
     assert "extrapolated from 100 entities" in prefix.with_suffix(".md").read_text()
     assert agreement["entities_compared"] > 90 and agreement["tight_scipy_entities"] == 50
