@@ -25,7 +25,6 @@
 Coordinates run in the listed order; each one's offset is the sum of the scores of the others.
 """
 import fnmatch
-import json
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -150,6 +149,3 @@ def check_against(config, dataset):
                               f"{', '.join(dataset.entities)}")
     return bags
 
-
-def describe(config):
-    return json.loads(json.dumps([c.__dict__ for c in config.coordinates]))

@@ -24,7 +24,6 @@ import scipy.special
 import scipy.stats
 import tensorflow.compat.v1 as tf
 
-INTERCEPT = "(INTERCEPT)"
 # The most padded cells (entities x rows x features) one batched Newton solve holds: 2^22 float64
 # values are 32 MB per copy of the features, about what a server's L3 cache holds, so the several
 # passes of a Newton iteration over the block mostly hit the cache. Measured on 100,000 entities x

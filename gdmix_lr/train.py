@@ -26,6 +26,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from gdmix_lr import glmix, photon  # noqa: E402
 from gdmix_lr.cluster import Exchange, world_from_tf_config  # noqa: E402
@@ -99,22 +100,21 @@ def read_score_file(path, split, coordinate):
     """Another model's scores for the rows of `split`, as logits. A `uid` column keys the rows; without it
     the file must list the split's rows in order (as Wide & Deep's --predict writes them), which its
     `label` column, when present, must confirm. A `score` column is a logit, `probability` is converted."""
-    import pandas as pd
     where = f"{path} (coordinate {coordinate})"
     try:
         frame = pd.read_csv(path)
     except (OSError, ValueError) as err:
         raise DataError(f"{where}: cannot read the score file: {err}") from None
     if "score" in frame:
-        scores = frame["score"].to_numpy(np.float64)
+        scores = pd.to_numeric(frame["score"], errors="coerce").to_numpy(np.float64)
     elif "probability" in frame:
-        p = np.clip(frame["probability"].to_numpy(np.float64), 1e-15, 1 - 1e-15)
+        p = np.clip(pd.to_numeric(frame["probability"], errors="coerce").to_numpy(np.float64), 1e-15, 1 - 1e-15)
         scores = np.log(p) - np.log1p(-p)
     else:
         raise DataError(f"{where}: expected a `score` (logit) or `probability` column, found {list(frame.columns)}")
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
-        raise DataError(f"{where}:{bad[0] + 2}: score is not a finite number")
+        raise DataError(f"{where}:{bad[0] + 2}: the score is not a finite number")
     if "uid" in frame:
         position = {u: i for i, u in enumerate(frame["uid"].tolist())}
         missing = [u for u in split.uid.tolist() if u not in position]
@@ -132,9 +132,8 @@ def read_score_file(path, split, coordinate):
 class Coordinates:
     """Block coordinate descent over the config's coordinates, sharing work among the workers."""
 
-    def __init__(self, args, config, bags, data, world, exchange, say):
-        self.args, self.config, self.bags, self.data = args, config, bags, data
-        self.world, self.exchange, self.say = world, exchange, say
+    def __init__(self, args, config, bags, data, world, exchange):
+        self.args, self.data, self.world, self.exchange = args, data, world, exchange
         self.x = {name: {split: glmix.with_intercept(getattr(data, split).features[:, columns])
                          for split in ("train", "validation")} for name, columns in bags.items()}
         self.state = {}   # coordinate -> its latest solution (warm start of the next sweep)
@@ -303,7 +302,7 @@ def run(args, world, say):
         bags = check_against(config, data)
         say(f"data: {data.source} | {len(data.train.uid):,} training rows, {len(data.validation.uid):,} "
             f"validation rows" + (" (generated)" if data.synthetic else ""))
-        coords = Coordinates(args, config, bags, data, world, exchange, say)
+        coords = Coordinates(args, config, bags, data, world, exchange)
         trained = [c for c in config.coordinates if c.trained]
         n_train, n_val = len(data.train.uid), len(data.validation.uid)
         own = {c.name: (np.zeros(n_train), np.zeros(n_val)) for c in config.coordinates}

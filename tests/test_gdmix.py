@@ -416,3 +416,15 @@ def test_a_killed_runs_leftovers_do_not_leak_into_the_outputs(generated, tmp_pat
     run_train("gdmix_lr", ["--data_location", generated, "--output_dir", tmp_path])
     assert sorted(os.listdir(tmp_path / "per_user" / "models")) == [f"part-{p:05d}.avro" for p in range(4)]
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".staging-")]
+
+
+def test_a_score_file_with_a_non_numeric_score_names_its_line(generated, tmp_path):
+    scores = tmp_path / "scores.csv"
+    uids = movielens.load(generated).train.uid.tolist()
+    scores.write_text("uid,score\n" + "".join(f"{u},{'oops' if i == 3 else 0.5}\n" for i, u in enumerate(uids)))
+    config = write_config(tmp_path, f"coordinates:\n  - name: other\n    type: scores\n    training_scores: {scores}\n"
+                                    f"    validation_scores: {scores}\n")
+    proc = run_train("gdmix_lr", ["--data_location", generated, "--output_dir", tmp_path / "out", "--config", config],
+                     check=False)
+    assert proc.returncode == 1 and f"{scores} (coordinate other):5: the score is not a finite number" in proc.stderr
+    assert "Traceback" not in proc.stderr
