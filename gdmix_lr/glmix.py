@@ -26,8 +26,8 @@ import tensorflow.compat.v1 as tf
 
 # The most padded cells (entities x rows x features) one batched Newton solve holds: 2^22 float64
 # values are 32 MB per copy of the features, about what a server's L3 cache holds, so the several
-# passes of a Newton iteration over the block mostly hit the cache. Measured on 100,000 entities x
-# 50 rows x 21 (2-vCPU EPYC): 8-9 s with 2^22, 10-11 s with 2^20 or 2^21, 14-15 s with 2^24.
+# passes of a Newton iteration over the block mostly hit the cache (on the 2-vCPU EPYC, 2^22 was
+# clearly faster than 2^24 on benchmarks/random_effect_speed.py, and no slower than 2^20 or 2^21).
 MAX_BLOCK_CELLS = 1 << 22
 # Backtracking halvings per Newton step before an entity's step is given up for this iteration.
 MAX_HALVINGS = 30
