@@ -1,7 +1,8 @@
 # The model zoo's images, from one file:
 #   docker build -t modelzoo/modelzoo:0.1.0 .
 #       the default (last) stage: the container in which `python dlrm/train.py --bf16` runs (and
-#       `python wide_and_deep/train.py`), one process, no Horovod.
+#       `python wide_and_deep/train.py`), one process, no Horovod; also the image of the
+#       parameter-server TFJobs (*/distribute_k8s/distribute_k8s_*.yaml, through distribute_k8s/launch.py).
 #   docker build --target horovod -t modelzoo/modelzoo-horovod:0.1.0 .
 #       the same plus Horovod 0.28.1 (gloo, no MPI) and a non-root sshd: the image of the Kubeflow
 #       MPI-operator jobs in */distribute_k8s/horovod_*.yaml.
@@ -10,6 +11,13 @@
 FROM python:3.11.7-slim-bookworm AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+
+# jemalloc, the allocator that distribute_k8s/launch.py preloads for MEM_USAGE_STRATEGY=jemalloc
+# (/usr/lib/x86_64-linux-gnu/libjemalloc.so.2; the parameter-server TFJobs set it). Debian bookworm's
+# version: when a Debian point release replaces it, `apt-cache policy libjemalloc2` gives the new one.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libjemalloc2=5.3.0-1 \
+    && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/modelzoo
 COPY requirements.txt .
@@ -55,6 +63,7 @@ COPY dlrm/ dlrm/
 COPY wide_and_deep/ wide_and_deep/
 COPY gdmix_lr/ gdmix_lr/
 COPY data/ data/
+COPY distribute_k8s/ distribute_k8s/
 # uid 1000, home /home/modelzoo: the MPIJobs' runAsUser and sshAuthMountPath (/home/modelzoo/.ssh).
 RUN useradd --create-home --uid 1000 --shell /bin/bash modelzoo \
     && mkdir -p result data/criteo \
@@ -73,6 +82,8 @@ COPY dlrm/ dlrm/
 COPY wide_and_deep/ wide_and_deep/
 COPY gdmix_lr/ gdmix_lr/
 COPY data/ data/
+# distribute_k8s/launch.py: the entry point of the TFJobs in */distribute_k8s/distribute_k8s_*.yaml.
+COPY distribute_k8s/ distribute_k8s/
 RUN useradd --create-home --uid 1000 modelzoo \
     && mkdir -p result data/criteo \
     && chown -R modelzoo:modelzoo result data

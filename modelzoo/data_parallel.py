@@ -22,6 +22,10 @@ class DataParallelError(Exception):
 class World:
     """The processes of one synchronous job (size 1 without --hvd)."""
 
+    cluster = None  # a parameter-server job's modelzoo.distributed.Cluster (ClusterWorld)
+    progress_slot = 0  # this process's slot of `input_progress` (Horovod's processes share slot 0)
+    progress_prefix = ""  # before each progress line
+
     def __init__(self, hvd=None):
         self.hvd = hvd
         self.size = hvd.size() if hvd else 1
@@ -31,6 +35,17 @@ class World:
     @property
     def is_chief(self):
         return self.rank == 0
+
+    @property
+    def logs_progress(self):
+        return self.is_chief
+
+    def input_partitioner(self, args):
+        """Partitioners slice variables across PS tasks: there are none outside a PS job."""
+        return None
+
+    def dense_partitioner(self, args):
+        return None
 
     def lr_factor(self, scaling):
         """--lr_scaling: how much larger the learning rates get with more processes."""
@@ -74,6 +89,50 @@ class World:
                 self.gather(None)
             except DataParallelError:
                 raise DataParallelError(f"process {self.rank}: {why}") from None
+
+
+class ClusterWorld(World):
+    """The World of a task of a parameter-server job (modelzoo/distributed.py): one process per task
+    (no gradient averaging: each trainer applies its own updates on the PS), rank = the trainer index."""
+
+    def __init__(self, cluster):
+        super().__init__()
+        self.cluster = cluster
+        self.rank = cluster.trainer_index if cluster.trainer_index is not None else -1
+        self.progress_slot = max(self.rank, 0)
+        self.progress_prefix = f"{cluster.task_type} {cluster.task_index}: "
+
+    @property
+    def is_chief(self):
+        return self.cluster.is_chief
+
+    @property
+    def logs_progress(self):
+        return True  # each pod's log shows its own steps
+
+    def input_partitioner(self, args):
+        from modelzoo.distributed import partitioner
+        return partitioner(args.input_layer_partitioner, 20, self.cluster.num_ps)  # MB
+
+    def dense_partitioner(self, args):
+        from modelzoo.distributed import partitioner
+        return partitioner(args.dense_layer_partitioner, 10, self.cluster.num_ps)  # KB
+
+    def training_hooks(self):
+        from modelzoo.distributed import resume_report_hook
+        return [resume_report_hook(self.progress_slot, self.progress_prefix)]
+
+    def workqueue_lines(self, data):
+        from modelzoo.workqueue import WorkQueue
+        return WorkQueue.for_trainer(self.cluster, data).lines()
+
+    def workqueue_hooks(self, args, data, steps):
+        """The chief fills the --workqueue in its training session, before any step."""
+        if not (args.workqueue and self.is_chief):
+            return []
+        from modelzoo.workqueue import WorkQueue
+        return [WorkQueue.for_trainer(self.cluster, data).fill_hook(steps * args.batch_size, args.batch_size,
+                                                                    args.seed)]
 
 
 def init(args):

@@ -107,8 +107,13 @@ def _slice_dataset(piece):
     return ds.skip(piece.start).take(piece.rows)
 
 
+WORKQUEUE_READ_AHEAD = 2  # batches a --workqueue trainer decodes ahead of its step
+WORKQUEUE_SHUFFLE_BUFFER = 10_000  # rows a --workqueue trainer shuffles among
+
+
 def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, bad_rows="error",
-                 seed=None, repeat=True, shard=(1, 0), keyed=False):
+                 seed=None, repeat=True, shard=(1, 0), keyed=False, trainer_shard=(1, 0), skip_rows=0,
+                 lines=None):
     """Lines -> batches of features and labels.
 
     Batches first, then decodes whole batches (one vectorized op instead of one per row). With
@@ -120,15 +125,35 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
     cuts the same global batches of `batch_size` x processes lines, and decodes only its own rows of
     each (every processes-th), so the processes' batches of one step together are exactly the batch a
     single process would train on, and every row is used once per epoch.
+
+    `trainer_shard` = (trainers, this one), for parameter-server training: each trainer reads only
+    its own files (every trainers-th slice) when there are at least as many as trainers, else every
+    trainers-th line. `lines` replaces the slices by a dataset of lines (the --workqueue's items).
+    `skip_rows` (an int or a scalar tensor read when the iterator starts) skips the rows of the
+    shuffled stream that earlier runs have trained on, so a resumed or restarted trainer goes on
+    where it stopped instead of repeating them (the shuffle is seeded, so the stream is the same).
     """
     processes, index = shard
-    ds = _slice_dataset(slices[0])
-    for piece in slices[1:]:
-        ds = ds.concatenate(_slice_dataset(piece))
+    trainers, trainer = trainer_shard
+    if lines is not None:
+        ds = lines
+    else:
+        by_file = len(slices) >= trainers
+        if by_file:
+            slices = slices[trainer::trainers]
+        ds = _slice_dataset(slices[0])
+        for piece in slices[1:]:
+            ds = ds.concatenate(_slice_dataset(piece))
+        if not by_file:
+            ds = ds.shard(trainers, trainer)
     if training:
-        ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
-        if repeat:
+        # (a work queue's items come in a shuffled order already; a smaller buffer takes fewer of them)
+        ds = ds.shuffle(SHUFFLE_BUFFER if lines is None else WORKQUEUE_SHUFFLE_BUFFER, seed=seed,
+                        reshuffle_each_iteration=True)
+        if repeat and lines is None:  # (the work queue's items end when the job's epochs are dealt out)
             ds = ds.repeat()
+        if not isinstance(skip_rows, int) or skip_rows:
+            ds = ds.skip(skip_rows)
     ds = ds.batch(batch_size * processes)
     pattern = row_pattern(schema, delimiter) if bad_rows == "skip" else None
 
@@ -147,9 +172,11 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
         return features, label
 
     if smartstaged:
-        # out-of-order batches are fine for one process; the processes of a job must stay in step
-        ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training or processes > 1)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        # out-of-order batches are fine for one process; the processes of a job must stay in step.
+        # A work-queue trainer reads only a little ahead: what it has taken, the others cannot.
+        ahead = tf.data.AUTOTUNE if lines is None else WORKQUEUE_READ_AHEAD
+        ds = ds.map(parse, num_parallel_calls=ahead, deterministic=not training or processes > 1)
+        return ds.prefetch(ahead)
     return ds.map(parse)
 
 
@@ -159,13 +186,14 @@ class ColumnTables(abc.ABC):
     Subclasses give the scope, a column's lookup and a fused group's lookup."""
 
     scope = "embedding"
+    partitioner = None  # --input_layer_partitioner: fixed tables sliced across the PS tasks
 
     def __init__(self, schema, fused):
         self.columns = schema.categorical
         self.fused = fused
 
     def _scope(self):
-        return tf1.variable_scope(self.scope, reuse=tf1.AUTO_REUSE)
+        return tf1.variable_scope(self.scope, reuse=tf1.AUTO_REUSE, partitioner=self.partitioner)
 
     def lookup(self, ids):
         """ids [B, C] -> list of C embeddings [B, dim_c] in schema order."""
@@ -208,7 +236,9 @@ class EmbeddingTables(ColumnTables):
 
     def sibling(self, schema, initializer=None):
         """Tables of the same kind for another set of widths (in the caller's variable scope)."""
-        return EmbeddingTables(schema, self.fused, initializer)
+        tables = EmbeddingTables(schema, self.fused, initializer)
+        tables.partitioner = self.partitioner
+        return tables
 
     def _column_lookup(self, column, ids):
         return tf.nn.embedding_lookup(self._table(column.name, column.num_ids, column.embedding_dim), ids)

@@ -24,13 +24,14 @@ SPEED_SWITCHES = ("smartstaged", "op_fusion", "emb_fusion", "xla")
 
 # Flags of DeepRec whose implementation belongs to a later issue of this project. They are
 # parsed (so users get a clear message instead of "unrecognized argument") and refused when on.
-NOT_YET = {
-    "workqueue": "the work queue shards files among distributed workers; distributed training is not implemented yet",
-    "input_layer_partitioner": "partitioning variables across parameter servers needs distributed training, "
-    "which is not implemented yet",
-    "dense_layer_partitioner": "partitioning variables across parameter servers needs distributed training, "
-    "which is not implemented yet",
+# Flags of parameter-server jobs: refused outside one (no TF_CONFIG with ps tasks), with this reason.
+NEEDS_PS = {
+    "workqueue": "it deals the input files out to the workers of a parameter-server job through a queue on a PS",
+    "input_layer_partitioner": "it slices embedding tables across the PS tasks of a parameter-server job",
+    "dense_layer_partitioner": "it slices dense-layer variables across the PS tasks of a parameter-server job",
 }
+PS_JOB_HINT = ("run under a TF_CONFIG that names ps tasks (a TFJob from */distribute_k8s/, or "
+               "python -m distribute_k8s.local_run MANIFEST)")
 EV_FILTERS = ("counter", "cbf")
 EV_ELIMINATIONS = ("gstep", "l2")
 
@@ -214,11 +215,19 @@ def build_parser(model_name, defaults):
                    help="every SECS seconds between checkpoints, save only the embedding-variable rows "
                         "changed since the last save (and the dense variables); 0 = off (needs --ev)")
 
-    g = p.add_argument_group("distributed (a later issue)")
+    g = p.add_argument_group("parameter-server training (TF_CONFIG with ps tasks; see distribute_k8s/README.md)")
     g.add_argument("--protocol", default="grpc", help="distributed transport; stock TensorFlow has grpc only")
-    add_bool(g, "workqueue", "the work queue (not available yet)")
-    g.add_argument("--input_layer_partitioner", type=non_negative_int, default=0, help="not available yet")
-    g.add_argument("--dense_layer_partitioner", type=non_negative_int, default=0, help="not available yet")
+    add_bool(g, "workqueue", "deal the input out to the trainers dynamically through a queue on PS 0 (a faster "
+             "trainer takes more; every item once per epoch) instead of a fixed shard per trainer")
+    g.add_argument("--input_layer_partitioner", type=non_negative_int, default=0,
+                   help="slice each embedding table across the PS tasks in slices of at least N MB; 0: whole "
+                        "tables, each on one PS")
+    g.add_argument("--dense_layer_partitioner", type=non_negative_int, default=0,
+                   help="slice the dense layers' variables across the PS tasks in slices of at least N KB; "
+                        "0: whole")
+    g.add_argument("--eval_throttle_secs", type=positive_int, default=60,
+                   help="the evaluator task evaluates the newest checkpoint at most this often (and always "
+                        "the final one)")
     return p
 
 
@@ -242,11 +251,8 @@ def validate(args, speed_defaults, defaults=None):
         raise FlagError(f"--{'evaluate' if args.evaluate else 'predict'} runs in one process; drop --hvd")
     if args.evaluate and args.no_eval:
         raise FlagError("--evaluate and --no_eval contradict each other")
-    for name, why in NOT_YET.items():
-        value = getattr(args, name)
-        if value not in (None, False, 0, "", "false", "False"):
-            raise FlagError(f"--{name} is refused: {why}.")
     validate_ev(args)
+    validate_cluster(args)
     if args.protocol in DEEPREC_ONLY_PROTOCOLS:
         raise FlagError(f"--protocol {args.protocol} is refused: it is a DeepRec-only transport; "
                         "stock TensorFlow has --protocol grpc")
@@ -272,6 +278,28 @@ def validate(args, speed_defaults, defaults=None):
     if args.eval_files and not args.train_files:
         raise FlagError("--eval_files needs --train_files too")
     return args
+
+
+def validate_cluster(args):
+    """The flags that depend on whether this task belongs to a parameter-server job (TF_CONFIG)."""
+    from modelzoo.distributed import ClusterError, from_environment
+    try:
+        cluster = from_environment()
+    except ClusterError:
+        return  # the runner reports what is wrong with TF_CONFIG
+    if cluster is None:
+        for name, why in NEEDS_PS.items():
+            if getattr(args, name):
+                raise FlagError(f"--{name} needs a parameter-server job: {why}; {PS_JOB_HINT}")
+        return
+    for name in ("hvd", "evaluate", "predict"):
+        if getattr(args, name):
+            raise FlagError(f"--{name} is refused: TF_CONFIG names a parameter-server job "
+                            f"({cluster.name}); {'Horovod trains without PS' if name == 'hvd' else 'it runs in one process'}"
+                            "; unset TF_CONFIG")
+    if args.ev and args.input_layer_partitioner:
+        raise FlagError("--input_layer_partitioner with --ev is refused: embedding variables are always sharded "
+                        "over every PS task by key; drop --input_layer_partitioner")
 
 
 def validate_ev(args):

@@ -16,10 +16,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
-from modelzoo import data_parallel
+from modelzoo import data_parallel, distributed
 from modelzoo import flags as flaglib
 from modelzoo.data_parallel import DataParallelError
 from modelzoo.datafiles import DataError, diagnose, resolve
+from modelzoo.distributed import ClusterError, progress_variable
 from modelzoo.io_utils import atomic_write_json, atomic_writer
 from modelzoo.schema import SchemaError, load_schema, schema_summary
 from modelzoo.system import bf16_message, cpu_info, peak_rss_mb
@@ -66,12 +67,14 @@ def set_environment(args):
             os.environ["TF_XLA_FLAGS"] = (flags_now + " --tf_xla_cpu_global_jit").strip()
 
 
-def session_config(args):
+def session_config(args, cluster=None):
     import tensorflow as tf
     from tensorflow.core.protobuf import rewriter_config_pb2
     config = tf.compat.v1.ConfigProto(allow_soft_placement=True,
                                       inter_op_parallelism_threads=args.inter,
                                       intra_op_parallelism_threads=args.intra)
+    if cluster is not None:  # a trainer's session sees the PS tasks and itself, never another worker
+        config.device_filters.extend(cluster.device_filters())
     rewrite = config.graph_options.rewrite_options
     # Stock TensorFlow runs the remapper by default; --op_fusion false (and --tf) turn it off.
     rewrite.remapping = rewriter_config_pb2.RewriterConfig.ON if args.op_fusion else \
@@ -195,12 +198,15 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=
                                             devices=ps_devices(training))
         else:
             tables = F.EmbeddingTables(schema, fused=args.emb_fusion)
+            tables.partitioner = world.input_partitioner(args)
 
         def forward(feats):
             if F.is_raw(feats):
                 feats = F.transform(feats, schema, keyed=args.ev)
             inputs = ModelInputs(feats.get(F.DENSE), feats[F.IDS], tables, schema, feats.get(F.CROSS_IDS))
-            return tf.reshape(spec.build_logits(inputs, args, training), [-1])
+            # --dense_layer_partitioner: every other variable of the model (its tables set their own)
+            with tf1.variable_scope(tf1.get_variable_scope(), partitioner=world.dense_partitioner(args)):
+                return tf.reshape(spec.build_logits(inputs, args, training), [-1])
 
         if mode == tf.estimator.ModeKeys.PREDICT:
             logits = forward(features)
@@ -237,8 +243,12 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=
         counter = tf1.get_variable("bad_rows_skipped", [], tf.int64, tf1.zeros_initializer(), trainable=False)
         if bad_rows is not None:
             train_op = tf.group(train_op, counter.assign_add(world.sum(bad_rows, "bad_rows")))
+        # the rows this trainer has consumed (every step's batch is full: the training input repeats)
+        progress = progress_variable()
+        train_op = tf.group(train_op, tf1.scatter_add(progress, [world.progress_slot],
+                                                      [args.batch_size * world.size]))
         hooks = [ThroughputHook(meter, loss, args.batch_size * world.size, steps_range[0], steps_range[1],
-                                args.log_steps if world.is_chief else 0)]
+                                args.log_steps if world.logs_progress else 0, world.progress_prefix)]
         hooks += world.training_hooks()
         if args.ev and world.is_chief:
             if args.incremental_ckpt:  # first: its restore of the deltas comes before the others read the step
@@ -257,14 +267,15 @@ def build_estimator(spec, args, schema, checkpoint, meter=None, steps_range=(0, 
     import tensorflow as tf
     from modelzoo.hooks import ThroughputMeter
     world = world or data_parallel.World()
-    if world.is_chief:
+    if world.is_chief or world.cluster:  # (a PS job's non-chief tasks write nothing: the Estimator knows)
         saving = dict(save_checkpoints_steps=args.save_steps or 10 ** 12, save_checkpoints_secs=None,
                       save_summary_steps=max(args.log_steps, 100))
     else:  # only rank 0 writes checkpoints and summaries (`checkpoint` is a scratch folder here)
         saving = dict(save_checkpoints_steps=None, save_checkpoints_secs=None, save_summary_steps=0)
     config = tf.estimator.RunConfig(
-        model_dir=checkpoint, tf_random_seed=args.seed, session_config=session_config(args),
-        keep_checkpoint_max=args.keep_checkpoint_max, log_step_count_steps=None, **saving)
+        model_dir=checkpoint, tf_random_seed=args.seed, session_config=session_config(args, world.cluster),
+        keep_checkpoint_max=args.keep_checkpoint_max, log_step_count_steps=None,
+        experimental_max_worker_delay_secs=0, **saving)
     model_fn = make_model_fn(spec, args, schema, meter or ThroughputMeter(), steps_range, world, ev_report)
     return tf.estimator.Estimator(model_fn, config=config, params={"model_dir": checkpoint})
 
@@ -281,14 +292,36 @@ def serving_input_fn(schema):
     return fn
 
 
-def input_fn(args, schema, data, slices, training, shard=(1, 0), with_label=False):
+def input_fn(args, schema, data, slices, training, shard=(1, 0), with_label=False, skip_rows=0, world=None):
+    """The Estimator's input. A training input skips `skip_rows` already-trained rows; in a PS job
+    it reads the trainer's own shard (or the --workqueue's items) and skips the rows its slot of
+    `input_progress` counts, read from the PS when the iterator starts (a restarted worker resumes)."""
     from modelzoo.features import LABEL, make_dataset
 
     def fn():
+        trainer_shard, lines = (1, 0), None
+        skip = skip_rows
+        if training and world is not None and world.cluster:
+            skip = progress_variable()[world.progress_slot]
+            if args.workqueue:
+                lines = world.workqueue_lines(data)
+            else:
+                trainer_shard = (world.cluster.trainers, world.progress_slot)
         ds = make_dataset(slices, schema, data.delimiter, args.batch_size, training, args.smartstaged,
-                          args.bad_rows, seed=args.seed, shard=shard, keyed=args.ev)
+                          args.bad_rows, seed=args.seed, shard=shard, keyed=args.ev,
+                          trainer_shard=trainer_shard, skip_rows=skip, lines=lines)
         return ds.map(lambda f, y: ({**f, LABEL: y}, y)) if with_label else ds
     return fn
+
+
+def tf_error_line(message):
+    """The line of a TensorFlow error that says what failed: TF 2.15's graph errors start with
+    "Graph execution error:" and a stack trace, and give the op's message after its "Node: ..." line."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    for k, line in enumerate(lines[:-1]):
+        if line.startswith("Node: "):
+            return lines[k + 1]
+    return lines[0] if lines and not lines[0].startswith("Graph execution error") else lines[-1] if lines else ""
 
 
 def run_reading(call, data, schema, slices):
@@ -298,7 +331,7 @@ def run_reading(call, data, schema, slices):
         return call()
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
         problem = diagnose(slices, schema, data.delimiter)
-        first = (err.message or str(err)).strip().splitlines()[0]
+        first = tf_error_line(err.message or str(err))
         raise DataError(problem or f"reading {slices[0].path}: {first}") from None
 
 
@@ -306,6 +339,13 @@ def global_step_of(checkpoint):
     import tensorflow as tf
     latest = tf.train.latest_checkpoint(checkpoint)
     return int(tf.train.load_variable(latest, "global_step")) if latest else 0
+
+
+def rows_consumed(checkpoint, slot=0):
+    """Rows the checkpoint's run has trained on (its `input_progress` slot; 0 without a checkpoint)."""
+    import tensorflow as tf
+    latest = tf.train.latest_checkpoint(checkpoint)
+    return int(tf.train.load_variable(latest, "input_progress")[slot]) if latest else 0
 
 
 def generate_criteo_sample(path, rows, seed):
@@ -379,7 +419,11 @@ def train(spec, args, schema, data, steps, checkpoint, world):
         else:
             if start_step and world.is_chief:
                 print(f"resuming from step {start_step:,}", flush=True)
-            train_input = input_fn(args, schema, data, data.train, True, shard=(world.size, world.rank))
+            consumed = rows_consumed(checkpoint)
+            if consumed and world.is_chief:
+                print(f"input: skipping the {consumed:,} rows trained on before", flush=True)
+            train_input = input_fn(args, schema, data, data.train, True, shard=(world.size, world.rank),
+                                   skip_rows=consumed)
             listeners = saving_listeners(args)
             if args.ev and args.incremental_ckpt:
                 from modelzoo.incremental_ckpt import IncrementalCheckpointListener
@@ -418,6 +462,9 @@ def run(spec, args):
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")
 
+    cluster = distributed.from_environment()
+    if cluster is not None:
+        return run_cluster(spec, args, cluster, wall_start)
     world = data_parallel.init(args)
     schema = model_schema(spec, args)
     checkpoint = args.checkpoint or os.path.join(args.output_dir, spec.name)
@@ -448,6 +495,14 @@ def run(spec, args):
     if not args.no_eval and data.eval:
         metrics = run_reading(lambda: estimator.evaluate(input_fn(args, schema, data, data.eval, False)),
                               data, schema, data.eval)
+    return finish(spec, args, schema, data, checkpoint, estimator, meter, metrics, world, cpu, wall_start,
+                  only=only, digests=digests, ev_report=ev_report)
+
+
+def finish(spec, args, schema, data, checkpoint, estimator, meter, metrics, world, cpu, wall_start,
+           only=None, digests=None, ev_report=None, extra=None):
+    """The chief's last part: export the SavedModel, write result.json and print the summary."""
+    import tensorflow as tf
     export_dir = None
     if not only:
         export_dir = estimator.export_saved_model(os.path.join(checkpoint, "export"), serving_input_fn(schema))
@@ -471,6 +526,7 @@ def run(spec, args):
     }
     if ev_report:
         result["ev_tables"] = ev_report
+    result.update(extra or {})
     if digests:
         result["horovod"] = {"processes": world.size, "per_process_batch": args.batch_size,
                              "lr_factor": world.lr_factor(args.lr_scaling), "variable_digests": digests,
@@ -487,6 +543,119 @@ def run(spec, args):
     atomic_write_json(result_path, result)
     print_summary(result)
     return 0
+
+
+TRAINER_REPORT_WAIT_SECS = 30  # the workers end with the chief; their reports may come a little later
+EVALUATOR_RETRIES = 20  # an evaluation whose checkpoint the chief deleted is started again on the newest
+CLUSTER_WAIT_SECS = 900  # a non-chief task waits this long for the chief's checkpoint record and data
+
+
+def cluster_data(spec, args, schema, checkpoint, world):
+    """The chief checks the checkpoint folder and finds (or generates) the data on the shared
+    volume; the other tasks wait for its run_config.json and for the data to be there."""
+    identity = checkpoint_identity(spec, args, schema)
+    generate = generate_criteo_sample if schema.name == "criteo" else None
+    if world.is_chief:
+        check_checkpoint(checkpoint, identity)
+        return resolve(args, schema, generate)
+    distributed.wait_for(f"the chief to record {checkpoint}/run_config.json",
+                         lambda: os.path.exists(os.path.join(checkpoint, "run_config.json")), CLUSTER_WAIT_SECS)
+    check_checkpoint(checkpoint, identity, record_new=False)
+    last = []
+
+    def ready():  # the chief may still be writing a generated sample (it appears atomically)
+        try:
+            return resolve(args, schema)
+        except DataError as err:
+            last[:] = [err]
+            return None
+    try:
+        return distributed.wait_for("the chief's data", ready, CLUSTER_WAIT_SECS)
+    except distributed.ClusterError:
+        raise last[0] if last else DataError("no data") from None
+
+
+def run_cluster(spec, args, cluster, wall_start):
+    """One task of a parameter-server job (modelzoo/distributed.py): ps, chief, worker or evaluator."""
+    import tensorflow as tf
+    from modelzoo.embedding_variables import saving_listeners
+    from modelzoo.hooks import ThroughputMeter
+    print(f"{cluster.name}: parameter-server job: {cluster.trainers} trainer(s), {cluster.num_ps} ps task(s) "
+          f"(TF_CONFIG)", flush=True)
+    if cluster.task_type == "ps":
+        return distributed.serve_ps(cluster, args.protocol)
+    world = data_parallel.ClusterWorld(cluster)
+    distributed.speed_up_worker_start()
+    schema = model_schema(spec, args)
+    checkpoint = args.checkpoint or os.path.join(args.output_dir, spec.name)
+    data = cluster_data(spec, args, schema, checkpoint, world)
+    steps = args.steps or math.ceil(data.train_rows / args.batch_size)
+    cpu = cpu_info()
+    if world.is_chief:
+        announce(spec, args, schema, data, steps, checkpoint, world, cpu)
+    meter, ev_report = ThroughputMeter(), {}
+    start_step = global_step_of(checkpoint)
+    estimator = build_estimator(spec, args, schema, checkpoint, meter, (start_step, steps), world, ev_report)
+    train_spec = tf.estimator.TrainSpec(input_fn(args, schema, data, data.train, True, world=world), max_steps=steps,
+                                        hooks=world.workqueue_hooks(args, data, steps),
+                                        saving_listeners=saving_listeners(args) if world.is_chief else ())
+    evaluate = not args.no_eval and bool(data.eval)
+    eval_spec = tf.estimator.EvalSpec(input_fn(args, schema, data, data.eval or data.train, False), steps=None,
+                                      start_delay_secs=0, throttle_secs=args.eval_throttle_secs,
+                                      exporters=[distributed.eval_recorder(checkpoint)])
+    if cluster.task_type == "evaluator":
+        if not evaluate:
+            print(f"evaluator: nothing to do ({'--no_eval' if args.no_eval else 'no evaluation data'})", flush=True)
+            return 0
+        with distributed.Heartbeat(checkpoint):
+            for retry in range(EVALUATOR_RETRIES + 1):
+                try:
+                    run_reading(lambda: tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec),
+                                data, schema, data.eval)
+                    break
+                except (ValueError, tf.errors.NotFoundError):
+                    # the chief replaced the checkpoint (--keep_checkpoint_max) while it was being read
+                    if retry == EVALUATOR_RETRIES or tf.train.latest_checkpoint(checkpoint) is None:
+                        raise
+                    print("evaluator: the checkpoint was replaced while it was being read; evaluating the "
+                          "newest one", flush=True)
+        print("evaluator: evaluated the final checkpoint; exiting", flush=True)
+        return 0
+
+    started = time.time()
+    run_reading(lambda: tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec), data, schema, data.train)
+    distributed.report_trainer(checkpoint, cluster, meter)
+    distributed.signal_training_done(cluster)
+    final_step = global_step_of(checkpoint) if world.is_chief else (meter.span or [(0, 0)])[-1][0]
+    if args.workqueue and final_step < steps:
+        print(f"{cluster.name}: the work queue ran out at step {final_step:,}, before --steps {steps:,}",
+              flush=True)
+    if not world.is_chief:
+        print(f"{cluster.name}: training ended ({meter.steps_run:,} steps of the job's {final_step:,} were "
+              "this task's); exiting", flush=True)
+        return 0
+    metrics, evaluated_by = {}, None
+    if evaluate:
+        metrics, evaluated_by = distributed.wait_for_final_eval(checkpoint, steps, started), "evaluator"
+        if metrics is None:
+            print("chief: no evaluator is running; evaluating the final checkpoint here", flush=True)
+            metrics, evaluated_by = run_reading(
+                lambda: estimator.evaluate(input_fn(args, schema, data, data.eval, False)),
+                data, schema, data.eval), "chief"
+    # the cluster's samples/s: the trainers' own steady rates added up (when every one reported one),
+    # else the global step's rate while the chief trained
+    trainers = distributed.trainer_reports(checkpoint, cluster, started - 60, wait=TRAINER_REPORT_WAIT_SECS)
+    rates = [r["samples_per_sec"] for r in trainers.values() if r.get("samples_per_sec")]
+    if len(rates) == cluster.trainers:
+        meter.samples_per_sec = sum(rates)
+    elif meter.samples_per_sec is None:
+        meter.samples_per_sec = meter.cluster_samples_per_sec(args.batch_size)
+    job = {"trainers": cluster.trainers, "trainer_reports": trainers, "ps": cluster.num_ps, "evaluated_by": evaluated_by,
+           "evaluated_step": int(metrics["global_step"]) if "global_step" in metrics else None,
+           "workqueue": bool(args.workqueue), "input_layer_partitioner_mb": args.input_layer_partitioner,
+           "dense_layer_partitioner_kb": args.dense_layer_partitioner}
+    return finish(spec, args, schema, data, checkpoint, estimator, meter, metrics, world, cpu, wall_start,
+                  ev_report=ev_report, extra={"parameter_server_job": job})
 
 
 def print_summary(r):
@@ -516,6 +685,6 @@ def main(spec, argv=None):
     set_environment(args)
     try:
         return run(spec, args)
-    except (DataError, SchemaError, CheckpointMismatch, DataParallelError) as err:
+    except (DataError, SchemaError, CheckpointMismatch, DataParallelError, ClusterError) as err:
         print(f"{spec.name}/train.py: error: {err}", file=sys.stderr, flush=True)
         return 1

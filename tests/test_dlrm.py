@@ -151,5 +151,5 @@ def test_malformed_input_stops_with_file_line_and_problem(tmp_path, generated_cr
 
 def test_refused_flag_exits_2_before_any_work(tmp_path):
     proc = run_train("dlrm", ["--workqueue", "--checkpoint", tmp_path / "c"], check=False)
-    assert proc.returncode == 2 and "--workqueue is refused" in proc.stderr
+    assert proc.returncode == 2 and "--workqueue needs a parameter-server job" in proc.stderr
     assert not (tmp_path / "c").exists()

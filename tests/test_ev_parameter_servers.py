@@ -1,8 +1,8 @@
 """Embedding variables (--ev) sharded over parameter servers, through the real Estimator runner.
 
 DLRM --ev trains a few steps on the real Criteo sample twice: once under TF_CONFIG naming a cluster
-of one chief and two PS tasks (all three gRPC servers started in the training process before
-`runner.main`, since plain `estimator.train` starts none), once in a single process without TF_CONFIG.
+of one chief and two PS tasks (the PS servers started in the training process before `runner.main`,
+whose tf.estimator.train_and_evaluate starts the chief's), once in a single process without TF_CONFIG.
 With the cluster, the Estimator's session runs on the chief's server, dense variables are placed by
 its replica_device_setter and every dynamic table (rows and optimizer slots) is sharded over the two
 PS tasks by `key % 2`. The sharded checkpoint must hold the same model as the single-process one:
@@ -42,8 +42,8 @@ cluster = {"chief": [f"localhost:{ports[0]}"], "ps": [f"localhost:{ports[1]}", f
 os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}})
 import tensorflow as tf
 spec = tf.train.ClusterSpec(cluster)
-servers = [tf.distribute.Server(spec, job_name=job, task_index=i, protocol="grpc", start=True)
-           for job, i in [("chief", 0), ("ps", 0), ("ps", 1)]]
+# the PS tasks' servers (train_and_evaluate starts the chief's own)
+servers = [tf.distribute.Server(spec, job_name="ps", task_index=i, protocol="grpc", start=True) for i in (0, 1)]
 sys.path.insert(0, "tests")
 from conftest import load_train_module
 from modelzoo import runner

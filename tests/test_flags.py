@@ -24,14 +24,38 @@ def test_bare_boolean_does_not_swallow_the_next_flag():
 
 
 @pytest.mark.parametrize("flag,words", [
-    (["--workqueue"], "distributed"), (["--input_layer_partitioner", "8"], "parameter servers"),
-    (["--dense_layer_partitioner", "8"], "parameter servers")])
-def test_not_yet_available_flags_are_refused_with_the_reason(flag, words, capsys):
+    (["--workqueue"], "deals the input files out to the workers"),
+    (["--input_layer_partitioner", "8"], "slices embedding tables across the PS tasks"),
+    (["--dense_layer_partitioner", "8"], "slices dense-layer variables across the PS tasks")])
+def test_parameter_server_flags_are_refused_outside_a_ps_job(flag, words, capsys, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(FlagError) as err:
         parse(*flag)
     assert err.value.code == 2
-    assert words in err.value.message and "refused" in err.value.message
-    assert words in capsys.readouterr().err
+    assert f"{flag[0]} needs a parameter-server job" in err.value.message and words in err.value.message
+    assert "TF_CONFIG" in capsys.readouterr().err
+
+
+PS_JOB = '{"cluster": {"chief": ["h:1"], "worker": ["h:2"], "ps": ["h:3"]}, "task": {"type": "worker", "index": 0}}'
+
+
+@pytest.mark.parametrize("flag", [["--workqueue"], ["--input_layer_partitioner", "8"],
+                                  ["--dense_layer_partitioner", "16"]])
+def test_parameter_server_flags_are_accepted_in_a_ps_job(flag, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", PS_JOB)
+    args = parse(*flag)
+    assert getattr(args, flag[0][2:]) in (True, int(flag[-1]) if len(flag) > 1 else True)
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--hvd"], "--hvd is refused: TF_CONFIG names a parameter-server job (worker:0)"),
+    (["--evaluate"], "--evaluate is refused: TF_CONFIG names a parameter-server job"),
+    (["--ev", "--input_layer_partitioner", "8"], "embedding variables are always sharded over every PS task")])
+def test_what_cannot_run_in_a_ps_job_is_refused(flags, words, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", PS_JOB)
+    with pytest.raises(FlagError) as err:
+        parse(*flags)
+    assert words in err.value.message
 
 
 def test_switched_off_refused_flags_are_accepted():

@@ -65,9 +65,12 @@ def command(job, kind):
 
 
 def train_argv(job, kind):
+    """train.py's arguments: what the shared launcher forwards, everything after its `--`."""
     cmd = command(job, kind)
-    assert cmd[:2] == ["python", "gdmix_lr/train.py"], cmd
-    return cmd[2:]
+    assert cmd[:2] == ["python", "distribute_k8s/launch.py"], cmd
+    sep = cmd.index("--")
+    assert cmd[2:sep] == ["--script", "gdmix_lr/train.py"], cmd
+    return cmd[sep + 1:]
 
 
 def parsed_args(job, kind):

@@ -63,7 +63,8 @@ def wide_logit(inputs):
     from modelzoo.layers import dense
     tf1 = tf.compat.v1
     zeros = tf1.zeros_initializer()
-    with tf1.variable_scope(WIDE_SCOPE, reuse=tf1.AUTO_REUSE):
+    # the wide weights are input-layer tables: --input_layer_partitioner slices them (the crosses too)
+    with tf1.variable_scope(WIDE_SCOPE, reuse=tf1.AUTO_REUSE, partitioner=inputs.tables.partitioner):
         weights = inputs.tables.sibling(inputs.schema.with_embedding_dim(1), initializer=zeros)
         terms = weights.lookup(inputs.ids)
         for i, cross in enumerate(inputs.schema.crosses):

@@ -1,0 +1,218 @@
+"""Parameter-server training (modelzoo/distributed.py) through the models' own TFJob manifests, run
+by `python -m distribute_k8s.local_run` as local processes with the TF_CONFIG the training operator
+would inject: the job succeeds and every process exits by itself (the PS tasks too), the evaluator's
+final evaluation is in result.json, a worker killed with SIGKILL and restarted resumes its input,
+the --workqueue deals every item once, and the partitioners slice variables across the PS tasks.
+Each job trains on generated Criteo-format data (the chief generates it on the shared volume)."""
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, small_schema_file
+
+sys.path.insert(0, str(REPO))
+
+DLRM = REPO / "dlrm" / "distribute_k8s" / "distribute_k8s_FP32.yaml"
+WDL_BF16 = REPO / "wide_and_deep" / "distribute_k8s" / "distribute_k8s_BF16.yaml"
+BATCH = 256
+# small and quick: one thread each (six processes share the machine), the evaluator looks every 2 s
+TRAIN = ["--generate_rows", 20000, "--batch_size", BATCH, "--log_steps", 20, "--intra", 1, "--inter", 1,
+         "--eval_throttle_secs", 2]
+
+
+def local_run(manifest, root, options, train_args, timeout=900):
+    cmd = [sys.executable, "-m", "distribute_k8s.local_run", str(manifest), "--root", str(root), "--grace", "60",
+           *map(str, options), "--", *map(str, train_args)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    summary = json.loads((root / "summary.json").read_text())
+    return proc, summary
+
+
+def log(root, replica):
+    return (root / "logs" / f"{replica}.log").read_text()
+
+
+def checkpoint_dir(root, job, model):
+    return root / "modelzoo-data" / "result" / job / model
+
+
+def assert_clean_success(proc, summary, restarted=()):
+    assert proc.returncode == 0 and summary["outcome"] == "Succeeded", proc.stdout[-4000:] + proc.stderr[-2000:]
+    for name, replica in summary["replicas"].items():
+        assert replica["exited_by_itself"], f"{name} did not exit by itself: {replica}"
+        assert replica["exit_codes"][-1] == 0, f"{name}: {replica}"
+        if name not in restarted:
+            assert replica["exit_codes"] == [0] and replica["restarts"] == 0, f"{name}: {replica}"
+
+
+def input_progress(checkpoint):
+    import tensorflow as tf
+    latest = tf.train.latest_checkpoint(str(checkpoint))
+    return (int(tf.train.load_variable(latest, "global_step")),
+            np.asarray(tf.train.load_variable(latest, "input_progress")))
+
+
+@pytest.fixture(scope="module")
+def small_schema(tmp_path_factory):
+    return small_schema_file(tmp_path_factory.mktemp("schema") / "criteo_small.json")
+
+
+@pytest.fixture(scope="module")
+def dlrm_job(tmp_path_factory):
+    """The DLRM FP32 manifest as CI runs it: chief + 2 workers + 1 PS + evaluator."""
+    root = tmp_path_factory.mktemp("dlrm_job")
+    proc, summary = local_run(DLRM, root, ["--workers", 2, "--ps", 1],
+                              [*TRAIN, "--steps", 120, "--save_steps", 60])
+    return root, proc, summary
+
+
+def test_dlrm_job_succeeds_and_every_process_exits_by_itself(dlrm_job):
+    root, proc, summary = dlrm_job
+    assert_clean_success(proc, summary)
+    assert sorted(summary["replicas"]) == ["chief-0", "evaluator-0", "ps-0", "worker-0", "worker-1"]
+    assert "every trainer has finished; exiting" in log(root, "ps-0")
+    for trainer in ("chief-0", "worker-0", "worker-1"):
+        assert "parameter-server job: 3 trainer(s), 1 ps task(s)" in log(root, trainer)
+
+
+def test_dlrm_job_writes_checkpoint_savedmodel_and_the_evaluators_auc(dlrm_job):
+    root, _, _ = dlrm_job
+    checkpoint = checkpoint_dir(root, "dlrm-fp32", "dlrm")
+    result = json.loads((checkpoint / "result.json").read_text())
+    step, _ = input_progress(checkpoint)
+    assert step >= 120 and result["steps"] == step
+    assert list((checkpoint / "export").glob("*/saved_model.pb"))
+    job = result["parameter_server_job"]
+    assert job["evaluated_by"] == "evaluator" and job["evaluated_step"] >= 120
+    assert 0.5 < result["auc"] < 1.0 and result["samples_per_sec"] > 0
+    final = re.findall(r"evaluator: step ([\d,]+): AUC ([\d.]+) .*\(final\)", log(root, "evaluator-0"))
+    assert final and abs(float(final[-1][1]) - result["auc"]) < 5e-5
+    assert set(job["trainer_reports"]) == {"chief-0", "worker-0", "worker-1"}
+
+
+def test_trainers_share_the_steps_and_count_their_rows(dlrm_job):
+    """Each trainer counts the rows it trained on in its slot of input_progress: the slots add up to
+    the global step's batches, and both workers took part."""
+    root, _, _ = dlrm_job
+    step, progress = input_progress(checkpoint_dir(root, "dlrm-fp32", "dlrm"))
+    assert progress[:3].sum() == step * BATCH and not progress[3:].any()
+    assert progress[1] > 0 and progress[2] > 0
+
+
+def test_killed_worker_is_restarted_and_resumes_its_input(tmp_path, small_schema):
+    """SIGKILL worker 1 at its first progress line; restartPolicy OnFailure restarts it in place; it
+    skips the rows it had trained on (read live from its input_progress slot on the PS) and the job
+    reaches its step."""
+    proc, summary = local_run(DLRM, tmp_path, ["--workers", 2, "--ps", 1, "--kill", r"worker-1:worker 1: step"],
+                              [*TRAIN, "--schema", small_schema, "--steps", 800])
+    assert_clean_success(proc, summary, restarted=("worker-1",))
+    assert summary["replicas"]["worker-1"]["exit_codes"] == [137, 0]
+    assert summary["replicas"]["worker-1"]["restarts"] == 1
+    resumed = re.findall(r"worker 1: input resumes after the ([\d,]+) rows", log(tmp_path, "worker-1"))
+    assert len(resumed) == 1
+    skipped = int(resumed[0].replace(",", ""))
+    assert skipped > 0 and skipped % BATCH == 0
+    step, progress = input_progress(checkpoint_dir(tmp_path, "dlrm-fp32", "dlrm"))
+    assert step >= 800 and progress[2] > skipped  # it trained on after the restart
+    # every step counted once in some trainer's slot (the step in flight at the kill may be half-applied)
+    assert abs(int(progress[:3].sum()) - step * BATCH) <= BATCH
+
+
+def test_workqueue_deals_each_item_once_and_a_restarted_worker_reads_its_items_again(tmp_path, small_schema):
+    proc, summary = local_run(DLRM, tmp_path, ["--workers", 2, "--ps", 1, "--evaluators", 0,
+                                               "--kill", r"worker-1:worker 1: step"],
+                              [*TRAIN, "--schema", small_schema, "--steps", 600, "--workqueue"])
+    assert_clean_success(proc, summary, restarted=("worker-1",))
+    taken = {}
+    for trainer in ("chief-0", "worker-0", "worker-1"):
+        for index, epoch in re.findall(r"took item (\d+) of epoch (\d+)", log(tmp_path, trainer)):
+            key = (int(epoch), int(index))
+            assert key not in taken, f"item {key} taken by {taken.get(key)} and {trainer}"
+            taken[key] = trainer
+    assert {t for t in taken.values()} == {"chief-0", "worker-0", "worker-1"}
+    items = 1 + max(i for _, i in taken)
+    epochs = sorted({e for e, _ in taken})
+    for epoch in epochs[:-1]:  # every epoch but the last (being dealt when training ended) is complete
+        assert {i for e, i in taken if e == epoch} == set(range(items)), f"epoch {epoch}"
+    assert re.search(r"workqueue: trainer 2 reads its \d+ earlier item\(s\) again", log(tmp_path, "worker-1"))
+    step, _ = input_progress(checkpoint_dir(tmp_path, "dlrm-fp32", "dlrm"))
+    assert step >= 600
+
+
+def test_partitioners_slice_tables_and_dense_layers_across_two_ps(tmp_path):
+    """Wide & Deep's BF16 manifest with 2 PS: --input_layer_partitioner 1 (MB) cuts each embedding
+    table of at least 2 MB in two, --dense_layer_partitioner (16 KB, the manifest's) the DNN's
+    kernels; the slices sit on both PS tasks and the chief evaluates the restored model."""
+    schema = json.loads((REPO / "modelzoo" / "schemas" / "criteo.json").read_text())
+    for col in schema["columns"]:
+        if col["kind"] == "categorical":
+            col["hash_buckets"] = min(col["hash_buckets"], 8000)
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    proc, summary = local_run(WDL_BF16, tmp_path, ["--workers", 1, "--ps", 2, "--evaluators", 0],
+                              [*TRAIN, "--schema", tmp_path / "schema.json", "--steps", 20,
+                               "--input_layer_partitioner", 1])
+    assert_clean_success(proc, summary)
+    checkpoint = checkpoint_dir(tmp_path, "wide-and-deep-bf16", "wide_and_deep")
+    graph = (checkpoint / "graph.pbtxt").read_text()
+    devices = {}
+    for name, device in re.findall(r'name: "([^"]+/part_\d+)"\n\s+op: "VarHandleOp"\n\s+device: "([^"]+)"', graph):
+        devices[name] = device
+    embedding_parts = {n: d for n, d in devices.items() if n.startswith("embedding/")}
+    dense_parts = {n: d for n, d in devices.items() if n.startswith("dnn/")}
+    assert any(n.endswith("/part_1") for n in embedding_parts), sorted(devices)[:20]
+    assert any(n.endswith("/part_1") for n in dense_parts), sorted(devices)[:20]
+    assert {d.split("/task:")[1][0] for d in devices.values()} == {"0", "1"}
+    result = json.loads((checkpoint / "result.json").read_text())
+    assert result["parameter_server_job"]["evaluated_by"] == "chief" and result["auc"] is not None
+    assert result["flags"]["bf16"] is True
+
+
+def test_make_dataset_skip_rows_continues_the_same_stream(tmp_path):
+    """A resumed input (skip_rows) reads exactly the rows that follow those skipped, in the same
+    seeded shuffle order."""
+    from modelzoo.features import make_dataset
+    from modelzoo.datafiles import Slice
+    from modelzoo.schema import load_schema
+    schema = load_schema("criteo")
+    rows = [f"{i % 2}\t" + "\t".join(str(i) for _ in range(13)) + "\t" + "\t".join(["a1"] * 26) for i in range(300)]
+    path = tmp_path / "rows.txt"
+    path.write_text("\n".join(rows) + "\n")
+
+    def first_values(skip, batches):
+        ds = make_dataset([Slice(str(path), 0, 300)], schema, "\t", 10, True, False, seed=7, skip_rows=skip)
+        return [int(v) for f, _ in ds.take(batches) for v in f["I1"].numpy()]
+    whole = first_values(0, 12)
+    assert first_values(40, 8) == whole[40:120]
+
+
+def test_cluster_from_tf_config():
+    from modelzoo.distributed import ClusterError, from_environment
+    cluster = {"chief": ["a:1"], "worker": ["b:1", "c:1"], "ps": ["d:1"]}
+    env = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}})}
+    c = from_environment(env)
+    assert (c.trainers, c.num_ps, c.trainer_index, c.is_chief) == (3, 1, 2, False)
+    assert c.device_filters() == ["/job:ps", "/job:worker/task:1"]
+    evaluator = from_environment({"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "evaluator"}})})
+    assert evaluator.trainer_index is None and evaluator.device_filters() == []
+    assert from_environment({}) is None
+    assert from_environment({"TF_CONFIG": json.dumps({"cluster": {"chief": ["a:1"]},
+                                                      "task": {"type": "chief", "index": 0}})}) is None
+    for bad, words in [("{nope", "TF_CONFIG is not JSON"),
+                       (json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"]},
+                                    "task": {"type": "worker", "index": 0}}), "names no ps tasks"),
+                       (json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 5}}), "not in the cluster"),
+                       (json.dumps({"cluster": {**cluster, "master": ["m:1"]}, "task": {"type": "ps"}}), "not known")]:
+        with pytest.raises(ClusterError, match=words):
+            from_environment({"TF_CONFIG": bad})
+
+
+def test_tf_error_line_names_what_failed():
+    from modelzoo.runner import tf_error_line
+    message = ("Graph execution error:\n\nDetected at node 'X' defined at (most recent call last):\n  File ...\n"
+               "Node: 'X'\nNo OpKernel was registered to support Op 'X'\n\t [[X]]")
+    assert tf_error_line(message) == "No OpKernel was registered to support Op 'X'"
+    assert tf_error_line("Field 3 in record 2 is not a valid int32: x") == "Field 3 in record 2 is not a valid int32: x"
