@@ -348,7 +348,7 @@ def _strings(value, job, where):
     return value
 
 
-def build_plan(job, workdir, root, mounts, extra_args, parent_env):
+def build_plan(job, workdir, root, mounts, extra_args, parent_env, env_overrides=None):
     """Every replica's process: argv, cwd, environment, TF_CONFIG, paths and log. Nothing is started."""
     names = [(kind, i) for kind in TYPES if kind in job.specs for i in range(job.specs[kind].replicas)]
     in_cluster = [(k, i) for k, i in names if k != "evaluator"]
@@ -404,6 +404,7 @@ def build_plan(job, workdir, root, mounts, extra_args, parent_env):
                                                        f"got {value!r}")
                 value = expand(value, defined)
             defined[entry["name"]] = value
+        defined.update(env_overrides or {})  # --env: this machine's values win over the manifest's
         tf_config = ({"cluster": cluster, "task": {"type": kind, "index": index}, "environment": "cloud"}
                      if distributed else None)
         pod_env = {k: map_path(v, mapping) for k, v in defined.items()}
@@ -715,6 +716,9 @@ def parser():
     p.add_argument("--kill", action="append", default=[], metavar="REPLICA:REGEX",
                    help="SIGKILL the replica's process group the first time a line of its output matches, e.g. "
                         "'worker-1:step \\d+' (repeatable)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a container environment variable in every replica, over the manifest's value, "
+                        "e.g. MEM_USAGE_STRATEGY=close on a machine without libjemalloc2 (repeatable)")
     p.add_argument("--summary", metavar="FILE", help="the JSON summary (default ROOT/summary.json)")
     p.add_argument("--dry_run", action="store_true",
                    help="print the plan (per replica: argv, cwd, env, TF_CONFIG, paths) as JSON; start nothing")
@@ -730,7 +734,13 @@ def plan_from_args(opts, extra, parent_env):
     if not os.path.isdir(workdir):
         raise ManifestError(f"--workdir {opts.workdir}: not a folder")
     mounts = parse_mounts(opts.mount)
-    replicas = build_plan(job, workdir, root, mounts, extra, parent_env)
+    overrides = {}
+    for item in opts.env:
+        name, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ManifestError(f"--env {item}: expected NAME=VALUE")
+        overrides[name] = value
+    replicas = build_plan(job, workdir, root, mounts, extra, parent_env, overrides)
     used = {path for rep in replicas for path in rep.mounts}
     for target in mounts:
         if target not in used:

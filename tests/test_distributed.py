@@ -24,9 +24,19 @@ TRAIN = ["--generate_rows", 20000, "--batch_size", BATCH, "--log_steps", 20, "--
          "--eval_throttle_secs", 2]
 
 
+def allocator_options():
+    """The manifests ask launch.py for jemalloc; where Debian's libjemalloc2 is not installed the jobs
+    run with glibc malloc instead (the launcher's own tests cover jemalloc)."""
+    from distribute_k8s.launch import find_jemalloc
+    if find_jemalloc():
+        return []
+    print("libjemalloc.so.2 not found (apt-get install libjemalloc2): the jobs run with MEM_USAGE_STRATEGY=close")
+    return ["--env", "MEM_USAGE_STRATEGY=close"]
+
+
 def local_run(manifest, root, options, train_args, timeout=900):
     cmd = [sys.executable, "-m", "distribute_k8s.local_run", str(manifest), "--root", str(root), "--grace", "60",
-           *map(str, options), "--", *map(str, train_args)]
+           *allocator_options(), *map(str, options), "--", *map(str, train_args)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     summary = json.loads((root / "summary.json").read_text())
     return proc, summary

@@ -362,3 +362,17 @@ def test_sigint_stops_every_replica_first(tmp_path, volume):
         assert replica["exit_codes"] == [143] and replica["end"] == "terminated by local_run"
         assert not os.path.exists(f"/proc/{replica['pid']}")  # the launcher
     assert scripts and not any(os.path.exists(f"/proc/{pid}") for pid in scripts)  # and the script it started
+
+
+def test_env_option_overrides_the_manifests_value_and_bad_ones_are_refused(tmp_path):
+    """--env NAME=VALUE sets a container variable over the manifest's (e.g. no jemalloc on this machine)."""
+    manifest = REPO / "dlrm" / "distribute_k8s" / "distribute_k8s_FP32.yaml"
+    base = [sys.executable, "-m", "distribute_k8s.local_run", str(manifest), "--root", str(tmp_path / "r"),
+            "--dry_run"]
+    proc = subprocess.run(base + ["--env", "MEM_USAGE_STRATEGY=close", "--env", "EXTRA=a=b"], cwd=REPO,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    for replica in json.loads(proc.stdout)["replicas"].values():
+        assert replica["env"]["MEM_USAGE_STRATEGY"] == "close" and replica["env"]["EXTRA"] == "a=b"
+    bad = subprocess.run(base + ["--env", "NO_VALUE"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "--env NO_VALUE: expected NAME=VALUE" in bad.stderr
