@@ -345,7 +345,13 @@ def rows_consumed(checkpoint, slot=0):
     """Rows the checkpoint's run has trained on (its `input_progress` slot; 0 without a checkpoint)."""
     import tensorflow as tf
     latest = tf.train.latest_checkpoint(checkpoint)
-    return int(tf.train.load_variable(latest, "input_progress")[slot]) if latest else 0
+    if not latest:
+        return 0
+    try:
+        return int(tf.train.load_variable(latest, "input_progress")[slot])
+    except tf.errors.NotFoundError:
+        raise CheckpointMismatch(f"--checkpoint {checkpoint} was written by an older version of this model zoo "
+                                 "(it has no input_progress); give a new --checkpoint folder") from None
 
 
 def generate_criteo_sample(path, rows, seed):
