@@ -127,7 +127,9 @@ def test_killed_worker_is_restarted_and_resumes_its_input(tmp_path, small_schema
     skipped = int(resumed[0].replace(",", ""))
     assert skipped > 0 and skipped % BATCH == 0
     step, progress = input_progress(checkpoint_dir(tmp_path, "dlrm-fp32", "dlrm"))
-    assert step >= 800 and progress[2] > skipped  # it trained on after the restart
+    # its slot went on from the rows it had skipped, not from zero; whether it trains more steps after
+    # the restart is a race with the other trainers reaching step 800 (on a fast machine they do first)
+    assert step >= 800 and progress[2] >= skipped
     # every step counted once in some trainer's slot (the step in flight at the kill may be half-applied)
     assert abs(int(progress[:3].sum()) - step * BATCH) <= BATCH
 
