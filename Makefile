@@ -34,7 +34,7 @@ test: setup horovod
 	$(PY) -m pytest -q tests $(ARGS)
 
 bench: setup
-	$(PY) benchmarks/bench_train.py $(ARGS)
+	$(PY) benchmarks/matrix.py $(ARGS)
 
 lint: setup
 	$(VENV)/bin/hadolint Dockerfile

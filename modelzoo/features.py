@@ -78,12 +78,17 @@ def _ids(col, value, keyed=False):
                     tf.cast(len(col.vocabulary), tf.int64))
 
 
-def transform(raw, schema, keyed=False):
+def transform(raw, schema, keyed=False, stock_columns=False):
     """Raw columns -> {'dense': [B, numeric] float32, 'ids': [B, categorical] int64}.
 
     `ids` are hash buckets or vocabulary indices, or with `keyed` (--ev) 64-bit keys of the raw ids.
+    With `stock_columns` (--tf) `ids` is the dict of raw categorical strings: FeatureColumnTables
+    hashes them itself, as stock TensorFlow's feature columns do.
     """
-    out = {IDS: tf.stack([_ids(c, tf.reshape(raw[c.name], [-1]), keyed) for c in schema.categorical], axis=1)}
+    if stock_columns:
+        out = {IDS: {c.name: tf.reshape(raw[c.name], [-1]) for c in schema.categorical}}
+    else:
+        out = {IDS: tf.stack([_ids(c, tf.reshape(raw[c.name], [-1]), keyed) for c in schema.categorical], axis=1)}
     if schema.numeric:
         out[DENSE] = tf.stack([_normalize(c, tf.reshape(raw[c.name], [-1])) for c in schema.numeric], axis=1)
     if schema.crosses:
@@ -116,10 +121,10 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
                  lines=None):
     """Lines -> batches of features and labels.
 
-    Batches first, then decodes whole batches (one vectorized op instead of one per row). With
-    `smartstaged` the decode and the feature transform run in parallel map calls, prefetched, so the
-    training step never waits for input; without it they run one batch at a time and the hashing is
-    left to the model graph, as a plain stock pipeline would do.
+    Batches first, then decodes whole batches (one vectorized op instead of one per row) in parallel
+    map calls, prefetched, as stock TensorFlow's input recipes do. With `smartstaged` the feature
+    transform (hashing, normalization) runs there too, so the training step starts from ready ids;
+    without it the raw columns go to the model graph, which transforms them in the step.
 
     `shard` = (processes, this one), for Horovod: every process shuffles the lines alike (same seed),
     cuts the same global batches of `batch_size` x processes lines, and decodes only its own rows of
@@ -171,13 +176,12 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
             features[BAD_ROWS] = skipped
         return features, label
 
-    if smartstaged:
-        # out-of-order batches are fine for one process; the processes of a job must stay in step.
-        # A work-queue trainer reads only a little ahead: what it has taken, the others cannot.
-        ahead = tf.data.AUTOTUNE if lines is None else WORKQUEUE_READ_AHEAD
-        ds = ds.map(parse, num_parallel_calls=ahead, deterministic=not training or processes > 1)
-        return ds.prefetch(ahead)
-    return ds.map(parse)
+    # Out-of-order batches are fine for one smart-staged process; the processes of a job must stay in
+    # step, and without --smartstaged the seeded order is kept (two runs see the same batches).
+    # A work-queue trainer reads only a little ahead: what it has taken, the others cannot.
+    ahead = tf.data.AUTOTUNE if lines is None else WORKQUEUE_READ_AHEAD
+    ds = ds.map(parse, num_parallel_calls=ahead, deterministic=not (training and smartstaged) or processes > 1)
+    return ds.prefetch(ahead)
 
 
 class ColumnTables(abc.ABC):
@@ -253,3 +257,44 @@ class EmbeddingTables(ColumnTables):
 
     def _table(self, name, rows, dim):
         return tf1.get_variable(name, [rows, dim], tf.float32, initializer=self.initializer)
+
+
+class FeatureColumnTables(ColumnTables):
+    """--tf, the stock TensorFlow baseline (DeepRec's --tf): every categorical column is a
+    `categorical_column_with_hash_bucket` (or `_with_vocabulary_list`) of the raw strings, embedded
+    by an `embedding_column` through `input_layer`, as stock TensorFlow's recipes build them: the
+    hashing runs in the training step and each lookup is a sparse lookup with a combiner. The ids
+    equal EmbeddingTables' (the same string hash), except that an empty string is a missing value
+    here and reads the zero vector."""
+
+    def __init__(self, schema, initializer=None):
+        super().__init__(schema, fused=False)
+        self.initializer = initializer or tf1.random_uniform_initializer(-0.05, 0.05)
+
+    def sibling(self, schema, initializer=None):
+        tables = FeatureColumnTables(schema, initializer)
+        tables.partitioner = self.partitioner
+        return tables
+
+    def _feature_column(self, column):
+        if column.hash_buckets:
+            ids = tf.feature_column.categorical_column_with_hash_bucket(column.name, column.hash_buckets)
+        else:
+            ids = tf.feature_column.categorical_column_with_vocabulary_list(
+                column.name, list(column.vocabulary), num_oov_buckets=1)
+        return tf.feature_column.embedding_column(ids, column.embedding_dim, combiner="mean",
+                                                  initializer=self.initializer)
+
+    def lookup(self, ids):
+        """ids: {column name: [B] raw strings} -> list of embeddings [B, dim_c] in schema order."""
+        with self._scope():
+            columns = [self._feature_column(c) for c in self.columns]
+            outputs = {}
+            tf1.feature_column.input_layer(ids, columns, cols_to_output_tensors=outputs)
+            return [outputs[c] for c in columns]
+
+    def _column_lookup(self, column, ids):
+        raise NotImplementedError("FeatureColumnTables looks up all its columns at once")
+
+    def _fused_lookup(self, ids, members, dim):
+        raise NotImplementedError("--tf has no --emb_fusion")

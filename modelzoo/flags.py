@@ -169,10 +169,12 @@ def build_parser(model_name, defaults):
     g = p.add_argument_group("performance")
     g.add_argument("--inter", type=non_negative_int, default=0, help="inter-op threads (0: TensorFlow's choice)")
     g.add_argument("--intra", type=non_negative_int, default=0, help="intra-op threads (0: TensorFlow's choice)")
-    add_bool(g, "tf", "plain stock TensorFlow baseline: every speed switch off", default=False)
+    add_bool(g, "tf", "the stock TensorFlow baseline (DeepRec's --tf): tf.feature_column hash-bucket and "
+             "embedding columns through input_layer, every speed switch off", default=False)
     add_bool(g, "bf16", "MLP compute in bfloat16 with float32 master weights", default=False)
-    add_bool(g, "smartstaged", "parse and hash the input in the tf.data pipeline, in parallel and "
-             "prefetched, so it overlaps the training step", default=None)
+    add_bool(g, "smartstaged", "hash and normalize the features in the tf.data pipeline (in parallel, "
+             "prefetched, overlapping the training step) instead of in the step; the CSV decode is "
+             "parallel and prefetched either way", default=None)
     add_bool(g, "op_fusion", "Grappler's remapper: fused MatMul+BiasAdd+Relu and similar kernels (off: the "
              "remapper is off)", default=None)
     add_bool(g, "xla", "XLA auto-clustering (JIT compilation of op clusters) on CPU", default=None)
@@ -260,9 +262,10 @@ def validate(args, speed_defaults, defaults=None):
         raise FlagError(f"--protocol {args.protocol!r} is not known; use grpc")
     if args.tf:
         turned_on = [f"--{n}" for n in SPEED_SWITCHES if getattr(args, n)]
+        turned_on += ["--ev"] * bool(args.ev) + ["--micro_batch"] * (args.micro_batch > 1)
         if turned_on:
-            raise FlagError(f"--tf (plain stock TensorFlow, every speed switch off) conflicts with "
-                            f"{' '.join(turned_on)}; drop one of them")
+            raise FlagError(f"--tf (the stock TensorFlow baseline: its feature columns, every speed switch off) "
+                            f"conflicts with {' '.join(turned_on)}; drop one of them")
         for name in SPEED_SWITCHES:
             setattr(args, name, False)
     else:

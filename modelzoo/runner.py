@@ -51,7 +51,7 @@ class ModelSpec:
 class ModelInputs:
     """What a model's build_logits receives."""
     dense: Any  # [B, numeric columns] float32, normalized
-    ids: Any  # [B, categorical columns] int64
+    ids: Any  # [B, categorical columns] int64 (with --tf: {column: [B] raw strings})
     tables: Any  # modelzoo.features.EmbeddingTables
     schema: Any = None  # modelzoo.schema.Schema (with the model's embedding widths)
     cross_ids: Any = None  # [B, schema crosses] int64, when the schema declares crosses
@@ -88,9 +88,14 @@ def checkpoint_identity(spec, args, schema):
     """What must match for a checkpoint to be restored into this run's graph."""
     from modelzoo.embedding_variables import identity as ev_identity
     ident = {"model": spec.name, "schema": schema.name, "schema_fingerprint": schema.fingerprint(),
-             "emb_fusion": bool(args.emb_fusion), "embedding_variables": ev_identity(args)}
+             "emb_fusion": bool(args.emb_fusion), "embedding_variables": ev_identity(args),
+             "feature_columns": "stock (--tf)" if args.tf else "model zoo"}
     ident.update({name: getattr(args, name) for name in spec.shape_flags})
     return ident
+
+
+# what a checkpoint made before a key was added to its identity had (so it still resumes)
+IDENTITY_BEFORE_KEYS = {"feature_columns": "model zoo"}
 
 
 def check_checkpoint(path, identity, record_new=True):
@@ -99,6 +104,7 @@ def check_checkpoint(path, identity, record_new=True):
     if os.path.exists(record):
         with open(record, encoding="utf-8") as f:
             theirs = json.load(f)
+        theirs = {**IDENTITY_BEFORE_KEYS, **theirs}
         diff = [f"{k}: checkpoint has {theirs.get(k)!r}, this run {v!r}" for k, v in identity.items()
                 if theirs.get(k) != v]
         if diff:
@@ -197,12 +203,12 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=
             tables = DynamicEmbeddingTables(schema, args.emb_fusion, EVOptions.from_args(args), training,
                                             devices=ps_devices(training))
         else:
-            tables = F.EmbeddingTables(schema, fused=args.emb_fusion)
+            tables = F.FeatureColumnTables(schema) if args.tf else F.EmbeddingTables(schema, fused=args.emb_fusion)
             tables.partitioner = world.input_partitioner(args)
 
         def forward(feats):
-            if F.is_raw(feats):
-                feats = F.transform(feats, schema, keyed=args.ev)
+            if F.is_raw(feats):  # (always with --tf: it turns --smartstaged off)
+                feats = F.transform(feats, schema, keyed=args.ev, stock_columns=args.tf)
             inputs = ModelInputs(feats.get(F.DENSE), feats[F.IDS], tables, schema, feats.get(F.CROSS_IDS))
             # --dense_layer_partitioner: every other variable of the model (its tables set their own)
             with tf1.variable_scope(tf1.get_variable_scope(), partitioner=world.dense_partitioner(args)):

@@ -9,7 +9,9 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from timeline_breakdown import breakdown  # noqa: E402
+import matrix  # noqa: E402
+from cpu_profile import bucket  # noqa: E402
+from timeline_breakdown import CATEGORIES, analyze, breakdown, category  # noqa: E402
 
 
 def test_timeline_breakdown_groups_op_time_by_type_and_scope():
@@ -52,3 +54,116 @@ def test_random_effect_speed_runs_and_agrees_with_scipy(tmp_path):
     assert agreement["max_coefficient_difference"] < 1e-3  # GDMix's gradient tolerance leaves ~1e-4
     assert math.isfinite(doc["speedup"]) and doc["speedup"] > 0
     assert set(doc["targets"]) >= {"batched_seconds_pass", "speedup_pass"}
+
+
+def test_timeline_categories_and_idle_time():
+    """Each op lands in the category the profile write-up uses; the time no op ran is the gap between ops."""
+    assert category("IteratorGetNext", "IteratorGetNext") == CATEGORIES[0]
+    assert category("StringToHashBucketFast", "embedding/input_layer/C1_embedding/hash") == CATEGORIES[1]
+    assert category("ResourceGather", "embedding/C1/lookup") == CATEGORIES[2]
+    assert category("UnsortedSegmentSum", "gradients/stack_grad/x") == CATEGORIES[2]
+    assert category("MatMul", "gradients/top_mlp/layer0/MatMul_grad/MatMul") == CATEGORIES[3]
+    assert category("_FusedMatMul", "bottom_mlp/layer1/MatMul") == CATEGORIES[3]
+    assert category("ResourceScatterSub", "LazyAdam/update_embedding/C1/x") == CATEGORIES[4]
+    assert category("ResourceApplyFtrl", "Ftrl/update/x") == CATEGORIES[4]
+    trace = {"traceEvents": [
+        {"ph": "X", "ts": 0, "dur": 3000, "name": "a", "args": {"op": "IteratorGetNext", "name": "IteratorGetNext"}},
+        {"ph": "X", "ts": 1000, "dur": 3000, "name": "b", "args": {"op": "MatMul", "name": "top_mlp/MatMul"}},
+        {"ph": "X", "ts": 6000, "dur": 4000, "name": "c", "args": {"op": "MatMul", "name": "top_mlp/MatMul_1"}}]}
+    wall, _, _, by_category, idle = analyze(trace)
+    assert wall == 10.0 and idle == 2.0
+    assert by_category[CATEGORIES[0]] == 3000 and by_category[CATEGORIES[3]] == 7000
+
+
+def test_cpu_profile_groups_symbols_into_families():
+    lines = ["    40.00%  [.] 0x00007f4a6c5ae162",
+             "    10.00%  [.] Eigen::internal::gebp_kernel<float, float, long>::operator()",
+             "     5.00%  [.] __memmove_avx_unaligned_erms",
+             "     4.00%  [.] tensorflow::DecodeCSVOp::ExtractFields",
+             "     3.00%  [k] finish_task_switch.isra.0",
+             "     2.00%  [.] _int_malloc",
+             "     1.00%  [.] tensorflow::functor::HandleCopies<float, int, int, -1>",
+             "     0.50%  [.] something_else"]
+    families, top = bucket(lines)
+    assert families["matrix products (JIT-generated sgemm kernels, Eigen's contraction and packing)"] == 50.0
+    assert families["memory copies and fills"] == 5.0
+    assert families["input: reading, CSV decoding, hashing"] == 4.0
+    assert families["thread pools, locks and the kernel scheduler"] == 3.0
+    assert families["allocator (malloc/free)"] == 2.0
+    assert families["embedding gathers and optimizer scatters"] == 1.0
+    assert families["other"] == 0.5 and len(top) == 8
+
+
+def test_matrix_summary_ratios_and_targets():
+    """Medians, min-max and the ratios to the --tf run and the default of the same matrix; the targets
+    read from the summary (a bf16 AUC target is met on either side of the default)."""
+    runs = {("dlrm", "tf"): [{"samples_per_sec": s, "auc": 0.70, "peak_rss_mb": 100} for s in (10, 14, 12)],
+            ("dlrm", "default"): [{"samples_per_sec": s, "auc": 0.71, "peak_rss_mb": 90} for s in (30_000, 20_000, 24_000)],
+            ("dlrm", "bf16"): [{"samples_per_sec": s, "auc": 0.708, "peak_rss_mb": 95} for s in (20, 21, 22)]}
+    flags = {key: key[1] for key in runs}
+    summary = matrix.summarize(runs, flags)
+    default = summary["dlrm"]["default"]
+    assert (default["samples_per_sec"], default["min"], default["max"]) == (24_000, 20_000, 30_000)
+    assert default["ratio_to_tf"] == 2000.0 and summary["dlrm"]["tf"]["ratio_to_default"] == 12 / 24_000
+    assert summary["dlrm"]["bf16"]["auc_vs_default"] == pytest.approx(-0.002)
+    targets = {t["target"]: t for t in matrix.check_targets(summary)}
+    assert targets["DLRM default samples/s at batch 2048"]["met"] is True
+    assert targets["DLRM default / --tf samples/s"]["met"] is True
+    assert targets["DLRM --bf16 AUC - default AUC"]["met"] is True
+    assert targets["W&D default samples/s at batch 2048"]["met"] is None  # not in this matrix
+    runs[("dlrm", "bf16")] = [{"samples_per_sec": 20, "auc": 0.714, "peak_rss_mb": 95}]
+    targets = {t["target"]: t for t in matrix.check_targets(matrix.summarize(runs, flags))}
+    assert targets["DLRM --bf16 AUC - default AUC"]["met"] is False
+
+
+def test_matrix_configurations_resolve_to_flags_and_launchers():
+    assert matrix.resolve_config("dlrm", "tf") == ("tf", ["--tf"], None, 0)
+    assert matrix.resolve_config("dlrm", "ev_filter") == ("ev_filter", ["--ev", "--ev_filter", "counter"], None, 0)
+    assert matrix.resolve_config("dlrm", "op_fusion_toggled") == ("op_fusion_off", ["--op_fusion=false"], None, 0)
+    assert matrix.resolve_config("dlrm", "jemalloc") == ("jemalloc", [], "jemalloc", 0)
+    assert matrix.resolve_config("dlrm", "glibc") == ("glibc", [], "close", 0)
+    assert matrix.resolve_config("dlrm", "hvd2") == ("hvd2", ["--hvd"], None, 2)
+    assert matrix.resolve_config("dlrm", "mine:--emb_fusion,--intra=1") == ("mine", ["--emb_fusion", "--intra=1"],
+                                                                          None, 0)
+    with pytest.raises(SystemExit, match="unknown configuration 'fast'"):
+        matrix.resolve_config("dlrm", "fast")
+    runs = matrix.plan(["dlrm", "gdmix_lr"], ["tf", "default", "bf16", "jemalloc"], matrix.MODES["full"])
+    labels = [(m, label) for m, label, *_ in runs]
+    assert ("gdmix_lr", "tf") not in labels and ("gdmix_lr", "jemalloc") in labels
+    assert ("dlrm", "default_batch512") in labels and ("dlrm", "default_batch2048") not in labels
+    cmd = matrix.command("dlrm", [], "jemalloc", 0, 2048, 10, {"train": "t", "eval": "e"}, "/c", 0)
+    assert cmd[1].endswith("distribute_k8s/launch.py") and cmd[cmd.index("--mem_usage_strategy") + 1] == "jemalloc"
+    assert cmd[cmd.index("--") + 1:][:2] == ["--train_files", "t"]
+
+
+def test_matrix_puts_its_table_in_the_readme_section(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- matrix:matrix -->\nold\n<!-- /matrix:matrix -->\noutro\n")
+    matrix.update_readme(readme, "matrix", "| new |\n")
+    assert readme.read_text() == "intro\n<!-- matrix:matrix -->\n| new |\n<!-- /matrix:matrix -->\noutro\n"
+    with pytest.raises(SystemExit, match="no <!-- matrix:other -->"):
+        matrix.update_readme(readme, "other", "x")
+
+
+def test_quick_matrix_runs_end_to_end_and_writes_json_table_and_plots(tmp_path):
+    """benchmarks/matrix.py at a tiny size: DLRM --tf and default, gdmix_lr, one run each; the JSON
+    records the machine, CPU flags and versions with the numbers, the table and the four plots exist."""
+    prefix = tmp_path / "m"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "matrix.py"), "--quick", "--runs", "1",
+                           "--steps", "4", "--rows", "6000", "--eval_rows", "2000", "--gdmix_rows", "4000",
+                           "--output", str(prefix)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(prefix.with_suffix(".json").read_text())
+    meta = doc["meta"]
+    assert meta["mode"] == "quick" and meta["tf_version"] and "avx2" in " ".join(meta["cpu_flags"]).lower()
+    assert set(doc["summary"]) == {"dlrm", "gdmix_lr"} and set(doc["summary"]["dlrm"]) == {"tf", "default"}
+    dlrm = doc["summary"]["dlrm"]
+    assert dlrm["default"]["ratio_to_tf"] == pytest.approx(dlrm["default"]["samples_per_sec"]
+                                                           / dlrm["tf"]["samples_per_sec"])
+    assert 0.3 < dlrm["default"]["auc"] < 1 and dlrm["default"]["peak_rss_mb"] > 0
+    assert dlrm["tf"]["per_run"][0]["command_flags"] == ["--tf"]
+    assert doc["summary"]["gdmix_lr"]["default"]["samples_per_sec"] > 0
+    table = prefix.with_suffix(".md").read_text()
+    assert "| tf | `--tf` |" in table and "**targets**" in table
+    for name in ("throughput", "auc", "rss"):
+        assert (tmp_path / f"m_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

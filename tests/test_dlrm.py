@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, load_train_module, read_result, run_train
+from conftest import REPO, load_train_module, raw_columns, read_result, run_train, score_in_fresh_process
 
 RESULT_KEYS = {"model", "flags", "train_rows", "eval_rows", "steps", "batch_size", "samples_per_sec",
                "wall_seconds", "peak_rss_mb", "auc", "logloss", "accuracy", "tf_version", "cpu"}
@@ -153,3 +153,47 @@ def test_refused_flag_exits_2_before_any_work(tmp_path):
     proc = run_train("dlrm", ["--workqueue", "--checkpoint", tmp_path / "c"], check=False)
     assert proc.returncode == 2 and "--workqueue needs a parameter-server job" in proc.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_tf_baseline_trains_stock_feature_columns_and_serves_what_it_trained(tmp_path, generated_criteo, small_schema):
+    """--tf builds the embeddings with tf.feature_column (hash-bucket + embedding columns through
+    input_layer), the stock recipe the speed switches are measured against: it trains, its SavedModel
+    scores like Estimator.predict, and its checkpoint (another variable layout) is not resumed
+    without --tf."""
+    ckpt = tmp_path / "tf"
+    common = ["--train_files", generated_criteo, "--schema", small_schema, "--batch_size", 256, "--steps", 12]
+    run_train("dlrm", [*common, "--checkpoint", ckpt, "--tf"])
+    result = read_result(ckpt)
+    assert result["flags"]["tf"] is True and 0.5 < result["auc"] < 1.0
+    names = [name for name, _ in tf.train.list_variables(str(ckpt))]
+    assert "embedding/input_layer/C1_embedding/embedding_weights" in names
+    assert "embedding/C1" not in names
+    proc = run_train("dlrm", [*common, "--checkpoint", ckpt, "--steps", 14], check=False)
+    assert proc.returncode == 2 and "feature_columns: checkpoint has 'stock (--tf)'" in proc.stderr
+    export = sorted((ckpt / "export").glob("*"))[-1]
+    from modelzoo.schema import load_schema
+    lines = generated_criteo.read_text().splitlines()[-5:]
+    scores = score_in_fresh_process({"tf": str(export)}, raw_columns(load_schema(str(small_schema)), lines), tmp_path)
+    assert scores["tf"].shape == (5,) and ((scores["tf"] > 0) & (scores["tf"] < 1)).all()
+
+
+def test_stock_feature_columns_hash_like_the_model_zoos_tables():
+    """FeatureColumnTables looks up the row EmbeddingTables would (the same string hash), except that
+    an empty string is stock TensorFlow's missing value: the zero vector."""
+    from modelzoo import features as F
+    from modelzoo.schema import load_schema
+    tf1 = tf.compat.v1
+    schema = load_schema("criteo").with_embedding_dim(4)
+    values = ["a1b2c3d4", "", "68fd1e64"]
+    graph = tf.Graph()
+    with graph.as_default():
+        raw = {c.name: tf.constant(values) for c in schema.categorical}
+        stock = F.FeatureColumnTables(schema).lookup(raw)[0]
+        table = [v for v in tf1.global_variables() if v.name.startswith("embedding/input_layer/C1_embedding")][0]
+        ids = F.transform(raw, schema)[F.IDS][:, 0]
+        expected = tf.gather(table, ids)
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            got, want = sess.run([stock, expected])
+    np.testing.assert_allclose(got[[0, 2]], want[[0, 2]], rtol=1e-6)
+    assert not got[1].any()

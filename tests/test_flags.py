@@ -142,4 +142,10 @@ def test_a_model_can_measure_another_speed_default_for_embedding_variables():
     assert flags.parse("dlrm", ["--ev"], speed_defaults=speed).emb_fusion is True
     assert flags.parse("dlrm", [], speed_defaults=speed).emb_fusion is False
     assert flags.parse("dlrm", ["--ev", "--emb_fusion=false"], speed_defaults=speed).emb_fusion is False
-    assert flags.parse("dlrm", ["--ev", "--tf"], speed_defaults=speed).emb_fusion is False
+
+
+@pytest.mark.parametrize("feature", [["--ev"], ["--micro_batch", "4"]])
+def test_tf_baseline_refuses_the_model_zoos_own_features(feature):
+    """--tf is stock TensorFlow's feature columns: no embedding variables, no micro-batches."""
+    with pytest.raises(FlagError, match=f"conflicts with {feature[0]}"):
+        parse("--tf", *feature)
