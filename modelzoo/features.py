@@ -259,16 +259,20 @@ class EmbeddingTables(ColumnTables):
         return tf1.get_variable(name, [rows, dim], tf.float32, initializer=self.initializer)
 
 
-class FeatureColumnTables(ColumnTables):
+class FeatureColumnTables:
     """--tf, the stock TensorFlow baseline (DeepRec's --tf): every categorical column is a
     `categorical_column_with_hash_bucket` (or `_with_vocabulary_list`) of the raw strings, embedded
     by an `embedding_column` through `input_layer`, as stock TensorFlow's recipes build them: the
     hashing runs in the training step and each lookup is a sparse lookup with a combiner. The ids
     equal EmbeddingTables' (the same string hash), except that an empty string is a missing value
-    here and reads the zero vector."""
+    here and reads the zero vector. The models call it as they call EmbeddingTables, with the raw
+    strings as `ids`."""
+
+    scope = ColumnTables.scope
+    partitioner = None
 
     def __init__(self, schema, initializer=None):
-        super().__init__(schema, fused=False)
+        self.columns = schema.categorical
         self.initializer = initializer or tf1.random_uniform_initializer(-0.05, 0.05)
 
     def sibling(self, schema, initializer=None):
@@ -287,14 +291,12 @@ class FeatureColumnTables(ColumnTables):
 
     def lookup(self, ids):
         """ids: {column name: [B] raw strings} -> list of embeddings [B, dim_c] in schema order."""
-        with self._scope():
+        with tf1.variable_scope(self.scope, reuse=tf1.AUTO_REUSE, partitioner=self.partitioner):
             columns = [self._feature_column(c) for c in self.columns]
             outputs = {}
             tf1.feature_column.input_layer(ids, columns, cols_to_output_tensors=outputs)
             return [outputs[c] for c in columns]
 
-    def _column_lookup(self, column, ids):
-        raise NotImplementedError("FeatureColumnTables looks up all its columns at once")
-
-    def _fused_lookup(self, ids, members, dim):
-        raise NotImplementedError("--tf has no --emb_fusion")
+    def lookup_stacked(self, ids):
+        """{column: [B] raw strings} -> [B, C, dim] for schemas whose columns share one width (DLRM)."""
+        return tf.stack(self.lookup(ids), axis=1)
