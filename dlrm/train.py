@@ -49,7 +49,7 @@ SPEC = ModelSpec(
     schema="criteo",
     build_logits=build_logits,
     defaults={"batch_size": 2048, "optimizer": "adamasync", "learning_rate": 0.001},
-    # measured: dlrm/README.md (with --ev one fused table is faster and smaller: benchmarks/results/ev_compare.md)
+    # measured: benchmarks/results/matrix.md (with --ev one fused table is faster and smaller: ev_compare.md there)
     speed_defaults={"smartstaged": True, "op_fusion": True, "emb_fusion": False, "xla": False, "emb_fusion_ev": True},
     add_flags=add_flags,
     shape_flags=("interaction_op",),
