@@ -116,7 +116,7 @@ def plan(models, configs, mode):
 
 
 def command(model, flags, strategy, processes, batch, steps, data, checkpoint, gdmix_rows):
-    """The command line of one run and the folder its result.json appears in."""
+    """The command line of one run; its result.json appears in `checkpoint`."""
     if model == "gdmix_lr":
         script, args = "gdmix_lr/train.py", ["--output_dir", checkpoint, "--generate_rows", str(gdmix_rows),
                                              "--seed", "1"]
