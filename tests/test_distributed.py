@@ -106,10 +106,11 @@ def test_dlrm_job_writes_checkpoint_savedmodel_and_the_evaluators_auc(dlrm_job):
 
 def test_trainers_share_the_steps_and_count_their_rows(dlrm_job):
     """Each trainer counts the rows it trained on in its slot of input_progress: the slots add up to
-    the global step's batches, and both workers took part."""
+    the global step's batches (give or take a step in flight on each of the two workers when the chief
+    saved: a step's variable updates on the PS are not one transaction), and both workers took part."""
     root, _, _ = dlrm_job
     step, progress = input_progress(checkpoint_dir(root, "dlrm-fp32", "dlrm"))
-    assert progress[:3].sum() == step * BATCH and not progress[3:].any()
+    assert abs(int(progress[:3].sum()) - step * BATCH) <= 2 * BATCH and not progress[3:].any()
     assert progress[1] > 0 and progress[2] > 0
 
 
@@ -130,8 +131,10 @@ def test_killed_worker_is_restarted_and_resumes_its_input(tmp_path, small_schema
     # its slot went on from the rows it had skipped, not from zero; whether it trains more steps after
     # the restart is a race with the other trainers reaching step 800 (on a fast machine they do first)
     assert step >= 800 and progress[2] >= skipped
-    # every step counted once in some trainer's slot (the step in flight at the kill may be half-applied)
-    assert abs(int(progress[:3].sum()) - step * BATCH) <= BATCH
+    # every step counted once in some trainer's slot, give or take the steps in flight: the killed one
+    # may be half-applied, and the final checkpoint can catch each of the other two trainers between
+    # its step's global-step increment and its progress update (asynchronous PS: not one transaction)
+    assert abs(int(progress[:3].sum()) - step * BATCH) <= 3 * BATCH
 
 
 def test_workqueue_deals_each_item_once_and_a_restarted_worker_reads_its_items_again(tmp_path, small_schema):
