@@ -94,13 +94,15 @@ def test_dlrm_job_writes_checkpoint_savedmodel_and_the_evaluators_auc(dlrm_job):
     checkpoint = checkpoint_dir(root, "dlrm-fp32", "dlrm")
     result = json.loads((checkpoint / "result.json").read_text())
     step, _ = input_progress(checkpoint)
-    assert step >= 120 and result["steps"] == step
-    assert list((checkpoint / "export").glob("*/saved_model.pb"))
     job = result["parameter_server_job"]
-    assert job["evaluated_by"] == "evaluator" and job["evaluated_step"] >= 120
-    assert 0.5 < result["auc"] < 1.0 and result["samples_per_sec"] > 0
-    final = re.findall(r"evaluator: step ([\d,]+): AUC ([\d.]+) .*\(final\)", log(root, "evaluator-0"))
-    assert final and abs(float(final[-1][1]) - result["auc"]) < 5e-5
+    evaluator_log = log(root, "evaluator-0")
+    why = f"result.json: {json.dumps(job)}\nevaluator log:\n{evaluator_log[-3000:]}\nchief log:\n{log(root, 'chief-0')[-3000:]}"
+    assert step >= 120 and result["steps"] == step, f"checkpoint step {step}; {why}"
+    assert list((checkpoint / "export").glob("*/saved_model.pb"))
+    assert job["evaluated_by"] == "evaluator" and job["evaluated_step"] >= 120, why
+    assert 0.5 < result["auc"] < 1.0 and result["samples_per_sec"] > 0, why
+    final = re.findall(r"evaluator: step ([\d,]+): AUC ([\d.]+) .*\(final\)", evaluator_log)
+    assert final and abs(float(final[-1][1]) - result["auc"]) < 5e-5, f"auc {result['auc']}; {why}"
     assert set(job["trainer_reports"]) == {"chief-0", "worker-0", "worker-1"}
 
 
