@@ -11,25 +11,44 @@ last --eval_fraction of the rows (default 1/7: the last day) for evaluation.
 
 The input may be plain, gzip (.gz) or the original archive (.tar.gz / .tgz,
 whose train.txt member is read).  A first pass counts the lines; the second
-converts tabs to commas and checks every line: 40 fields, a 0/1 label, no
-comma inside a field.  A bad line stops the run with the file and line number
-(or, with --bad_rows skip, is skipped and counted).  Outputs are written to
+converts tabs to commas and checks every line as the models will read it
+(modelzoo/datafiles.py): 40 fields, a 0/1 label, integers of at most 18 digits
+in I1..I13, valid UTF-8 without NUL bytes, and no comma inside a field; every
+carriage return is dropped, as tf.data's TextLineDataset drops it (CRLF line
+ends).  A bad line stops the run with the file and line number (or, with
+--bad_rows skip, is skipped and counted), so a prepared file trains in either
+--bad_rows mode.  A truncated or corrupt input is named.  Outputs are written to
 temporary files and renamed only when complete, so an interrupted run never
 leaves a half-written train.csv or eval.csv behind.
 """
 import argparse
 import gzip
 import os
+import re
 import signal
 import sys
 import tarfile
 import tempfile
 import time
+import zlib
 from contextlib import contextmanager
 from fractions import Fraction
 from itertools import repeat
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from modelzoo.datafiles import INT_PATTERN, row_problem  # noqa: E402
+from modelzoo.schema import load_schema  # noqa: E402
+
 FIELDS = 40
+SCHEMA = load_schema('criteo')
+# The label and I1..I13 as the models accept them, matched at the start of each line (about 1.5 us a
+# line, most of the checks' cost); the text fields C1..C26 are checked for a whole block at once (no
+# comma or NUL byte, valid UTF-8), which is what datafiles.row_pattern asks of them.
+_NUMERIC_START = re.compile(('[01]\t(?:(?:%s)?\t){13}' % INT_PATTERN).encode())
+UNREADABLE = (OSError, EOFError, zlib.error, tarfile.TarError)  # a truncated or corrupt input
 _BLOCK = 1 << 23  # bytes read at a time
 _TAB2COMMA = bytes.maketrans(b'\t', b',')
 _LABELS = {b'0\t', b'1\t'}
@@ -43,19 +62,25 @@ class PrepareError(Exception):
 def open_input(path):
     """Binary stream of the data: plain, .gz, or train.txt inside a .tar.gz."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise PrepareError('%s: is a directory, expected train.txt, train.txt.gz or dac.tar.gz' % path)
     if not os.path.isfile(path):
         raise PrepareError('%s: file not found' % path)
     if path.endswith(('.tar.gz', '.tgz', '.tar')):
-        with tarfile.open(path, 'r|*') as tar:
-            for member in tar:
-                if member.isfile() and os.path.basename(member.name) == 'train.txt':
-                    f = tar.extractfile(member)
-                    try:
-                        yield f
-                    finally:
-                        f.close()
-                    return
-        raise PrepareError('%s: no train.txt inside the archive' % path)
+        try:
+            tar = tarfile.open(path, 'r|*')
+            member = next((m for m in tar if m.isfile() and os.path.basename(m.name) == 'train.txt'), None)
+        except UNREADABLE as err:
+            raise PrepareError('%s: cannot be read as a tar archive (%s)' % (path, err)) from None
+        with tar:
+            if member is None:
+                raise PrepareError('%s: no train.txt inside the archive' % path)
+            f = tar.extractfile(member)
+            try:
+                yield f
+            finally:
+                f.close()
+            return
     f = gzip.open(path, 'rb') if path.endswith('.gz') else open(path, 'rb')
     try:
         yield f
@@ -63,11 +88,19 @@ def open_input(path):
         f.close()
 
 
-def _blocks(f):
+def _read(f, path):
+    """The next block of the input; a truncated or corrupt one is a PrepareError naming it."""
+    try:
+        return f.read(_BLOCK)
+    except UNREADABLE as err:
+        raise PrepareError('%s: cannot be read (%s)' % (path, err)) from None
+
+
+def _blocks(f, path):
     """Lists of complete lines (without newlines) read from a binary stream."""
     rest = b''
     while True:
-        block = f.read(_BLOCK)
+        block = _read(f, path)
         if not block:
             break
         block = rest + block
@@ -87,7 +120,7 @@ def count_lines(path, max_rows=None):
     last = b'\n'
     with open_input(path) as f:
         while True:
-            block = f.read(_BLOCK)
+            block = _read(f, path)
             if not block:
                 break
             n += block.count(b'\n')
@@ -100,7 +133,7 @@ def count_lines(path, max_rows=None):
 
 
 def _problem(line):
-    """Why a line is not a Criteo row, or None."""
+    """Why a line is not a Criteo row the models accept, or None."""
     if not line:
         return 'empty line'
     fields = line.count(b'\t') + 1
@@ -110,7 +143,24 @@ def _problem(line):
         return 'label %r is not 0 or 1' % line.split(b'\t', 1)[0].decode('ascii', 'replace')
     if b',' in line:
         return 'a field contains a comma, which DeepRec CSV cannot hold'
-    return None
+    try:
+        text = line.decode('utf-8')
+    except UnicodeDecodeError as err:
+        return 'not valid UTF-8 text (%s at byte %d)' % (err.reason, err.start + 1)
+    return row_problem(text, SCHEMA, '\t')  # integers, NUL bytes
+
+
+def _valid_text(block):
+    """True when a block of lines is UTF-8 without NUL bytes."""
+    if b'\x00' in block:
+        return False
+    if block.isascii():
+        return True
+    try:
+        block.decode('utf-8')
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _convert(lines, out, bad_rows, path, first_line, skipped):
@@ -122,12 +172,13 @@ def _convert(lines, out, bad_rows, path, first_line, skipped):
     if not lines:
         return 0
     joined = b'\n'.join(lines)
-    if b'\r' in joined:  # CRLF line ends
-        lines = [l[:-1] if l.endswith(b'\r') else l for l in lines]
+    if b'\r' in joined:  # CRLF line ends; a stray CR is dropped too, as the models' reader drops it
+        lines = [l.replace(b'\r', b'') for l in lines]
         joined = b'\n'.join(lines)
     n = len(lines)
     if (list(map(bytes.count, lines, repeat(b'\t', n))).count(FIELDS - 1) == n
-            and {l[:2] for l in lines} <= _LABELS and b',' not in joined):
+            and b',' not in joined and _valid_text(joined)
+            and None not in map(_NUMERIC_START.match, lines)):
         out.write(joined.translate(_TAB2COMMA))
         out.write(b'\n')
         return n
@@ -138,6 +189,8 @@ def _convert(lines, out, bad_rows, path, first_line, skipped):
             good.append(line)
             continue
         where = '%s:%d' % (path, first_line + i)
+        if first_line + i == 1 and line.startswith(b'label'):
+            why += ' (a header row? train.txt has none)'
         if bad_rows != 'skip':
             raise PrepareError('%s: %s (use --bad_rows skip to skip such lines)' % (where, why))
         skipped.append((first_line + i, why))
@@ -194,7 +247,7 @@ def prepare_criteo(input_path, output_dir, eval_fraction=Fraction(1, 7), max_row
         next_report = progress_every
         t1 = time.perf_counter()
         with open_input(input_path) as f:
-            for lines in _blocks(f):
+            for lines in _blocks(f, input_path):
                 if done + len(lines) > total:
                     lines = lines[:total - done]
                 if done < n_train:

@@ -147,9 +147,9 @@ def check_tf_config(text):
     try:
         config = json.loads(text)
     except ValueError as err:
-        raise LaunchError(f"TF_CONFIG is not JSON ({err}): {text[:200]}") from None
+        raise LaunchError(f"TF_CONFIG is not JSON ({err}): {text[:200]!r}") from None
     if not isinstance(config, dict):
-        raise LaunchError(f"TF_CONFIG: expected a JSON object with cluster and task, got {text[:200]}")
+        raise LaunchError(f"TF_CONFIG: expected a JSON object with cluster and task, got {text[:200]!r}")
     cluster, task = config.get("cluster"), config.get("task")
     if not isinstance(cluster, dict) or not cluster:
         raise LaunchError("TF_CONFIG: expected \"cluster\": {\"chief\": [\"host:port\"], \"worker\": [...], ...}, "

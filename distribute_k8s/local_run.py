@@ -45,6 +45,9 @@ at once.
 --kill REPLICA:REGEX injects a failure: the first line of that replica's output that matches gets
 its process group (each replica runs in its own, like a pod's container: the launcher and its
 script die together) a SIGKILL; the restart policy then applies as to any failure.
+--kill REPLICA@WATCHED:REGEX does the same at the first matching line of another replica's output
+(e.g. 'ps-0@chief-0:chief 0: step [3-9][0-9][0-9]/' kills the PS, which prints nothing while it serves, at
+the chief's first progress line past step 300).
 
 The end: `local_run: job NAME Succeeded|Failed: reason`, a table of the replicas and the same as JSON
 in --summary (default ROOT/summary.json). Exit status 0 Succeeded, 1 Failed, 2 for a usage or
@@ -65,7 +68,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_WORKDIR = "/opt/modelzoo"  # the Dockerfile's WORKDIR
@@ -173,8 +175,7 @@ class Replica:
     restart_policy: str
     mounts: dict  # container path -> local folder
     log: str
-    kill_re: object = None
-    kill_done: bool = False
+    kills: list = field(default_factory=list)  # the --kill rules that watch this replica's output
     proc: object = None
     running: bool = False
     attempt: int = 0
@@ -191,16 +192,11 @@ def _fail(job_path, where, problem):
 
 
 def load_tfjob(path):
-    """The TFJob document of a manifest file (one of its YAML documents)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as err:
-        raise ManifestError(f"{path}: cannot read the manifest ({err.strerror})") from None
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as err:
-        raise ManifestError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    """The TFJob document of a manifest file (one of its YAML documents). Whatever keeps it from being read
+    is a ManifestError naming the file: not UTF-8 (the line named), not YAML, or a value PyYAML cannot build
+    (a date like 2021-13-01 raises ValueError, deep nesting RecursionError)."""
+    from modelzoo.io_utils import read_yaml
+    docs = read_yaml(path, ManifestError, "manifest", all_documents=True)
     kinds = [d.get("kind") if isinstance(d, dict) else type(d).__name__ for d in docs]
     jobs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "TFJob"]
     if not jobs:
@@ -444,18 +440,31 @@ def parse_mounts(values):
     return mounts
 
 
+@dataclass
+class Kill:
+    """A --kill rule: SIGKILL `target` at the first line of `watched`'s output matching `regex`."""
+    target: str
+    watched: str
+    regex: object
+    done: bool = False
+
+
 def parse_kills(values, replicas):
-    """--kill REPLICA:REGEX -> {replica name: compiled regex}."""
+    """--kill REPLICA[@WATCHED]:REGEX -> {watched replica name: [Kill, ...]} (WATCHED defaults to REPLICA)."""
     names = [r.name for r in replicas]
     kills = {}
     for value in values:
-        name, sep, pattern = value.partition(":")
+        names_part, sep, pattern = value.partition(":")
         if not sep or not pattern:
-            raise ManifestError(f"--kill {value!r}: expected REPLICA:REGEX, e.g. 'worker-1:step \\d+'")
-        if name not in names:
-            raise ManifestError(f"--kill {value!r}: no replica {name!r} in this job ({', '.join(names)})")
+            raise ManifestError(f"--kill {value!r}: expected REPLICA:REGEX or REPLICA@WATCHED:REGEX, e.g. "
+                                "'worker-1:step \\d+'")
+        name, _, watched = names_part.partition("@")
+        watched = watched or name
+        for n in (name, watched):
+            if n not in names:
+                raise ManifestError(f"--kill {value!r}: no replica {n!r} in this job ({', '.join(names)})")
         try:
-            kills[name] = re.compile(pattern)
+            kills.setdefault(watched, []).append(Kill(name, watched, re.compile(pattern)))
         except re.error as err:
             raise ManifestError(f"--kill {value!r}: bad regular expression ({err})") from None
     return kills
@@ -530,15 +539,26 @@ class Runner:
             self.write(f"[{rep.name}] {line}")
             log.write(line + "\n")
             log.flush()
-            if rep.kill_re is not None and not rep.kill_done and rep.kill_re.search(line):
-                rep.kill_done = True
-                rep.killed_attempts.add(attempt)
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.say(f"killed {rep.name} (pid {proc.pid}) with SIGKILL after line: {line}")
+            for rule in rep.kills:
+                if not rule.done and rule.regex.search(line):
+                    rule.done = True
+                    self.kill(rule, line)
         proc.stdout.close()
+
+    def kill(self, rule, line):
+        """--kill: SIGKILL the target's process group (its current attempt)."""
+        target = next(r for r in self.replicas if r.name == rule.target)
+        after = f"after line: {line}" if rule.watched == rule.target else f"after {rule.watched}'s line: {line}"
+        proc = target.proc
+        if not target.running or proc is None:
+            self.say(f"--kill: {target.name} is not running; not killed ({after})")
+            return
+        target.killed_attempts.add(target.attempt)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.say(f"killed {target.name} (pid {proc.pid}) with SIGKILL {after}")
 
     def _wait(self, rep, proc, log, reader, attempt):
         code = proc.wait()
@@ -713,9 +733,9 @@ def parser():
                         "before SIGTERM (default %(default)g)")
     p.add_argument("--timeout", type=float, default=1800, metavar="SECONDS",
                    help="fail the job and stop everything past this (default %(default)g)")
-    p.add_argument("--kill", action="append", default=[], metavar="REPLICA:REGEX",
-                   help="SIGKILL the replica's process group the first time a line of its output matches, e.g. "
-                        "'worker-1:step \\d+' (repeatable)")
+    p.add_argument("--kill", action="append", default=[], metavar="REPLICA[@WATCHED]:REGEX",
+                   help="SIGKILL the replica's process group the first time a line of its output (or of WATCHED's) "
+                        "matches, e.g. 'worker-1:step \\d+' or 'ps-0@chief-0:step [3-9]\\d\\d' (repeatable)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="set a container environment variable in every replica, over the manifest's value, "
                         "e.g. MEM_USAGE_STRATEGY=close on a machine without libjemalloc2 (repeatable)")
@@ -788,7 +808,7 @@ def main(argv=None):
         for local in rep.mounts.values():
             os.makedirs(local, exist_ok=True)
         open(rep.log, "w").close()  # a fresh log per run, appended across restarts
-        rep.kill_re = kills.get(rep.name)
+        rep.kills = kills.get(rep.name, [])
     runner = Runner(job, replicas, opts.grace, opts.timeout)
 
     def interrupt(signum, _frame):

@@ -25,12 +25,12 @@
 Coordinates run in the listed order; each one's offset is the sum of the scores of the others.
 """
 import fnmatch
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-import yaml
-
 from modelzoo.datafiles import DataError
+from modelzoo.io_utils import read_yaml
 
 TYPES = ("fixed_effect", "random_effect", "scores")
 DEFAULTS = {
@@ -72,20 +72,18 @@ class Config:
     feature_bags: Dict[str, List[str]] = field(default_factory=dict)
 
 
+STRINGS = ("feature_bag", "entity", "training_scores", "validation_scores")  # names and paths
+
+
 def load_config(path):
     """Parse and check a config file's structure (the data is checked by `check_against`)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the config file ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML or JSON: {err}") from None
+    doc = read_yaml(path, ConfigError)  # (YAML or JSON)
     if not isinstance(doc, dict) or not isinstance(doc.get("coordinates"), list) or not doc["coordinates"]:
         raise ConfigError(f"{path}: expected a mapping with a non-empty `coordinates` list")
     unknown = set(doc) - {"coordinates", "feature_bags"}
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}; expected coordinates, feature_bags")
+        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(map(str, unknown))}; expected coordinates, "
+                          "feature_bags")
     bags = doc.get("feature_bags") or {}
     if not isinstance(bags, dict) or not all(isinstance(v, list) and v for v in bags.values()):
         raise ConfigError(f"{path}: `feature_bags` must map each bag name to a non-empty list of columns or patterns")
@@ -105,22 +103,31 @@ def load_config(path):
         names.add(name)
         unknown = set(raw) - ALLOWED[kind]
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)} for a {kind}; allowed: "
+            raise ConfigError(f"{where}: unknown key(s) {sorted(map(str, unknown))} for a {kind}; allowed: "
                               f"{', '.join(sorted(ALLOWED[kind]))}")
         missing = [key for key in REQUIRED[kind] if key not in raw]
         if missing:
             raise ConfigError(f"{where}: a {kind} needs {', '.join(missing)}")
+        wrong = [key for key in STRINGS if key in raw and not (isinstance(raw[key], str) and raw[key])]
+        if wrong:
+            raise ConfigError(f"{where}: {wrong[0]} must be a name or path, got {raw[wrong[0]]!r}")
         values = dict(DEFAULTS[kind], **{k: v for k, v in raw.items() if k not in ("name", "type")})
         try:
             if "l2" in values:
                 values["l2"] = float(values["l2"])
                 values["tolerance"] = float(values["tolerance"])
-                values["max_iter"] = int(values["max_iter"])
-                if values["l2"] < 0 or values["tolerance"] <= 0 or values["max_iter"] <= 0:
-                    raise ValueError("l2 >= 0, tolerance > 0 and max_iter > 0 are required")
+                max_iter = values["max_iter"]
+                if isinstance(max_iter, bool) or not (isinstance(max_iter, int) or isinstance(max_iter, float)
+                                                      and max_iter.is_integer()):
+                    raise ValueError(f"max_iter must be a whole number, got {max_iter!r}")
+                values["max_iter"] = int(max_iter)
+                l2, tolerance = values["l2"], values["tolerance"]
+                if not (math.isfinite(l2) and l2 >= 0 and math.isfinite(tolerance) and tolerance > 0
+                        and values["max_iter"] > 0):
+                    raise ValueError("l2 >= 0, tolerance > 0 (both finite) and max_iter > 0 are required")
                 if not isinstance(values["regularize_intercept"], bool):
                     raise ValueError("regularize_intercept must be true or false")
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:  # (float() of an int beyond float range)
             raise ConfigError(f"{where}: {err}") from None
         coordinates.append(Coordinate(name=name, type=kind, **values))
     return Config(path=str(path), coordinates=coordinates, feature_bags={k: list(map(str, v)) for k, v in bags.items()})

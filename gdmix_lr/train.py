@@ -14,6 +14,8 @@ the same schema and says so. Under TF_CONFIG (a TFJob's Chief and Workers) worke
 entity partitions p with p % N == k; see gdmix_lr/cluster.py.
 """
 import argparse
+import csv
+import io
 import os
 import shutil
 import sys
@@ -24,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up noise (as the runner does)
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -34,7 +37,7 @@ from gdmix_lr.config import check_against, load_config  # noqa: E402
 from modelzoo import movielens  # noqa: E402
 from modelzoo.datafiles import DataError  # noqa: E402
 from modelzoo.flags import non_negative_int, positive_float, positive_int, probability  # noqa: E402
-from modelzoo.io_utils import atomic_write_json  # noqa: E402
+from modelzoo.io_utils import OutputError, atomic_write_json, probe_writable, write_problem  # noqa: E402
 from modelzoo.system import cpu_info, peak_rss_mb  # noqa: E402
 
 MODEL = "gdmix_lr"
@@ -99,12 +102,19 @@ def obtain_data(args, world, exchange, say):
 def read_score_file(path, split, coordinate):
     """Another model's scores for the rows of `split`, as logits. A `uid` column keys the rows; without it
     the file must list the split's rows in order (as Wide & Deep's --predict writes them), which its
-    `label` column, when present, must confirm. A `score` column is a logit, `probability` is converted."""
+    `label` column, when present, must confirm. A `score` column is a logit, `probability` is converted.
+    The file is read as written (no quoting, blank lines kept), so that row i is line i + 2 in messages."""
     where = f"{path} (coordinate {coordinate})"
     try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError) as err:
-        raise DataError(f"{where}: cannot read the score file: {err}") from None
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise DataError(f"{where}: cannot read the score file ({err.strerror})") from None
+    movielens.check_csv_text(data, where)
+    try:
+        frame = pd.read_csv(io.BytesIO(data), quoting=csv.QUOTE_NONE, skip_blank_lines=False)
+    except ValueError as err:  # pandas' EmptyDataError and ParserError (a row with more fields) among them
+        raise DataError(f"{where}: cannot read the score file: {' '.join(str(err).split())}") from None
     if "score" in frame:
         scores = pd.to_numeric(frame["score"], errors="coerce").to_numpy(np.float64)
     elif "probability" in frame:
@@ -116,7 +126,11 @@ def read_score_file(path, split, coordinate):
     if bad.size:
         raise DataError(f"{where}:{bad[0] + 2}: the score is not a finite number")
     if "uid" in frame:
-        position = {u: i for i, u in enumerate(frame["uid"].tolist())}
+        uids = frame["uid"]
+        again = np.flatnonzero(uids.duplicated().to_numpy())
+        if again.size:
+            raise DataError(f"{where}:{again[0] + 2}: uid {uids.iloc[again[0]]!r} appears again")
+        position = {u: i for i, u in enumerate(uids.tolist())}
         missing = [u for u in split.uid.tolist() if u not in position]
         if missing:
             raise DataError(f"{where}: {len(missing):,} rows of {split.path} have no score (first uid {missing[0]})")
@@ -124,8 +138,11 @@ def read_score_file(path, split, coordinate):
     if len(scores) != len(split.uid):
         raise DataError(f"{where}: {len(scores):,} scores without a uid column, but {split.path} has "
                         f"{len(split.uid):,} rows; give a uid column or one score per row in order")
-    if "label" in frame and not np.array_equal(frame["label"].to_numpy(np.float64), split.label):
-        raise DataError(f"{where}: its labels differ from those of {split.path}: the rows are not in the same order")
+    if "label" in frame:
+        labels = pd.to_numeric(frame["label"], errors="coerce").to_numpy(np.float64)
+        if not np.array_equal(labels, split.label):
+            raise DataError(f"{where}: its labels differ from those of {split.path}: the rows are not in the same "
+                            "order")
     return scores
 
 
@@ -255,9 +272,15 @@ def write_outputs(args, config, bags, data, coords, best, world, exchange, stagi
             atomic_write_json(os.path.join(folder, "metric", "evalSummary.json"), {"auc": record["auc"]})
     exchange.barrier("outputs")
     if world.chief:
+        # result.json, written last, says the coordinate folders are complete and of one run: it is
+        # gone while they are replaced (a folder by two renames: a kill leaves whole files only)
+        result = os.path.join(args.output_dir, "result.json")
+        if os.path.exists(result):
+            os.unlink(result)
         for c in config.coordinates:
-            target = os.path.join(args.output_dir, c.name)
-            shutil.rmtree(target, ignore_errors=True)
+            target, previous = os.path.join(args.output_dir, c.name), os.path.join(staging, f".previous-{c.name}")
+            if os.path.exists(target):
+                os.replace(target, previous)
             os.replace(os.path.join(staging, c.name), target)
         for name in os.listdir(args.output_dir):  # this run's, and any left by killed runs
             if name.startswith(".staging-"):
@@ -295,6 +318,8 @@ def coordinate_report(c, record, coords, data):
 
 def run(args, world, say):
     wall_start = time.time()
+    if world.chief:
+        probe_writable(args.output_dir, "--output_dir")
     exchange = Exchange(args.output_dir, world, args.wait_timeout)
     try:
         config = load_config(args.config)
@@ -375,8 +400,15 @@ def main(argv=None):
             print(f"{MODEL}: {prefix}{message}", flush=True)
 
         return run(args, world, say)
-    except DataError as err:
+    except (DataError, OutputError) as err:
         print(f"{MODEL}/train.py: error: {err}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as err:
+        if write_problem(err) is None:
+            raise
+        print(f"{MODEL}/train.py: error: could not write {err.filename}: {write_problem(err)}; the outputs in "
+              f"{args.output_dir} are complete only when result.json is there: free space or make the folder "
+              "writable and run again", file=sys.stderr, flush=True)
         return 1
 
 

@@ -120,19 +120,27 @@ class ClusterWorld(World):
 
     def training_hooks(self):
         from modelzoo.distributed import resume_report_hook
-        return [resume_report_hook(self.progress_slot, self.progress_prefix)]
+        return [resume_report_hook(self.progress_slot, self.progress_prefix, self.cluster)]
 
     def workqueue_lines(self, data):
         from modelzoo.workqueue import WorkQueue
         return WorkQueue.for_trainer(self.cluster, data).lines()
 
-    def workqueue_hooks(self, args, data, steps):
-        """The chief fills the --workqueue in its training session, before any step."""
+    def workqueue_hooks(self, args, data, steps, checkpoint=None):
+        """The chief fills the --workqueue in its training session, before any step (again from the
+        restored checkpoint's record when PS 0 was restarted)."""
         if not (args.workqueue and self.is_chief):
             return []
         from modelzoo.workqueue import WorkQueue
         return [WorkQueue.for_trainer(self.cluster, data).fill_hook(steps * args.batch_size, args.batch_size,
-                                                                    args.seed)]
+                                                                    args.seed, checkpoint)]
+
+    def workqueue_listeners(self, args, data, checkpoint):
+        """The chief records after each checkpoint what each trainer had taken from the --workqueue."""
+        if not (args.workqueue and self.is_chief):
+            return []
+        from modelzoo.workqueue import WorkQueue
+        return [WorkQueue.for_trainer(self.cluster, data).record_listener(checkpoint, args.seed)]
 
 
 def init(args):

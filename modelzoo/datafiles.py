@@ -8,8 +8,11 @@ files here to name the file, line and problem, since TensorFlow's own message na
 """
 import glob
 import gzip
+import math
 import os
 import re
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -22,6 +25,11 @@ SYNTHETIC_MARKER = "SYNTHETIC"  # left beside generated data, so later runs stil
 
 class DataError(Exception):
     """Bad or missing input; the message names the file (and line) and what was expected."""
+
+
+# What reading a damaged file raises: OSError (BadGzipFile among them), EOFError (a gzip stream cut
+# short) and zlib.error (corrupt compressed data, which is not an OSError).
+UNREADABLE = (OSError, EOFError, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,7 @@ def count_lines(path):
                     break
                 lines += block.count(b"\n")
                 last = block[-1:]
-    except (OSError, EOFError) as err:
+    except UNREADABLE as err:  # a truncated or corrupt gzip stream, a disk error
         raise DataError(f"{path}: cannot be read: {err}") from None
     return lines + (last != b"\n")
 
@@ -98,7 +106,7 @@ def first_line(path):
     with open_binary(path) as f:
         try:
             return f.readline().decode("utf-8", errors="replace").rstrip("\r\n")
-        except (OSError, EOFError) as err:
+        except UNREADABLE as err:
             raise DataError(f"{path}: cannot be read: {err}") from None
 
 
@@ -113,25 +121,45 @@ def detect_delimiter(path, field_count):
                     f"commas (DeepRec CSV), found {found}")
 
 
-def row_pattern(schema, delimiter):
-    """A regular expression (RE2 and Python `re` alike) that a well-formed row matches in full."""
-    not_delim = "[^\\t]" if delimiter == "\t" else "[^,]"
+INT_PATTERN = "-?[0-9]{1,18}"  # int64 columns: at most 18 digits, so never out of range
+FLOAT_PATTERN = "[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?"  # decimal only: no nan, inf or hex
+
+
+def row_pattern(schema, delimiter, python=False):
+    """A regular expression that a well-formed row matches in full: TensorFlow's RE2 syntax (the
+    tf.data reader checks every row with it, in both --bad_rows modes), or with `python` the same for
+    Python's `re` on a decoded str. A text field holds no delimiter or NUL byte, and only valid UTF-8:
+    RE2 already refuses malformed bytes but takes UTF-8-encoded surrogates and code points above
+    U+10FFFF, which the surrogate range refuses (a str decoded strictly holds neither). Carriage
+    returns never reach it: tf.data's TextLineDataset drops every "\\r" of a line (see `diagnose`)."""
+    not_text = "\\t" if delimiter == "\t" else ","
+    not_text += "\\x00" + ("" if python else "\\x{D800}-\\x{DFFF}")
     parts = []
     for col in schema.columns:
         if col.kind == "label":
             parts.append("[01]")
         elif col.kind == "numeric" and col.dtype == "int64":
-            parts.append("(-?[0-9]{1,18})?")
+            parts.append(f"({INT_PATTERN})?")
         elif col.kind == "numeric":
-            parts.append("([-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?)?")
+            parts.append(f"({FLOAT_PATTERN})?")
         else:
-            parts.append(f"{not_delim}*")
+            parts.append(f"[^{not_text}]*")
     sep = "\\t" if delimiter == "\t" else ","
     return sep.join(parts)
 
 
+def float32_overflows(value):
+    """True when a decimal number is too large for float32 (TensorFlow would read it as inf)."""
+    return math.isinf(struct.unpack("f", struct.pack("f", float(value)))[0])
+
+
 def row_problem(line, schema, delimiter):
-    """What is wrong with one row (None if it is well formed); used to name the problem."""
+    """What is wrong with one row, a str as tf.data reads it (no line end, no "\\r"), or None if it is
+    well formed: the checks of `row_pattern` one by one, to name the problem, plus float32 range."""
+    if not line:
+        return "empty line"
+    if "\x00" in line:
+        return "contains a NUL byte"
     fields = line.split(delimiter)
     if len(fields) != schema.field_count:
         return f"expected {schema.field_count} fields, found {len(fields)}"
@@ -139,37 +167,46 @@ def row_problem(line, schema, delimiter):
         if col.kind == "label" and value not in ("0", "1"):
             return f"label {value!r} is not 0 or 1"
         if col.kind == "numeric" and value:
-            if col.dtype == "int64" and not re.fullmatch("-?[0-9]{1,18}", value):
+            if col.dtype == "int64" and not re.fullmatch(INT_PATTERN, value):
                 return f"{col.name} {value!r} is not an integer (at most 18 digits)"
             if col.dtype == "float32":
-                try:
-                    float(value)
-                except ValueError:
-                    return f"{col.name} {value!r} is not a number"
+                if not re.fullmatch(FLOAT_PATTERN, value):
+                    return f"{col.name} {value!r} is not a decimal number"
+                if float32_overflows(value):
+                    return f"{col.name} {value!r} is out of float32 range"
+    if not re.fullmatch(row_pattern(schema, delimiter, python=True), line):
+        return "does not match the row format"  # not reached: the checks above are the pattern's
     return None
 
 
 def diagnose(slices, schema, delimiter):
-    """Find the first malformed row of `slices`: 'file:line: problem', or None if all are fine."""
+    """Find the first malformed row of `slices`: 'file:line: problem', or None if all are fine.
+
+    A line is checked as tf.data's TextLineDataset reads it: split at "\\n", with every "\\r" dropped
+    (so CRLF files read as LF ones; a stray "\\r" inside a field is dropped too, and "1\\r2" reads as 12)."""
+    pattern = re.compile(row_pattern(schema, delimiter, python=True))
+    floats = any(c.kind == "numeric" and c.dtype == "float32" for c in schema.columns)
     for piece in slices:
         with open_binary(piece.path) as f:
-            for index, raw in enumerate(f):
-                if index < piece.start:
-                    continue
-                if piece.stop is not None and index >= piece.stop:
-                    break
-                try:
-                    line = raw.decode("utf-8").rstrip("\n")
-                except UnicodeDecodeError:
-                    return f"{piece.path}:{index + 1}: not valid UTF-8 text"
-                if "\x00" in line:
-                    return f"{piece.path}:{index + 1}: contains a NUL byte"
-                if line.endswith("\r"):
-                    line = line[:-1]
-                problem = row_problem(line, schema, delimiter)
-                if problem:
-                    hint = " (a header row? these files have none)" if index == 0 and "label" in line else ""
-                    return f"{piece.path}:{index + 1}: {problem}{hint}"
+            try:
+                for index, raw in enumerate(f):
+                    if index < piece.start:
+                        continue
+                    if piece.stop is not None and index >= piece.stop:
+                        break
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError as err:
+                        return f"{piece.path}:{index + 1}: not valid UTF-8 text ({err.reason} at byte {err.start + 1})"
+                    line = (line[:-1] if line.endswith("\n") else line).replace("\r", "")
+                    if pattern.fullmatch(line) and not floats:
+                        continue  # the fast path: one regular expression per well-formed row
+                    problem = row_problem(line, schema, delimiter)
+                    if problem:
+                        hint = " (a header row? these files have none)" if index == 0 and "label" in line else ""
+                        return f"{piece.path}:{index + 1}: {problem}{hint}"
+            except UNREADABLE as err:
+                return f"{piece.path}: cannot be read: {err}"
     return None
 
 

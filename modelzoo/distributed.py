@@ -16,6 +16,13 @@ TF_CONFIG tells it its role:
   itself when there is no evaluator, then exports and writes result.json.
 - a PS serves variables until every trainer has reported that its training ended (one token each on
   a queue of every PS), then exits 0 by itself: the job reaches Succeeded without anyone killing it.
+- a PS that dies and is restarted (restartPolicy OnFailure) comes back empty: the trainers' sessions
+  fail (UnavailableError/AbortedError), tf.train.MonitoredSession creates new ones, the chief's
+  restores every variable from the latest checkpoint (global step and `input_progress` included, so
+  each trainer's input resumes at the checkpoint's count) and the workers wait until it has. The
+  chief says so (and tells the PS, which says so too); a PS that finds the chief's result.json
+  rewritten exits even when the tokens of trainers that had finished before its restart are missing.
+  --workqueue's queue on PS 0 is rebuilt by the chief from the record of that checkpoint (workqueue.py).
 """
 import json
 import os
@@ -27,6 +34,9 @@ from typing import Dict, List
 
 TRAINER_TYPES = ("chief", "worker")
 DONE_QUEUE = "modelzoo_training_done_ps{}"  # shared_name of each PS's end-of-training queue
+RESTORED = -1  # on a DONE_QUEUE: (RESTORED, step): the chief restored checkpoint `step` into this (restarted) PS
+PS_MARK = "modelzoo_ps_mark_ps{}"  # a table the chief marks on each PS: a PS without the mark was restarted
+PS_POLL_SECS = 0.5  # a PS checks its queue (and the chief's result.json) this often
 MAX_TRAINERS = 1024  # slots of `input_progress` (fixed, so that checkpoints resume at any cluster size)
 HEARTBEAT_SECS = 5  # the evaluator touches its heartbeat this often
 HEARTBEAT_STALE_SECS = 60  # older than this: no evaluator is alive
@@ -93,10 +103,13 @@ def from_environment(environ=os.environ):
     try:
         config = json.loads(text)
     except ValueError as err:
-        raise ClusterError(f"TF_CONFIG is not JSON ({err}): {text[:200]}") from None
+        raise ClusterError(f"TF_CONFIG is not JSON ({err}): {text[:200]!r}") from None
+    config = config if isinstance(config, dict) else {"cluster": config}
     cluster, task = config.get("cluster") or {}, config.get("task") or {}
-    if not isinstance(cluster, dict) or not isinstance(task, dict):
-        raise ClusterError("TF_CONFIG: expected {\"cluster\": {...}, \"task\": {\"type\": ..., \"index\": ...}}")
+    if not isinstance(cluster, dict) or not isinstance(task, dict) or \
+            not all(isinstance(a, list) and all(isinstance(x, str) for x in a) for a in cluster.values()):
+        raise ClusterError("TF_CONFIG: expected {\"cluster\": {\"chief\": [\"host:port\"], ...}, \"task\": "
+                           "{\"type\": ..., \"index\": ...}}")
     unknown = sorted(set(cluster) - {"chief", "worker", "ps", "evaluator"})
     if unknown:
         raise ClusterError(f"TF_CONFIG: cluster job(s) {unknown} are not known; expected chief, worker, ps "
@@ -151,31 +164,94 @@ def own_session(cluster, graph=None):
 
 
 def _done_queue(ps_task):
+    """PS `ps_task`'s queue of (trainer index, 0) end-of-training tokens and (RESTORED, step) notes."""
     import tensorflow as tf
     with tf.device(f"/job:ps/task:{ps_task}"):
-        return tf.queue.FIFOQueue(MAX_TRAINERS, [tf.int32], shapes=[[]], shared_name=DONE_QUEUE.format(ps_task),
-                                  name=f"training_done_ps{ps_task}")
+        return tf.queue.FIFOQueue(MAX_TRAINERS, [tf.int32, tf.int64], shapes=[[], []],
+                                  shared_name=DONE_QUEUE.format(ps_task), name=f"training_done_ps{ps_task}")
 
 
-def serve_ps(cluster, protocol="grpc"):
-    """Run this PS task until every trainer has said its training ended; returns 0 (exit by itself)."""
+class SharedTable:
+    """A string-keyed hash table on a PS, shared by name across the tasks' graphs (the raw op:
+    tf.lookup's MutableHashTable gives each graph its own table). It lives as long as the PS process."""
+
+    def __init__(self, shared_name, value_dtype, default):
+        import tensorflow as tf
+        self.default = tf.constant(default, value_dtype)
+        self.value_dtype = value_dtype
+        self.handle = tf.raw_ops.MutableHashTableV2(key_dtype=tf.string, value_dtype=value_dtype,
+                                                    shared_name=shared_name, use_node_name_sharing=False)
+
+    def lookup(self, keys):
+        import tensorflow as tf
+        return tf.raw_ops.LookupTableFindV2(table_handle=self.handle, keys=keys, default_value=self.default)
+
+    def insert(self, keys, values):
+        import tensorflow as tf
+        return tf.raw_ops.LookupTableInsertV2(table_handle=self.handle, keys=keys, values=values)
+
+    def export(self):
+        """(keys, values): everything in the table."""
+        import tensorflow as tf
+        return tf.raw_ops.LookupTableExportV2(table_handle=self.handle, Tkeys=tf.string, Tvalues=self.value_dtype)
+
+
+def _mtime(path):
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def latest_checkpoint_step(checkpoint):
+    """(step, path) of the newest checkpoint in the folder, (None, None) without one."""
+    import tensorflow as tf
+    path = checkpoint and tf.train.latest_checkpoint(checkpoint)
+    return (int(path.rsplit("-", 1)[1]), path) if path else (None, None)
+
+
+def serve_ps(cluster, protocol="grpc", checkpoint=None):
+    """Run this PS task until every trainer has said its training ended; returns 0 (exit by itself).
+
+    It also exits when the chief's CHECKPOINT/result.json is (re)written after it started: the job
+    has ended, even if the tokens of trainers that finished before this PS was restarted were lost."""
     import tensorflow as tf
     config = tf.compat.v1.ConfigProto(device_filters=cluster.device_filters())
     server = tf.distribute.Server(tf.train.ClusterSpec(cluster.spec), job_name="ps", task_index=cluster.task_index,
                                   protocol=protocol, config=config, start=True)
-    print(f"ps {cluster.task_index}: serving variables at {cluster.spec['ps'][cluster.task_index]} for "
+    me = f"ps {cluster.task_index}"
+    print(f"{me}: serving variables at {cluster.spec['ps'][cluster.task_index]} for "
           f"{cluster.trainers} trainer(s); exits when each has finished", flush=True)
+    step, _ = latest_checkpoint_step(checkpoint)
+    if step is not None:
+        print(f"{me}: {checkpoint} has a checkpoint (step {step:,}): the chief restores the variables from its latest "
+              "checkpoint into this task (a restarted PS, or a resumed job)", flush=True)
+    result = os.path.join(checkpoint, "result.json") if checkpoint else None
+    result_before = _mtime(result) if result else None
     with tf.Graph().as_default():
-        take = _done_queue(cluster.task_index).dequeue()
+        queue = _done_queue(cluster.task_index)
+        take, size = queue.dequeue(), queue.size()
         own = tf.compat.v1.ConfigProto(device_filters=[f"/job:ps/task:{cluster.task_index}"])
         with tf.compat.v1.Session(server.target, config=own) as session:
             finished = set()
             while len(finished) < cluster.trainers:
-                trainer = int(session.run(take))
+                if not session.run(size):
+                    if result and _mtime(result) != result_before:
+                        missing = sorted(set(range(cluster.trainers)) - finished)
+                        print(f"{me}: the chief has written {result} (the job has ended) without word from "
+                              f"trainer(s) {missing} (lost if they finished before this PS was restarted); "
+                              "exiting", flush=True)
+                        return 0
+                    time.sleep(PS_POLL_SECS)
+                    continue
+                trainer, step = (int(v) for v in session.run(take))
+                if trainer == RESTORED:
+                    print(f"{me}: back after a restart: the chief restored the variables from checkpoint step "
+                          f"{step:,} into this task", flush=True)
+                    continue
                 finished.add(trainer)
-                print(f"ps {cluster.task_index}: trainer {trainer} finished ({len(finished)}/{cluster.trainers})",
-                      flush=True)
-    print(f"ps {cluster.task_index}: every trainer has finished; exiting", flush=True)
+                print(f"{me}: trainer {trainer} finished ({len(finished)}/{cluster.trainers})", flush=True)
+    print(f"{me}: every trainer has finished; exiting", flush=True)
     return 0
 
 
@@ -183,7 +259,7 @@ def signal_training_done(cluster):
     """Tell every PS task that this trainer's training has ended (its last use of the PS)."""
     import tensorflow as tf
     with tf.Graph().as_default():
-        puts = [_done_queue(i).enqueue(cluster.trainer_index) for i in range(cluster.num_ps)]
+        puts = [_done_queue(i).enqueue((cluster.trainer_index, 0)) for i in range(cluster.num_ps)]
         with own_session(cluster) as session:
             session.run(puts)
 
@@ -287,7 +363,8 @@ def report_trainer(checkpoint, cluster, meter):
     """Each trainer's own steps and samples/s, for the chief's result.json."""
     from modelzoo.io_utils import atomic_write_json
     atomic_write_json(os.path.join(checkpoint, "trainers", f"{cluster.task_type}-{cluster.task_index}.json"),
-                      {"steps": meter.steps_run, "samples_per_sec": meter.own_samples_per_sec, "time": time.time()})
+                      {"steps": meter.steps_run, "samples_per_sec": meter.own_samples_per_sec,
+                       "span": meter.span, "time": time.time()})
 
 
 def trainer_reports(checkpoint, cluster, started, wait=0):
@@ -331,18 +408,82 @@ def wait_for(what, ready, timeout, poll=1.0):
         time.sleep(poll)
 
 
-def resume_report_hook(slot, prefix):
+_restores = []  # (step, path) of each checkpoint the chief's training sessions restored, in order
+
+
+def restored_checkpoint():
+    """(step, path) of the checkpoint the chief's latest training session restored (the step of its
+    file name: the global step saved in it may be a little higher, the workers step while it saves);
+    (None, None) when it initialized the variables instead, or before record_restores()."""
+    return _restores[-1] if _restores else (None, None)
+
+
+def record_restores():
+    """Wrap SessionManager.prepare_session (once per process) to note the checkpoint each training
+    session of the chief restores: the latest one of its checkpoint folder, read as it is restored."""
+    from tensorflow.python.training import session_manager
+    prepare = session_manager.SessionManager.prepare_session
+    if getattr(prepare, "_modelzoo_records", False):
+        return
+
+    def prepare_session(self, master, init_op=None, saver=None, checkpoint_dir=None,
+                        checkpoint_filename_with_path=None, *args, **kwargs):
+        if checkpoint_dir and not checkpoint_filename_with_path:  # training (evaluation names its file)
+            _restores.append(latest_checkpoint_step(checkpoint_dir))
+        return prepare(self, master, init_op, saver, checkpoint_dir, checkpoint_filename_with_path, *args, **kwargs)
+
+    prepare_session._modelzoo_records = True
+    session_manager.SessionManager.prepare_session = prepare_session
+
+
+def resume_report_hook(slot, prefix, cluster=None):
     """Says, when a trainer's session starts, how many rows its input skips (those it trained on
-    before it was restarted); silent on a first start."""
+    before it was restarted; silent on a first start), and when a session is created again in the
+    same process (a PS was lost) where its input resumes. The chief also says which checkpoint it
+    restored and which PS tasks had been restarted (a PS without the chief's mark), and tells those."""
     import tensorflow as tf
 
     class ResumeReport(tf.compat.v1.train.SessionRunHook):
         def begin(self):
+            self.sessions = 0
             self.consumed = progress_variable()[slot]
+            self.chief = cluster is not None and cluster.is_chief
+            if self.chief:
+                record_restores()
+                self.marks, self.put_marks, self.notes = [], [], []
+                self.step = tf.compat.v1.placeholder(tf.int64, [])
+                for i in range(cluster.num_ps):
+                    with tf.device(f"/job:ps/task:{i}"):
+                        table = SharedTable(PS_MARK.format(i), tf.int64, -1)
+                        self.marks.append(table.lookup(tf.constant(["chief"]))[0])
+                        self.put_marks.append(table.insert(tf.constant(["chief"]), tf.constant([1], tf.int64)))
+                    self.notes.append(_done_queue(i).enqueue((RESTORED, self.step)))
 
         def after_create_session(self, session, coord):
+            self.sessions += 1
+            again = self.sessions > 1
+            if self.chief:
+                marked = session.run(self.marks)
+                session.run(self.put_marks)
+                step, path = restored_checkpoint()
+                if again:
+                    restarted = [i for i, m in enumerate(marked) if m != 1]
+                    what = (f"restored the variables from checkpoint step {step:,} ({path})" if step is not None
+                            else "initialized the variables (no checkpoint yet)")
+                    if restarted:
+                        print(f"chief: ps {', '.join(map(str, restarted))} came back after a restart (empty): "
+                              f"{what} into the new task; training goes on from there", flush=True)
+                        if step is not None:
+                            session.run([self.notes[i] for i in restarted], {self.step: step})
+                    else:
+                        print(f"chief: the training session was created again (a task was unreachable); {what}",
+                              flush=True)
             rows = int(session.run(self.consumed))
-            if rows:
+            if again:
+                print(f"{prefix}new training session: input resumes after the {rows:,} rows of this trainer's "
+                      "input_progress slot (as restored from the checkpoint if a PS was restarted: the rows "
+                      "trained since are trained again)", flush=True)
+            elif rows:
                 print(f"{prefix}input resumes after the {rows:,} rows this trainer has trained on "
                       "(restarted: they are skipped, not read again)", flush=True)
 

@@ -38,8 +38,8 @@ def decode_lines(lines, schema, delimiter):
     for col in schema.columns:
         if col.kind == "label":
             defaults.append(tf.constant([], tf.int64))  # required: an empty label is malformed
-        elif col.kind == "numeric":
-            defaults.append([0] if col.dtype == "int64" else [0.0])
+        elif col.kind == "numeric":  # (a bare [0] would read the column as int32: 2**31 and up would fail)
+            defaults.append(tf.constant([0], tf.int64) if col.dtype == "int64" else [0.0])
         else:
             defaults.append([""])
     fields = tf.io.decode_csv(lines, defaults, field_delim=delimiter, use_quote_delim=False)
@@ -137,6 +137,10 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
     `skip_rows` (an int or a scalar tensor read when the iterator starts) skips the rows of the
     shuffled stream that earlier runs have trained on, so a resumed or restarted trainer goes on
     where it stopped instead of repeating them (the shuffle is seeded, so the stream is the same).
+
+    Every row must match the schema's row pattern (datafiles.row_pattern; float32 values must also be
+    finite): with `bad_rows` "skip" the others are dropped and counted (BAD_ROWS in each batch's
+    features), with "error" the first batch holding one fails.
     """
     processes, index = shard
     trainers, trainer = trainer_shard
@@ -160,19 +164,37 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
         if not isinstance(skip_rows, int) or skip_rows:
             ds = ds.skip(skip_rows)
     ds = ds.batch(batch_size * processes)
-    pattern = row_pattern(schema, delimiter) if bad_rows == "skip" else None
+    pattern = row_pattern(schema, delimiter)
+    floats = [c.name for c in schema.numeric if c.dtype == "float32"]
+    skip = bad_rows == "skip"
+
+    def stop_unless(good, tensor):
+        """--bad_rows error: `tensor`, once every row is good; else the step fails, and the runner's
+        DataError names the file, line and problem (found by datafiles.diagnose)."""
+        check = tf.debugging.Assert(tf.reduce_all(good), ["a malformed row (see modelzoo/datafiles.row_problem)"])
+        with tf.control_dependencies([check]):
+            return tf.identity(tensor)
 
     def parse(lines):
         if processes > 1:
             lines = lines[index::processes]
-        skipped = tf.constant(0, tf.int64)
-        if pattern is not None:
-            good = tf.strings.regex_full_match(lines, pattern)
-            skipped = tf.reduce_sum(tf.cast(tf.logical_not(good), tf.int64))
-            lines = tf.boolean_mask(lines, good)
+        # Every row is checked against the schema's pattern, in both modes: decode_csv alone takes rows the
+        # pattern refuses (a NUL byte or invalid UTF-8 in a text field, " 5" or "01" for 5 or 1), so without
+        # the check the same file would train in one mode what the other refuses.
+        good = tf.strings.regex_full_match(lines, pattern)
+        skipped = tf.reduce_sum(tf.cast(tf.logical_not(good), tf.int64))
+        lines = tf.boolean_mask(lines, good) if skip else stop_unless(good, lines)
         raw, label = decode_lines(lines, schema, delimiter)
+        if floats:  # a float32 value beyond its range reads as inf, which no pattern refuses
+            finite = tf.reduce_all(tf.stack([tf.math.is_finite(raw[name]) for name in floats], axis=1), axis=1)
+            if skip:
+                skipped += tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int64))
+                raw = {name: tf.boolean_mask(value, finite) for name, value in raw.items()}
+                label = tf.boolean_mask(label, finite)
+            else:
+                label = stop_unless(finite, label)
         features = transform(raw, schema, keyed) if smartstaged else raw
-        if pattern is not None:
+        if skip:
             features[BAD_ROWS] = skipped
         return features, label
 

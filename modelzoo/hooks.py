@@ -1,4 +1,8 @@
-"""Training hooks: a progress line a person can follow and the steady-state throughput."""
+"""Training hooks: a progress line a person can follow, the steady-state throughput, and the guards
+that stop training cleanly (NaN or Inf loss, SIGTERM) without losing the last good checkpoint."""
+import math
+import signal
+import threading
 import time
 
 import tensorflow as tf
@@ -19,15 +23,18 @@ class ThroughputMeter:
         self.steady_steps = 0
         self.steps_run = 0
         self.last_loss = None
-        self.span = None  # (global step, time) at this process's first and last step
+        self.span = None  # (global step, wall time) at this process's first and last step
         self.own_samples_per_sec = None  # this process's own steps only (a PS job's trainers add up)
 
-    def cluster_samples_per_sec(self, batch_size):
-        """Samples/s of every trainer together while this one trained (a parameter-server job's
-        chief may run few steps itself: the global step counts everyone's)."""
-        if self.span is None:
+    def cluster_samples_per_sec(self, batch_size, spans=()):
+        """Samples/s of every trainer together: the global step's rate from the first step to the
+        last of this process's span and `spans` (the other trainers'). A parameter-server job's
+        chief may run few steps itself, or none after a slow start: the global step counts everyone's."""
+        spans = [s for s in (self.span, *spans) if s]
+        if not spans:
             return None
-        (step0, t0), (step1, t1) = self.span
+        step0, t0 = min((s[0] for s in spans), key=lambda first: first[1])
+        step1, t1 = max((s[1] for s in spans), key=lambda last: last[1])
         return (step1 - step0) * batch_size / (t1 - t0) if step1 > step0 and t1 > t0 else None
 
 
@@ -37,10 +44,11 @@ class ThroughputHook(tf1.train.SessionRunHook):
     Rates come from the global step, so in a parameter-server job they are the whole cluster's
     (every trainer's steps advance it), and in one process they are this process's own."""
 
-    def __init__(self, meter, loss, batch_size, first_step, last_step, log_steps, prefix=""):
+    def __init__(self, meter, loss, batch_size, first_step, last_step, log_steps, prefix="", trainers=1):
         self.meter, self.loss, self.batch_size = meter, loss, batch_size
         self.first_step, self.last_step, self.log_steps = first_step, last_step, log_steps
-        self.warmup = warmup_steps_for(last_step - first_step)
+        # a PS job's trainers share the steps: each warms up over a part of its own share
+        self.warmup = warmup_steps_for((last_step - first_step) // max(trainers, 1))
         self.prefix = prefix
 
     def begin(self):
@@ -54,10 +62,11 @@ class ThroughputHook(tf1.train.SessionRunHook):
     def after_run(self, run_context, run_values):
         now = time.perf_counter()
         self.steps += 1
-        step = run_values.results["step"] + 1
+        step = int(run_values.results["step"]) + 1  # a Python int: the span goes into JSON reports
         self.meter.last_loss = float(run_values.results["loss"])
         self.meter.steps_run = self.steps
-        self.meter.span = ((self.meter.span or ((step, now),))[0], (step, now))
+        wall = time.time()  # comparable across a job's processes, unlike perf_counter
+        self.meter.span = ((self.meter.span or ((step, wall),))[0], (step, wall))
         if self.steps == self.warmup:
             self.t_start, self.t_window, self.start_step, self.window_step = now, now, step, step
         elif self.t_start is not None and step > self.start_step:
@@ -77,3 +86,86 @@ class ThroughputHook(tf1.train.SessionRunHook):
             pct = 100.0 * step / self.last_step
             print(f"{self.prefix}step {step:,}/{self.last_step:,} ({pct:.0f}%) loss {self.meter.last_loss:.4f}{rate}",
                   flush=True)
+
+
+class NonFiniteError(Exception):
+    """The loss or the variables became NaN or Inf: training stops, the last good checkpoint stays."""
+
+
+TRAINING_LOSS = "modelzoo_training_loss"  # the graph collection holding the model_fn's training loss
+
+
+class FiniteLossHook(tf1.train.SessionRunHook):
+    """Stops training at the first step whose loss is NaN or Inf, naming the step. It goes in the
+    hooks given to Estimator.train, which run before the Estimator's own NanTensorHook (that one
+    names neither the step nor what to do); the loss comes from the TRAINING_LOSS collection."""
+
+    def __init__(self, prefix=""):
+        self.prefix = prefix
+
+    def begin(self):
+        self.fetches = {"loss": tf1.get_collection(TRAINING_LOSS)[0], "step": tf1.train.get_global_step()}
+
+    def before_run(self, run_context):
+        return tf1.train.SessionRunArgs(self.fetches)
+
+    def after_run(self, run_context, run_values):
+        loss = float(run_values.results["loss"])
+        if not math.isfinite(loss):
+            raise NonFiniteError(f"{self.prefix}the training loss is {loss} at step "
+                                 f"{int(run_values.results['step']) + 1:,}")
+
+
+class FiniteCheckpointGuard(tf1.train.CheckpointSaverListener):
+    """Refuses to save a checkpoint whose variables hold NaN or Inf, so the last good one stays the
+    latest (the saver hook runs before the training hooks, so a step that went bad could otherwise be
+    saved before its loss is looked at). One boolean per variable, computed where the variable lives."""
+
+    def begin(self):
+        checks = []
+        for v in tf1.global_variables():
+            if v.dtype.base_dtype.is_floating:
+                with tf1.colocate_with(v):
+                    checks.append(tf.reduce_all(tf.math.is_finite(v)))
+        self.all_finite = tf.reduce_all(tf.stack(checks)) if checks else tf.constant(True)
+
+    def before_save(self, session, global_step_value):
+        if not session.run(self.all_finite):
+            raise NonFiniteError(f"the variables hold NaN or Inf at step {int(global_step_value):,}; "
+                                 "it was not saved as a checkpoint")
+
+
+class StopRequest:
+    """SIGTERM (a preempted pod, `kubectl delete`, a batch system's time limit) while training: the
+    step in flight ends, the Estimator's saver writes a final checkpoint and the run exits 143, so
+    the same command resumes where it stopped. Used as `with StopRequest() as stop:` around training;
+    `stop.hook()` goes into the training hooks."""
+
+    def __init__(self, signals=(signal.SIGTERM,)):
+        self.signals, self.received, self._previous = signals, None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # (handlers can only be set there)
+            for s in self.signals:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+
+    def hook(self):
+        return _StopHook(self)
+
+
+class _StopHook(tf1.train.SessionRunHook):
+    def __init__(self, stop):
+        self.stop = stop
+
+    def after_run(self, run_context, run_values):
+        if self.stop.received:
+            run_context.request_stop()

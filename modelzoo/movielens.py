@@ -27,6 +27,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -41,7 +42,7 @@ import pandas as pd
 from modelzoo.datafiles import DataError, open_binary
 from modelzoo.io_utils import atomic_write_text, atomic_writer
 
-__all__ = ["FORMAT", "DataError", "Split", "Dataset", "is_official_ml100k", "is_prepared", "prepare",
+__all__ = ["FORMAT", "DataError", "Split", "Dataset", "is_official_ml100k", "is_prepared", "prepare", "check_csv_text",
            "generate", "load", "wide_and_deep_schema", "GENRES", "OCCUPATIONS", "USER_FEATURES",
            "MOVIE_FEATURES", "GLOBAL_FEATURES", "BAGS"]
 
@@ -78,6 +79,9 @@ WD_CATEGORICAL = ["user_id", "movie_id", "gender", "occupation"]
 ML100K_USERS, ML100K_MOVIES, ML100K_ROWS = 943, 1682, 100_000
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 ML100K_U_DATA_SHA256 = "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"
+# Integers are read through float64 (pandas), exact up to 2**53: larger ones would be silently rounded
+# (or wrap around on the cast to int64), so they are refused.
+MAX_INT = 2 ** 53 - 1
 
 
 class _Table:
@@ -266,18 +270,13 @@ def _read_source(path, sep, names, encoding="utf-8"):
     return pd.DataFrame(rows, columns=names, dtype=object), np.array(numbers, np.int64)
 
 
-def _int_column(frame, name, path, lines, what=None, low=None, high=None):
+def _int_column(frame, name, path, lines, what=None, low=-MAX_INT, high=MAX_INT):
     raw = frame[name]
     values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values) | (values != np.round(values))
-    if low is not None:
-        bad |= values < low
-    if high is not None:
-        bad |= values > high
+    bad = ~np.isfinite(values) | (values != np.round(values)) | (values < low) | (values > high)
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
-        rng = "" if low is None else f" from {low} to {high}" if high is not None else f" >= {low}"
-        raise DataError(f"{path}:{lines[pos]}: {what or name} {raw.iloc[pos]!r} is not an integer{rng}")
+        raise DataError(f"{path}:{lines[pos]}: {what or name} {raw.iloc[pos]!r} is not an integer from {low} to {high}")
     return values.astype(np.int64)
 
 
@@ -627,6 +626,19 @@ def _field(data, line, col):
     return text.split(",")[col]
 
 
+def check_csv_text(data, path):
+    """The bytes of a CSV file that pandas is to read, checked line by line: UTF-8, no NUL byte, no "\\r"
+    but before "\\n". pandas' parser ends a line at a lone "\\r" too, and what it does with NUL bytes is
+    its own: either would make its rows and the file's lines part, and the line numbers of messages wrong."""
+    _decode(data, path, "utf-8")
+    for found, what in ((data.find(b"\x00"), "contains a NUL byte"),
+                        (next((m.start() for m in re.finditer(rb"\r(?!\n)", data)), -1),
+                         "contains a carriage return (\\r) that does not end the line")):
+        if found >= 0:
+            line = data.count(b"\n", 0, found) + 1
+            raise DataError(f"{path}:{line}: {what}")
+
+
 def _read_csv(path, required):
     """A prepared CSV: its header (line 1) and rows; the header must name the `required` columns and
     every row must have as many fields as the header."""
@@ -634,13 +646,15 @@ def _read_csv(path, required):
         raise DataError(f"{path}: file not found (an incomplete folder? run data/prepare_movielens.py "
                         "or data/generate_movielens.py again)")
     data = _read_bytes(path)
-    _decode(data, path, "utf-8")
+    check_csv_text(data, path)
     end = data.find(b"\n")
     first = (data if end < 0 else data[:end]).decode("utf-8").rstrip("\r")
     if not first.strip():
         raise DataError(f"{path}:1: expected a header line ({','.join(required)},<feature columns>), found "
                         f"{'an empty file' if not data else 'an empty line'}")
     header = first.split(",")
+    if "" in header:
+        raise DataError(f"{path}:1: column {header.index('') + 1} of the header has no name")
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise DataError(f"{path}:1: column(s) {dupes} appear more than once in the header")
@@ -663,6 +677,7 @@ def _read_csv(path, required):
                         f"{'an empty line' if blank else fields[bad[0]]}")
     frame = pd.read_csv(io.BytesIO(data), sep=",", header=0, engine="c",
                         quoting=csv.QUOTE_NONE, skip_blank_lines=False, encoding="utf-8")
+    frame.columns = header  # the names as written (pandas would rename some, e.g. "nan")
     return data, header, frame
 
 
@@ -687,10 +702,11 @@ def _numeric(frame, data, name, path, header, expected):
 
 
 def _integers(frame, data, name, path, header):
-    values = _numeric(frame, data, name, path, header, "an integer")
-    bad = values != np.round(values)
+    expected = f"an integer from {-MAX_INT} to {MAX_INT}"
+    values = _numeric(frame, data, name, path, header, expected)
+    bad = (values != np.round(values)) | (np.abs(values) > MAX_INT)
     if bad.any():
-        _bad_cell(data, path, header, np.flatnonzero(bad)[0], name, "an integer")
+        _bad_cell(data, path, header, np.flatnonzero(bad)[0], name, expected)
     return values.astype(np.int64)
 
 
@@ -752,6 +768,16 @@ def _meta(folder):
     for key, kind in kinds.items():
         if not isinstance(doc.get(key), kind):
             raise DataError(f"{path}: expected key {key!r} holding a {kind.__name__}, found {doc.get(key)!r}")
+    # and the optional keys `load` reads, so that a damaged file is named rather than crashing it
+    optional = {"entities": (lambda v: all(isinstance(e, str) for e in v), "a list of column names"),
+                "rows": (lambda v: isinstance(v, dict) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                                               for n in v.values()), "row counts per split"),
+                "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+                "source": (lambda v: isinstance(v, str), "a string"),
+                "synthetic": (lambda v: isinstance(v, bool), "true or false")}
+    for key, (ok, what) in optional.items():
+        if key in doc and doc[key] is not None and not ok(doc[key]):
+            raise DataError(f"{path}: expected key {key!r} holding {what}, found {doc[key]!r}")
     for bag, cols in doc["bags"].items():
         if not isinstance(cols, list) or not cols or not all(isinstance(c, str) for c in cols):
             raise DataError(f"{path}: bag {bag!r}: expected a non-empty list of column names, found {cols!r}")

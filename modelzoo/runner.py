@@ -6,10 +6,12 @@ input pipeline behind --smartstaged, BF16, micro-batching, optimizers, metrics, 
 timeline hooks, checkpoints that resume, the SavedModel export and the run's result.json, and
 synchronous data parallelism with Horovod (--hvd, modelzoo/data_parallel.py).
 """
+import contextlib
 import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -21,7 +23,7 @@ from modelzoo import flags as flaglib
 from modelzoo.data_parallel import DataParallelError
 from modelzoo.datafiles import DataError, diagnose, resolve
 from modelzoo.distributed import ClusterError, progress_variable
-from modelzoo.io_utils import atomic_write_json, atomic_writer
+from modelzoo.io_utils import OutputError, atomic_write_json, atomic_writer, probe_writable, write_problem
 from modelzoo.schema import SchemaError, load_schema, schema_summary
 from modelzoo.system import bf16_message, cpu_info, peak_rss_mb
 
@@ -29,6 +31,18 @@ from modelzoo.system import bf16_message, cpu_info, peak_rss_mb
 class CheckpointMismatch(Exception):
     """--checkpoint holds a model that this run's flags or schema could not restore (or, for
     --evaluate and --predict, no model at all)."""
+
+
+class TrainingStopped(Exception):
+    """Training ended before --steps on purpose: SIGTERM (a final checkpoint was saved) or a NaN/Inf
+    loss (the last good checkpoint was kept). `code` is the exit status."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
+SIGTERM_EXIT = 143  # 128 + SIGTERM, as a shell reports it; Kubernetes' ExitCode policy retries it
 
 
 @dataclass
@@ -187,7 +201,7 @@ def apply_by_group(groups, grads_and_vars, global_step):
 def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=None):
     import tensorflow as tf
     from modelzoo import features as F
-    from modelzoo.hooks import ThroughputHook
+    from modelzoo.hooks import TRAINING_LOSS, ThroughputHook
     from modelzoo.metrics import eval_metrics, streaming_sum
     tf1 = tf.compat.v1
     world = world or data_parallel.World()
@@ -254,7 +268,9 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=
         train_op = tf.group(train_op, tf1.scatter_add(progress, [world.progress_slot],
                                                       [args.batch_size * world.size]))
         hooks = [ThroughputHook(meter, loss, args.batch_size * world.size, steps_range[0], steps_range[1],
-                                args.log_steps if world.logs_progress else 0, world.progress_prefix)]
+                                args.log_steps if world.logs_progress else 0, world.progress_prefix,
+                                trainers=world.cluster.trainers if world.cluster else 1)]
+        tf1.add_to_collection(TRAINING_LOSS, loss)  # for FiniteLossHook
         hooks += world.training_hooks()
         if args.ev and world.is_chief:
             if args.incremental_ckpt:  # first: its restore of the deltas comes before the others read the step
@@ -376,12 +392,31 @@ def model_schema(spec, args):
     return schema.with_embedding_dim(spec.embedding_dim) if spec.embedding_dim else schema
 
 
+# what a run killed while writing leaves: TensorFlow's checkpoint shards before their merge, the
+# Estimator's SavedModel before its rename, our atomic writers' temporary files
+LEFTOVER_PATTERNS = ("model.ckpt-*_temp*", os.path.join("export", "temp-*"), ".tmp-*")
+
+
+def remove_leftovers(checkpoint):
+    """Remove what an interrupted write left in the checkpoint folder (never read: the checkpoint
+    state, the export folders and result.json only name complete files)."""
+    import glob
+    found = sorted(p for pattern in LEFTOVER_PATTERNS for p in glob.glob(os.path.join(checkpoint, pattern)))
+    for path in found:
+        shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+    if found:
+        print(f"removed what an interrupted write left: {', '.join(os.path.relpath(p, checkpoint) for p in found)}",
+              flush=True)
+
+
 def prepare(spec, args, schema, checkpoint, world):
     """Check the checkpoint folder and find (or generate) the data: rank 0 first, the others after it."""
     identity = checkpoint_identity(spec, args, schema)
     generate = generate_criteo_sample if schema.name == "criteo" else None
     data = None
     if world.is_chief:
+        probe_writable(checkpoint, "--checkpoint")
+        remove_leftovers(checkpoint)
         check_checkpoint(checkpoint, identity)
         data = resolve(args, schema, generate)
     world.barrier("rank 0 stopped while checking the checkpoint and the data (its message says why)")
@@ -413,7 +448,7 @@ def announce(spec, args, schema, data, steps, checkpoint, world, cpu):
 def train(spec, args, schema, data, steps, checkpoint, world):
     """Train to `steps` (resuming the checkpoint); returns the estimator, meter and, with several
     processes, each process's digest of its variables after training (in rank order)."""
-    from modelzoo.hooks import ThroughputMeter
+    from modelzoo.hooks import FiniteCheckpointGuard, FiniteLossHook, StopRequest, ThroughputMeter
     from modelzoo.embedding_variables import saving_listeners
     start_step = global_step_of(checkpoint)  # rank 0's checkpoint: every process decides alike
     full_step = start_step
@@ -440,13 +475,54 @@ def train(spec, args, schema, data, steps, checkpoint, world):
             if args.ev and args.incremental_ckpt:
                 from modelzoo.incremental_ckpt import IncrementalCheckpointListener
                 listeners.append(IncrementalCheckpointListener())
-            run_reading(lambda: estimator.train(train_input, max_steps=steps, saving_listeners=listeners),
-                        data, schema, data.train)
+            if world.is_chief:
+                listeners.append(FiniteCheckpointGuard())
+            # Horovod's processes must stop at the same step: a SIGTERM there ends them at once (the
+            # last checkpoint is resumed); one process (or a PS job's task) stops after its step
+            with StopRequest(signals=() if world.size > 1 else (signal.SIGTERM,)) as stop, \
+                    guarded_training(checkpoint, stop):
+                run_reading(lambda: estimator.train(train_input, max_steps=steps,
+                                                    hooks=[FiniteLossHook(), stop.hook()],
+                                                    saving_listeners=listeners), data, schema, data.train)
         digests = world.gather(world.digest) if world.size > 1 else None
     finally:
         if not world.is_chief:
             shutil.rmtree(model_dir, ignore_errors=True)
     return estimator, meter, digests, ev_report
+
+
+def last_checkpoint_words(checkpoint):
+    import tensorflow as tf
+    latest = tf.train.latest_checkpoint(checkpoint)
+    if not latest:
+        return f"No checkpoint was saved in {checkpoint} yet."
+    return f"The latest checkpoint, step {global_step_of(checkpoint):,} ({latest}), stays the last good one."
+
+
+@contextlib.contextmanager
+def guarded_training(checkpoint, stop, saves=True):
+    """What ends training early, each as one line (TrainingStopped, OutputError): SIGTERM (the saver
+    wrote a final checkpoint), a NaN or Inf loss or variable (the last good checkpoint stays), a
+    volume that refuses the checkpoint (full, read-only: the previous checkpoint stays)."""
+    import tensorflow as tf
+    from modelzoo.hooks import NonFiniteError
+    try:
+        yield
+    except NonFiniteError as err:
+        raise TrainingStopped(f"{err}; training stopped. {last_checkpoint_words(checkpoint)} Lower "
+                              "--learning_rate or look at the input rows, then run again", 1) from None
+    except (OSError, tf.errors.OpError) as err:
+        problem = write_problem(err)
+        if problem is None:
+            raise
+        raise OutputError(f"could not write the checkpoint in {checkpoint}: {problem}. "
+                          f"{last_checkpoint_words(checkpoint)} Free some space (or make the folder writable) "
+                          "and run the same command to resume") from None
+    if stop.received:
+        where = (f"with a checkpoint saved at step {global_step_of(checkpoint):,}" if saves else
+                 "(the chief's checkpoints hold the job's progress)")
+        raise TrainingStopped(f"{stop.received}: training stopped {where}; the same command resumes",
+                              SIGTERM_EXIT)
 
 
 def write_predictions(estimator, args, schema, data, checkpoint):
@@ -568,6 +644,8 @@ def cluster_data(spec, args, schema, checkpoint, world):
     identity = checkpoint_identity(spec, args, schema)
     generate = generate_criteo_sample if schema.name == "criteo" else None
     if world.is_chief:
+        probe_writable(checkpoint, "--checkpoint")
+        remove_leftovers(checkpoint)
         check_checkpoint(checkpoint, identity)
         return resolve(args, schema, generate)
     distributed.wait_for(f"the chief to record {checkpoint}/run_config.json",
@@ -591,11 +669,12 @@ def run_cluster(spec, args, cluster, wall_start):
     """One task of a parameter-server job (modelzoo/distributed.py): ps, chief, worker or evaluator."""
     import tensorflow as tf
     from modelzoo.embedding_variables import saving_listeners
-    from modelzoo.hooks import ThroughputMeter
+    from modelzoo.hooks import FiniteCheckpointGuard, FiniteLossHook, StopRequest, ThroughputMeter
     print(f"{cluster.name}: parameter-server job: {cluster.trainers} trainer(s), {cluster.num_ps} ps task(s) "
           f"(TF_CONFIG)", flush=True)
     if cluster.task_type == "ps":
-        return distributed.serve_ps(cluster, args.protocol)
+        return distributed.serve_ps(cluster, args.protocol,
+                                    args.checkpoint or os.path.join(args.output_dir, spec.name))
     world = data_parallel.ClusterWorld(cluster)
     distributed.speed_up_worker_start()
     schema = model_schema(spec, args)
@@ -608,9 +687,13 @@ def run_cluster(spec, args, cluster, wall_start):
     meter, ev_report = ThroughputMeter(), {}
     start_step = global_step_of(checkpoint)
     estimator = build_estimator(spec, args, schema, checkpoint, meter, (start_step, steps), world, ev_report)
+    stop = StopRequest()  # SIGTERM: the chief saves a final checkpoint; every trainer exits 143
     train_spec = tf.estimator.TrainSpec(input_fn(args, schema, data, data.train, True, world=world), max_steps=steps,
-                                        hooks=world.workqueue_hooks(args, data, steps),
-                                        saving_listeners=saving_listeners(args) if world.is_chief else ())
+                                        hooks=[*world.workqueue_hooks(args, data, steps, checkpoint),
+                                               FiniteLossHook(world.progress_prefix), stop.hook()],
+                                        saving_listeners=[*saving_listeners(args), FiniteCheckpointGuard(),
+                                                          *world.workqueue_listeners(args, data, checkpoint)]
+                                        if world.is_chief else ())
     evaluate = not args.no_eval and bool(data.eval)
     eval_spec = tf.estimator.EvalSpec(input_fn(args, schema, data, data.eval or data.train, False), steps=None,
                                       start_delay_secs=0, throttle_secs=args.eval_throttle_secs,
@@ -635,7 +718,9 @@ def run_cluster(spec, args, cluster, wall_start):
         return 0
 
     started = time.time()
-    run_reading(lambda: tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec), data, schema, data.train)
+    with stop, guarded_training(checkpoint, stop, saves=world.is_chief):
+        run_reading(lambda: tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec),
+                    data, schema, data.train)
     distributed.report_trainer(checkpoint, cluster, meter)
     distributed.signal_training_done(cluster)
     final_step = global_step_of(checkpoint) if world.is_chief else (meter.span or [(0, 0)])[-1][0]
@@ -655,13 +740,14 @@ def run_cluster(spec, args, cluster, wall_start):
                 lambda: estimator.evaluate(input_fn(args, schema, data, data.eval, False)),
                 data, schema, data.eval), "chief"
     # the cluster's samples/s: the trainers' own steady rates added up (when every one reported one),
-    # else the global step's rate while the chief trained
+    # else the global step's rate from the first trainer's first step to the last one's last
     trainers = distributed.trainer_reports(checkpoint, cluster, started - 60, wait=TRAINER_REPORT_WAIT_SECS)
     rates = [r["samples_per_sec"] for r in trainers.values() if r.get("samples_per_sec")]
     if len(rates) == cluster.trainers:
         meter.samples_per_sec = sum(rates)
-    elif meter.samples_per_sec is None:
-        meter.samples_per_sec = meter.cluster_samples_per_sec(args.batch_size)
+    else:
+        meter.samples_per_sec = meter.cluster_samples_per_sec(
+            args.batch_size, [r.get("span") for r in trainers.values()])
     job = {"trainers": cluster.trainers, "trainer_reports": trainers, "ps": cluster.num_ps, "evaluated_by": evaluated_by,
            "evaluated_step": int(metrics["global_step"]) if "global_step" in metrics else None,
            "workqueue": bool(args.workqueue), "input_layer_partitioner_mb": args.input_layer_partitioner,
@@ -697,6 +783,9 @@ def main(spec, argv=None):
     set_environment(args)
     try:
         return run(spec, args)
-    except (DataError, SchemaError, CheckpointMismatch, DataParallelError, ClusterError) as err:
+    except (DataError, SchemaError, CheckpointMismatch, DataParallelError, ClusterError, OutputError) as err:
         print(f"{spec.name}/train.py: error: {err}", file=sys.stderr, flush=True)
         return 1
+    except TrainingStopped as err:
+        print(f"{spec.name}/train.py: {'error: ' if err.code == 1 else ''}{err}", file=sys.stderr, flush=True)
+        return err.code

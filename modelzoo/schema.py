@@ -11,6 +11,7 @@ This module has no TensorFlow import; modelzoo/features.py turns a schema into t
 """
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Tuple
@@ -92,16 +93,46 @@ class Schema:
         return Schema(self.name, cols, self.source, self.crosses)
 
 
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    """A finite int or float (JSON's true/false are not numbers; an int too large for a float is not finite)."""
+    try:
+        return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+# The type each optional key must have in the JSON (checked before any comparison, so that a string
+# where a number belongs is named rather than raising TypeError), and how to say it.
+VALUE_TYPES = {
+    "dtype": (lambda v: isinstance(v, str), "a string"),
+    "normalization": (lambda v: isinstance(v, str), "a string"),
+    **{key: (_is_number, "a finite number") for key in ("mean", "std", "min", "max")},
+    "hash_buckets": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "embedding_dim": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "vocabulary": (lambda v: isinstance(v, list) and all(isinstance(x, str) or _is_int(x) for x in v),
+                   "a list of strings or integers"),
+}
+
+
 def _column(raw, where):
     if not isinstance(raw, dict) or "name" not in raw or "kind" not in raw:
-        raise SchemaError(f"{where}: expected an object with 'name' and 'kind', got {raw!r}")
+        raise SchemaError(f"{where}: expected an object with 'name' and 'kind', got {raw!r}"[:300])
+    if not isinstance(raw["name"], str) or not raw["name"]:
+        raise SchemaError(f"{where}: 'name' must be a non-empty string, got {raw['name']!r}"[:300])
     unknown = set(raw) - set(Column.__dataclass_fields__)
     if unknown:
         raise SchemaError(f"{where} ({raw['name']}): unknown keys {sorted(unknown)}; "
                           f"accepted: {sorted(Column.__dataclass_fields__)}")
     kind = raw["kind"]
     if kind not in KINDS:
-        raise SchemaError(f"{where} ({raw['name']}): kind {kind!r} is not one of {KINDS}")
+        raise SchemaError(f"{where} ({raw['name']}): kind {kind!r} is not one of {KINDS}"[:300])
+    for key, (ok, what) in VALUE_TYPES.items():
+        if key in raw and not ok(raw[key]):
+            raise SchemaError(f"{where} ({raw['name']}): {key} must be {what}, got {raw[key]!r}"[:300])
     values = dict(raw)
     if "vocabulary" in values:
         values["vocabulary"] = tuple(str(v) for v in values["vocabulary"])
@@ -132,6 +163,8 @@ def _column(raw, where):
 def parse_schema(doc, source="<memory>"):
     if not isinstance(doc, dict) or not isinstance(doc.get("columns"), list):
         raise SchemaError(f"{source}: expected an object with a 'columns' list")
+    if not isinstance(doc.get("crosses", []), list) or not isinstance(doc.get("name", ""), str):
+        raise SchemaError(f"{source}: expected 'crosses' to be a list and 'name' a string")
     cols = tuple(_column(c, f"{source}: column {i + 1}") for i, c in enumerate(doc["columns"]))
     names = [c.name for c in cols]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -152,10 +185,13 @@ def _cross(raw, where, cols):
         raise SchemaError(f"{where}: expected an object with exactly 'name', 'columns' and 'hash_buckets', "
                           f"got {raw!r}")
     members = raw["columns"]
-    if not isinstance(members, list) or len(members) < 2 or not all(m in categorical for m in members):
-        raise SchemaError(f"{where} ({raw['name']}): 'columns' must list two or more categorical columns of "
-                          f"the schema, got {members!r}")
-    if not isinstance(raw["hash_buckets"], int) or raw["hash_buckets"] <= 0:
+    if not isinstance(members, list) or len(members) < 2 or \
+            not all(isinstance(m, str) and m in categorical for m in members):
+        raise SchemaError(f"{where} ({raw['name']!r}): 'columns' must list two or more categorical columns of "
+                          f"the schema, got {members!r}"[:300])
+    if not isinstance(raw["name"], str):
+        raise SchemaError(f"{where}: 'name' must be a string, got {raw['name']!r}"[:300])
+    if not _is_int(raw["hash_buckets"]) or raw["hash_buckets"] <= 0:
         raise SchemaError(f"{where} ({raw['name']}): hash_buckets must be a positive integer")
     return Cross(raw["name"], tuple(members), raw["hash_buckets"])
 
@@ -166,10 +202,17 @@ def load_schema(name_or_path):
     if not path.suffix and not path.exists():
         path = SCHEMA_DIR / f"{name_or_path}.json"
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SchemaError(f"schema file {path} does not exist") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except OSError as err:  # a folder, no permission
+        raise SchemaError(f"{path}: cannot read the schema file ({err.strerror})") from None
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise SchemaError(f"{path}:{line}: not UTF-8 text ({err.reason} at byte {err.start + 1})") from None
+    except (json.JSONDecodeError, RecursionError) as err:  # (the decoder's message is one line)
         raise SchemaError(f"{path}: not valid JSON: {err}") from None
     return parse_schema(doc, str(path))
 

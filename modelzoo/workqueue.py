@@ -7,34 +7,37 @@ when it has read the last one, so a faster trainer takes more items, and every i
 per epoch. What a trainer took is recorded on PS 0 too (in order), so a restarted worker first reads
 its items again and then skips the rows it had trained on (its `input_progress` slot): it resumes
 exactly where it stopped, the items it had taken are not lost, and none is read twice.
+
+The queue and the record live in PS 0's memory, not in the checkpoint. So after every checkpoint the
+chief also writes what each trainer had taken to CHECKPOINT/workqueue/STEP.json. When the chief
+finds the queue on PS 0 unfilled (PS 0 was restarted, or a new job resumes a checkpoint), it
+rebuilds it from the record of the checkpoint it restored: each trainer's items as of that
+checkpoint go back into the record on PS 0, the queue gets the rest of the deal (in its order), and
+each trainer, whose `input_progress` the checkpoint restored too, reads its items again and skips
+what it had trained on. The deal thus goes back to the checkpoint with the model: an item taken
+after the checkpoint is dealt again (said in the log). Without a usable record (none, or another
+cut of the items) the deal starts over, and the chief says what that means.
 """
+import hashlib
+import json
 import math
+import os
+import threading
 from dataclasses import dataclass
 from typing import List
+
+from modelzoo.distributed import SharedTable
 
 ITEM_ROWS = 100_000
 QUEUE = "modelzoo_workqueue"
 TAKEN = "modelzoo_workqueue_taken"  # "trainer/k" -> the k-th item that trainer took
 STATE = "modelzoo_workqueue_state"  # "filled" -> 1; "count/trainer" -> items that trainer took
+RECORDS = "workqueue"  # CHECKPOINT/workqueue/STEP.json: what each trainer had taken at checkpoint STEP
+FILL_WAIT_NOTICE_SECS = 30  # a trainer waiting this long for the queue says so
 
 
-class _Table:
-    """A string-keyed hash table on the PS, shared by name across the tasks' graphs (the raw op:
-    tf.lookup's MutableHashTable gives each graph its own table)."""
-
-    def __init__(self, shared_name, value_dtype, default):
-        import tensorflow as tf
-        self.default = tf.constant(default, value_dtype)
-        self.handle = tf.raw_ops.MutableHashTableV2(key_dtype=tf.string, value_dtype=value_dtype,
-                                                    shared_name=shared_name, use_node_name_sharing=False)
-
-    def lookup(self, keys):
-        import tensorflow as tf
-        return tf.raw_ops.LookupTableFindV2(table_handle=self.handle, keys=keys, default_value=self.default)
-
-    def insert(self, keys, values):
-        import tensorflow as tf
-        return tf.raw_ops.LookupTableInsertV2(table_handle=self.handle, keys=keys, values=values)
+def record_path(checkpoint, step):
+    return os.path.join(checkpoint, RECORDS, f"{int(step)}.json")
 
 
 @dataclass
@@ -58,19 +61,26 @@ class WorkQueue:
         with tf.device("/job:ps/task:0"):
             # an item on the queue is its code, epoch * items + index (a string table has no CPU kernel)
             queue = tf.queue.FIFOQueue(-1, [tf.int64], shapes=[[]], shared_name=QUEUE, name="workqueue")
-            taken = _Table(TAKEN, tf.int64, -1)
-            state = _Table(STATE, tf.int64, -1)
+            taken = SharedTable(TAKEN, tf.int64, -1)
+            state = SharedTable(STATE, tf.int64, -1)
         return queue, taken, state
 
     @property
     def item_rows(self):
         return max(int(i.split("\t")[2]) - int(i.split("\t")[1]) for i in self.items)
 
-    def fill_hook(self, rows_needed, batch_size, seed):
-        """The chief's hook that puts every epoch's items on the queue when its training session
-        starts, unless this job has done it already (a restarted chief leaves the queue as it is)."""
+    @property
+    def digest(self):
+        """Identifies the cut of the items (a record is only valid for the same one)."""
+        return hashlib.sha256("\n".join(self.items).encode()).hexdigest()[:16]
+
+    def fill_hook(self, rows_needed, batch_size, seed, checkpoint=None):
+        """The chief's hook that puts every epoch's items on the queue when a training session
+        starts and PS 0 has none (a new job, or PS 0 restarted: then from the record of the restored
+        checkpoint, see the module's docstring); a restarted chief leaves a filled queue as it is."""
         import numpy as np
         import tensorflow as tf
+        from modelzoo.distributed import progress_variable, record_restores, restored_checkpoint
         queue_ = self
         total = sum(int(i.split("\t")[2]) - int(i.split("\t")[1]) for i in self.items)
         # what the trainers hold beyond their steps: the shuffle buffer, the batches decoded ahead and
@@ -78,28 +88,128 @@ class WorkQueue:
         from modelzoo.features import WORKQUEUE_READ_AHEAD, WORKQUEUE_SHUFFLE_BUFFER
         ahead = self.cluster.trainers * (WORKQUEUE_SHUFFLE_BUFFER + 2 * WORKQUEUE_READ_AHEAD * batch_size + self.item_rows)
         epochs = math.ceil((rows_needed + ahead) / total) + 1
+        trainers = self.cluster.trainers
 
         class FillHook(tf.compat.v1.train.SessionRunHook):
             def begin(self):
-                queue, _, state = queue_._ops()
+                queue, taken, state = queue_._ops()
                 self.filled = state.lookup(tf.constant(["filled"]))[0]
                 self.plan = tf.compat.v1.placeholder(tf.int64, [None])
                 self.put = queue.enqueue_many([self.plan])
                 self.close = queue.close()
                 self.mark = state.insert(tf.constant(["filled"]), tf.constant([1], tf.int64))
+                self.keys = tf.compat.v1.placeholder(tf.string, [None])
+                self.values = tf.compat.v1.placeholder(tf.int64, [None])
+                self.put_taken = taken.insert(self.keys, self.values)
+                self.put_state = state.insert(self.keys, self.values)
+                self.progress = progress_variable()
+                record_restores()  # (the checkpoint a training session restores: its record is the one to use)
 
             def after_create_session(self, session, coord):
                 if session.run(self.filled) == 1:
                     print("workqueue: already filled for this job (a restarted chief); left as it is", flush=True)
                     return
-                for epoch in range(epochs):
-                    order = np.random.RandomState(seed + epoch).permutation(len(queue_.items))
-                    session.run(self.put, {self.plan: epoch * len(queue_.items) + order})
+                step, _ = restored_checkpoint()  # None: the variables were initialized (a new job)
+                progress = session.run(self.progress)  # (nobody trains before the queue is filled)
+                plan = np.concatenate([epoch * len(queue_.items) + np.random.RandomState(seed + epoch).permutation(
+                    len(queue_.items)) for epoch in range(epochs)])
+                record, why = queue_._load_record(checkpoint, step, seed)
+                if record is not None:
+                    taken = {int(t): codes for t, codes in record["taken"].items()}
+                    keys = [f"{t}/{k}" for t, codes in taken.items() for k in range(len(codes))]
+                    values = [c for codes in taken.values() for c in codes]
+                    if keys:
+                        session.run(self.put_taken, {self.keys: keys, self.values: values})
+                        session.run(self.put_state, {self.keys: [f"count/{t}" for t in taken],
+                                                     self.values: [len(codes) for codes in taken.values()]})
+                    dealt = set(values)
+                    plan = np.array([c for c in plan if c not in dealt], np.int64)
+                    print(f"workqueue: PS 0 had no queue (restarted, or a new job): rebuilt from the record of "
+                          f"checkpoint step {step:,}: " + ", ".join(
+                              f"trainer {t} had {len(taken.get(t, []))} item(s)" for t in range(trainers))
+                          + f"; the {len(plan)} items not dealt by then are queued again (an item taken after that "
+                          "checkpoint is dealt again: the model went back to it too)", flush=True)
+                elif step is not None and (step or progress[:trainers].any()):
+                    rows = "/".join(f"{int(r):,}" for r in progress[:trainers])
+                    print(f"workqueue: warning: PS 0 had no queue (restarted, or a new job) and {why}: the deal "
+                          f"starts over, and the trainers skip the {rows} rows they had trained on (as of the "
+                          f"restored checkpoint step {step:,}) in their new items: this epoch some rows may be "
+                          "read twice, others not at all", flush=True)
+                session.run(self.put, {self.plan: plan})
                 session.run([self.close, self.mark])
-                print(f"workqueue: {len(queue_.items)} items of at most {ITEM_ROWS:,} rows x {epochs} epochs "
-                      f"on PS 0 for {queue_.cluster.trainers} trainers", flush=True)
+                if record is None:
+                    print(f"workqueue: {len(queue_.items)} items of at most {ITEM_ROWS:,} rows x {epochs} epochs "
+                          f"on PS 0 for {trainers} trainers", flush=True)
 
         return FillHook()
+
+    def _load_record(self, checkpoint, step, seed):
+        """(record, None) when CHECKPOINT/workqueue/STEP.json fits this job, else (None, why not)."""
+        if step is None:
+            return None, "no checkpoint was restored"
+        path = record_path(checkpoint, step) if checkpoint else None
+        try:
+            with open(path, encoding="utf-8") as f:
+                record = json.load(f)
+        except (OSError, TypeError, ValueError):
+            return None, f"checkpoint step {step:,} has no work-queue record ({path})"
+        mine = {"items": self.digest, "trainers": self.cluster.trainers, "seed": seed}
+        theirs = {k: record.get(k) for k in mine}
+        if theirs != mine:
+            return None, f"the record {path} was made for another cut of the items ({theirs}, now {mine})"
+        return record, None
+
+    def record_listener(self, checkpoint, seed):
+        """The chief's CheckpointSaverListener that writes, after each checkpoint, what each trainer
+        had taken (read from PS 0 after the save: the items under every trainer's counted rows are
+        in it) to CHECKPOINT/workqueue/STEP.json, and deletes the records of deleted checkpoints.
+        (STEP is the step in the checkpoint's file name, which a restore knows.)"""
+        import tensorflow as tf
+        from modelzoo.distributed import restored_checkpoint
+        from modelzoo.io_utils import atomic_write_json
+        queue_ = self
+
+        class RecordListener(tf.estimator.CheckpointSaverListener):
+            def begin(self):
+                _, taken, state = queue_._ops()
+                self.filled = state.lookup(tf.constant(["filled"]))[0]
+                self.taken = taken.export()
+
+            def after_save(self, session, global_step_value):
+                filled, (keys, values) = session.run([self.filled, self.taken])
+                if filled != 1:
+                    # PS 0 is new (a new job, or restarted): the chief saves as its session starts, before
+                    # it refills the queue and before anyone trains, so this checkpoint holds the restored
+                    # state and the restored checkpoint's record is this one's too
+                    step, _ = restored_checkpoint()
+                    if step is not None and step != global_step_value:
+                        try:
+                            with open(record_path(checkpoint, step), encoding="utf-8") as f:
+                                record = json.load(f)
+                        except (OSError, ValueError):
+                            return
+                        atomic_write_json(record_path(checkpoint, global_step_value),
+                                          dict(record, step=int(global_step_value)))
+                    return
+                taken = {}
+                for key, code in zip(keys, values):
+                    trainer, k = key.decode().split("/")
+                    taken.setdefault(trainer, {})[int(k)] = int(code)
+                atomic_write_json(record_path(checkpoint, global_step_value), {
+                    "step": int(global_step_value), "items": queue_.digest, "trainers": queue_.cluster.trainers,
+                    "seed": seed, "taken": {t: [ks[k] for k in sorted(ks)] for t, ks in sorted(taken.items())}})
+                state = tf.train.get_checkpoint_state(checkpoint)
+                kept = {int(p.rsplit("-", 1)[1]) for p in (state.all_model_checkpoint_paths if state else [])}
+                kept.add(int(global_step_value))
+                for name in os.listdir(os.path.join(checkpoint, RECORDS)):
+                    stem = name[:-len(".json")]
+                    if name.endswith(".json") and stem.isdigit() and int(stem) not in kept:
+                        try:
+                            os.remove(os.path.join(checkpoint, RECORDS, name))
+                        except OSError:
+                            pass
+
+        return RecordListener()
 
     def _items(self):
         """This trainer's items: those it took before a restart, then new ones until the queue is empty."""
@@ -121,8 +231,15 @@ class WorkQueue:
             n_new = tf.compat.v1.placeholder(tf.int64, [])
             record = tf.group(taken.insert(tf.reshape(key, [1]), tf.reshape(take, [1])),
                               state.insert(count_key, tf.reshape(n_new, [1])))
-        with own_session(self.cluster, graph) as session:
+        session = own_session(self.cluster, graph)
+        try:
+            waited = time.time()
             while session.run(filled) != 1:  # the chief fills the queue before it trains
+                if waited and time.time() - waited > FILL_WAIT_NOTICE_SECS:
+                    print(f"workqueue: trainer {trainer} has waited {FILL_WAIT_NOTICE_SECS} s for the chief to fill "
+                          "the queue on PS 0 (after a restart of PS 0 it does so from its checkpoint's record)",
+                          flush=True)
+                    waited = None
                 time.sleep(1)
             n = max(int(session.run(count)), 0)
             if n:
@@ -141,6 +258,10 @@ class WorkQueue:
                 print(f"workqueue: trainer {trainer} took item {index} of epoch {epoch} "
                       f"({path} rows {start}-{stop})", flush=True)
                 yield self._item(int(item))
+        finally:
+            # tf.data ends this generator while the training session closes (the end of training, or a
+            # lost PS); closing this session right here waits for that close and stalls it 30 s
+            threading.Thread(target=session.close, daemon=True).start()
 
     def _item(self, code):
         epoch, index = divmod(code, len(self.items))

@@ -160,6 +160,43 @@ def test_workqueue_deals_each_item_once_and_a_restarted_worker_reads_its_items_a
     assert step >= 600
 
 
+def test_killed_ps_is_restarted_and_the_job_completes(tmp_path, small_schema):
+    """SIGKILL the PS once the chief has saved a checkpoint past step 300 (local_run's --kill
+    ps-0@chief-0: the PS prints nothing then); restartPolicy OnFailure restarts it empty. The trainers'
+    sessions fail and are created again, the chief restores the checkpoint into the new PS (and
+    says so, as does the PS), and the --workqueue on PS 0 is rebuilt from that checkpoint's record:
+    each trainer reads its items again, none of those is dealt again, and the job completes."""
+    proc, summary = local_run(DLRM, tmp_path, ["--workers", 1, "--ps", 1,
+                                               "--kill", r"ps-0@chief-0:chief 0: step [3-6]\d\d/"],
+                              [*TRAIN, "--schema", small_schema, "--steps", 900, "--save_steps", 300, "--workqueue"])
+    assert summary["replicas"]["ps-0"]["exit_codes"] == [137, 0], proc.stdout[-4000:]
+    assert_clean_success(proc, summary, restarted=("ps-0",))
+    chief_log = log(tmp_path, "chief-0")
+    restored = re.findall(r"chief: ps 0 came back after a restart \(empty\): restored the variables from checkpoint "
+                          r"step ([\d,]+)", chief_log)
+    assert len(restored) == 1, chief_log[-3000:]
+    step_restored = int(restored[0].replace(",", ""))
+    assert step_restored >= 300
+    assert f"ps 0: back after a restart: the chief restored the variables from checkpoint step {restored[0]} " \
+           "into this task" in log(tmp_path, "ps-0")
+    rebuilt = re.search(rf"workqueue: PS 0 had no queue .*: rebuilt from the record of checkpoint step {restored[0]}: "
+                        r"trainer 0 had (\d+) item\(s\), trainer 1 had (\d+) item\(s\)", chief_log)
+    assert rebuilt, chief_log[-3000:]
+    kept_items, dealt_after = set(), []
+    for trainer, replica, kept in ((0, "chief-0", int(rebuilt[1])), (1, "worker-0", int(rebuilt[2]))):
+        before, _, after = log(tmp_path, replica).partition("new training session: input resumes")
+        assert after, f"{replica} did not get a new session"
+        if kept:
+            assert f"workqueue: trainer {trainer} reads its {kept} earlier item(s) again" in after
+        kept_items |= set(re.findall(r"took item (\d+) of epoch (\d+)", before)[:kept])
+        dealt_after += re.findall(r"took item (\d+) of epoch (\d+)", after)
+    assert len(dealt_after) == len(set(dealt_after)) and not kept_items & set(dealt_after)
+    step, _ = input_progress(checkpoint_dir(tmp_path, "dlrm-fp32", "dlrm"))
+    result = json.loads((checkpoint_dir(tmp_path, "dlrm-fp32", "dlrm") / "result.json").read_text())
+    assert step >= 900 and result["steps"] == step and result["parameter_server_job"]["evaluated_step"] >= 900
+    assert list((checkpoint_dir(tmp_path, "dlrm-fp32", "dlrm") / "export").glob("*/saved_model.pb"))
+
+
 def test_partitioners_slice_tables_and_dense_layers_across_two_ps(tmp_path):
     """Wide & Deep's BF16 manifest with 2 PS: --input_layer_partitioner 1 (MB) cuts each embedding
     table of at least 2 MB in two, --dense_layer_partitioner (16 KB, the manifest's) the DNN's
@@ -233,3 +270,16 @@ def test_tf_error_line_names_what_failed():
                "Node: 'X'\nNo OpKernel was registered to support Op 'X'\n\t [[X]]")
     assert tf_error_line(message) == "No OpKernel was registered to support Op 'X'"
     assert tf_error_line("Field 3 in record 2 is not a valid int32: x") == "Field 3 in record 2 is not a valid int32: x"
+
+
+def test_job_samples_per_sec_comes_from_the_trainers_spans_when_the_chief_ran_no_steps():
+    """A chief slowed at start (its first checkpoint save) may run no step while the workers run
+    them all (as on CI): the job's samples/s then spans the other trainers' first and last steps."""
+    from modelzoo.hooks import ThroughputMeter
+    chief = ThroughputMeter()
+    assert chief.cluster_samples_per_sec(256) is None
+    workers = [((1, 100.0), (60, 102.0)), ((2, 100.5), (120, 104.0)), None]
+    assert chief.cluster_samples_per_sec(256, workers) == pytest.approx((120 - 1) * 256 / 4.0)
+    chief.span = ((3, 101.0), (5, 101.5))
+    assert chief.cluster_samples_per_sec(256, workers) == pytest.approx((120 - 1) * 256 / 4.0)
+    assert chief.cluster_samples_per_sec(256) == pytest.approx(2 * 256 / 0.5)

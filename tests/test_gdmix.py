@@ -4,6 +4,7 @@ score files from another model, two workers against one, and bad input."""
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -415,6 +416,24 @@ def test_a_killed_runs_leftovers_do_not_leak_into_the_outputs(generated, tmp_pat
     (tmp_path / ".staging-0123abcd").mkdir()
     run_train("gdmix_lr", ["--data_location", generated, "--output_dir", tmp_path])
     assert sorted(os.listdir(tmp_path / "per_user" / "models")) == [f"part-{p:05d}.avro" for p in range(4)]
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".staging-")]
+
+
+def test_a_run_killed_while_moving_its_outputs_leaves_no_result_json_and_whole_files(generated, tmp_path):
+    """result.json says the coordinate folders are complete and of one run: a run killed while it
+    replaces them (the second of three folders) leaves none, every file there is a whole Avro file,
+    and the same command again writes them all."""
+    run_train("gdmix_lr", ["--data_location", generated, "--output_dir", tmp_path])
+    killed = subprocess.run([sys.executable, "tests/fault_injection.py", "gdmix_move:2", "gdmix_lr/train.py",
+                             "--data_location", str(generated), "--output_dir", str(tmp_path), "--seed", "7"],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL and "fault_injection: SIGKILL before moving" in killed.stdout
+    assert not (tmp_path / "result.json").exists()
+    for path in tmp_path.glob("*/*/part-*.avro"):
+        photon.read_records(path)  # whole: fastavro reads it to the end
+    again = run_train("gdmix_lr", ["--data_location", generated, "--output_dir", tmp_path, "--seed", "7"])
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["flags"]["seed"] == 7 and "outputs:" in again.stdout
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".staging-")]
 
 

@@ -192,6 +192,20 @@ def test_a_killed_worker_is_restarted_in_place_and_the_job_succeeds(tmp_path, vo
     assert summary["replicas"]["ps-0"]["exited_by_itself"]  # it waited for the chief's end, then exited 0
 
 
+def test_kill_a_replica_at_another_replicas_line(tmp_path, volume):
+    """--kill REPLICA@WATCHED:REGEX: a PS (which says nothing while it serves) killed at worker 0's line."""
+    manifest = write_tfjob(tmp_path / "job.yaml", {"Chief": (1, "wait:worker-0", "OnFailure"),
+                                                   "Worker": (1, "steps:20", "OnFailure"),
+                                                   "PS": (1, "wait:chief-0", "OnFailure")})
+    proc, summary, _ = local(manifest, tmp_path, volume, "--grace", "10", "--kill", "ps-0@worker-0:step 3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ps = summary["replicas"]["ps-0"]
+    assert ps["exit_codes"] == [137, 0] and ps["restarts"] == 1 and ps["exited_by_itself"], ps
+    assert summary["replicas"]["worker-0"]["exit_codes"] == [0]
+    assert re.search(r"^local_run: killed ps-0 \(pid \d+\) with SIGKILL after worker-0's line: step 3$", proc.stdout,
+                     re.M)
+
+
 def test_never_fails_the_job_at_the_first_failure(tmp_path, volume):
     manifest = write_tfjob(tmp_path / "job.yaml", {"Chief": (1, "hang", "Never"),
                                                    "Worker": (2, "exit:0,exit:3", "Never")}, backoff_limit=5)
@@ -272,6 +286,9 @@ def test_timeout_fails_and_stops_everything(tmp_path, volume):
     ("kind: TFJob\napiVersion: kubeflow.org/v1\nmetadata: {name: j}\nspec: {tfReplicaSpecs: {Worker: {template: "
      "{spec: {containers: [{name: tensorflow, command: [python, a.py]}]}}}}}\n", ("--kill", "worker-3:x"),
      "--kill 'worker-3:x': no replica 'worker-3' in this job (worker-0)"),
+    ("kind: TFJob\napiVersion: kubeflow.org/v1\nmetadata: {name: j}\nspec: {tfReplicaSpecs: {Worker: {template: "
+     "{spec: {containers: [{name: tensorflow, command: [python, a.py]}]}}}}}\n", ("--kill", "worker-0@worker-3:x"),
+     "--kill 'worker-0@worker-3:x': no replica 'worker-3' in this job (worker-0)"),
     ("kind: TFJob\napiVersion: kubeflow.org/v1\nmetadata: {name: j}\nspec: {tfReplicaSpecs: {Worker: {template: "
      "{spec: {containers: [{name: tensorflow, command: [python, a.py]}]}}}}}\n", ("--mount", "/data=/tmp"),
      "--mount /data=...: no volumeMount of {manifest} has mountPath /data"),
