@@ -357,6 +357,8 @@ def main(argv=None):
                    "(NAME: the output's file name) to put the table in (default: benchmarks/README.md for a "
                    "full matrix with the default output)")
     args = p.parse_args(argv)
+    if args.readme and not Path(args.readme).is_file():  # found now, not after an hour of runs
+        p.error(f"--readme {args.readme}: no such file")
     mode = dict(MODES["quick" if args.quick else "full"])
     models = [m for m in args.models.split(",") if m] if args.models else list(mode["models"])
     unknown = [m for m in models if m not in MODELS]
