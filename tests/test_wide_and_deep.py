@@ -142,7 +142,7 @@ def test_bad_cross_in_a_schema_is_refused_naming_it(tmp_path):
     from modelzoo.schema import SchemaError, parse_schema
     doc = json.loads((REPO / "modelzoo" / "schemas" / "criteo.json").read_text())
     doc["crosses"] = [{"name": "bad", "columns": ["C1", "I1"], "hash_buckets": 10}]
-    with pytest.raises(SchemaError, match="cross 1 \\(bad\\).*categorical columns"):
+    with pytest.raises(SchemaError, match="cross 1 \\('bad'\\).*categorical columns"):
         parse_schema(doc, "x.json")
 
 
