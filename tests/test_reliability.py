@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -175,11 +176,14 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(data,
 
 
 def unshare_available():
-    try:
-        return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"],
-                              capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+    """Whether this kernel lets us make the mounts the tests need (a tmpfs and a read-only bind mount)."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                                   f"mount -t tmpfs -o size=1m tmpfs {folder} && mount --bind -o ro {folder} {folder}"],
+                                  capture_output=True, timeout=30).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
 
 
 needs_unshare = pytest.mark.skipif(not unshare_available(), reason="unshare --user --mount is not permitted here "
