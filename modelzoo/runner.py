@@ -409,15 +409,25 @@ def remove_leftovers(checkpoint):
               flush=True)
 
 
+def checkpoint_folder(spec, args):
+    return args.checkpoint or os.path.join(args.output_dir, spec.name)
+
+
+def claim_checkpoint(checkpoint, identity):
+    """The chief's checks before any work: the folder can be written, an interrupted write's leftovers
+    go, and a checkpoint already there is this model's (ours is recorded if new)."""
+    probe_writable(checkpoint, "--checkpoint")
+    remove_leftovers(checkpoint)
+    check_checkpoint(checkpoint, identity)
+
+
 def prepare(spec, args, schema, checkpoint, world):
     """Check the checkpoint folder and find (or generate) the data: rank 0 first, the others after it."""
     identity = checkpoint_identity(spec, args, schema)
     generate = generate_criteo_sample if schema.name == "criteo" else None
     data = None
     if world.is_chief:
-        probe_writable(checkpoint, "--checkpoint")
-        remove_leftovers(checkpoint)
-        check_checkpoint(checkpoint, identity)
+        claim_checkpoint(checkpoint, identity)
         data = resolve(args, schema, generate)
     world.barrier("rank 0 stopped while checking the checkpoint and the data (its message says why)")
     if not world.is_chief:
@@ -555,7 +565,7 @@ def run(spec, args):
         return run_cluster(spec, args, cluster, wall_start)
     world = data_parallel.init(args)
     schema = model_schema(spec, args)
-    checkpoint = args.checkpoint or os.path.join(args.output_dir, spec.name)
+    checkpoint = checkpoint_folder(spec, args)
     data = prepare(spec, args, schema, checkpoint, world)
     steps = args.steps or math.ceil(data.train_rows / (args.batch_size * world.size))
     cpu = cpu_info()
@@ -644,9 +654,7 @@ def cluster_data(spec, args, schema, checkpoint, world):
     identity = checkpoint_identity(spec, args, schema)
     generate = generate_criteo_sample if schema.name == "criteo" else None
     if world.is_chief:
-        probe_writable(checkpoint, "--checkpoint")
-        remove_leftovers(checkpoint)
-        check_checkpoint(checkpoint, identity)
+        claim_checkpoint(checkpoint, identity)
         return resolve(args, schema, generate)
     distributed.wait_for(f"the chief to record {checkpoint}/run_config.json",
                          lambda: os.path.exists(os.path.join(checkpoint, "run_config.json")), CLUSTER_WAIT_SECS)
@@ -673,12 +681,11 @@ def run_cluster(spec, args, cluster, wall_start):
     print(f"{cluster.name}: parameter-server job: {cluster.trainers} trainer(s), {cluster.num_ps} ps task(s) "
           f"(TF_CONFIG)", flush=True)
     if cluster.task_type == "ps":
-        return distributed.serve_ps(cluster, args.protocol,
-                                    args.checkpoint or os.path.join(args.output_dir, spec.name))
+        return distributed.serve_ps(cluster, args.protocol, checkpoint_folder(spec, args))
     world = data_parallel.ClusterWorld(cluster)
     distributed.speed_up_worker_start()
     schema = model_schema(spec, args)
-    checkpoint = args.checkpoint or os.path.join(args.output_dir, spec.name)
+    checkpoint = checkpoint_folder(spec, args)
     data = cluster_data(spec, args, schema, checkpoint, world)
     steps = args.steps or math.ceil(data.train_rows / args.batch_size)
     cpu = cpu_info()
