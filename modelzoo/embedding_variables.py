@@ -344,8 +344,13 @@ class DynamicTable:
         return rows
 
     # -- after the optimizers are built ------------------------------------------------------------
-    def finish(self, optimizers, global_step):
-        """Find the slot tables the optimizers made; return the ops to run with every training step."""
+    def finish(self, optimizers, global_step, after=None):
+        """Find the slot tables the optimizers made; return the ops to run with every training step.
+
+        `after` (the op that applies the step's updates and increments the global step): the status stamps
+        are then read after it, as the global step less one (with one trainer, the step the lookup read);
+        in a parameter-server job an update that lands after an incremental save read the rows is thus
+        stamped with at least that save's step (modelzoo/incremental_ckpt.py)."""
         for table in self.tables:
             slots = []
             for wrapper, _ in self.trained:
@@ -359,8 +364,12 @@ class DynamicTable:
             self.slot_tables.append(slots)
         ops = list(self.updates)
         if self.status is not None:
+            stamp = self.step
+            if after is not None:
+                with tf.control_dependencies([after]):
+                    stamp = tf.identity(global_step.read_value()) - 1
             for wrapper, keys in self.trained:
-                step = tf.fill([tf.size(keys), 1], tf.cast(self.step, tf.int64))
+                step = tf.fill([tf.size(keys), 1], tf.cast(stamp, tf.int64))
                 ops.append(self.status.upsert(keys, step))
         return ops
 
@@ -491,11 +500,11 @@ class DynamicEmbeddingTables(ColumnTables):
         return tf.reshape(flat, [-1, len(members), dim])
 
     # -- training-step and reporting hooks for the runner -----------------------------------------
-    def finish(self, optimizers, global_step):
+    def finish(self, optimizers, global_step, after=None):
         """After the optimizers: the ops to group with the train op, and the eviction op for the hooks."""
         ops = []
         for table in self.all_tables:
-            ops += table.finish(optimizers, global_step)
+            ops += table.finish(optimizers, global_step, after)
             tf1.add_to_collection(TABLES_COLLECTION, table)
         if self.options.elimination or self.options.dynamic:
             evicted = tf.add_n([t.evict(global_step) for t in self.all_tables])

@@ -11,7 +11,10 @@ CHECKPOINT/incremental/delta-<step>.npz, which holds only what changed since the
 
 A row changed since the last save is one whose status (DynamicTable.status: key -> global step of its last
 update, kept when --incremental_ckpt is on) is at least the step of that save; rows are created and updated
-only by training steps, which stamp the status. Removals are found against the keys each table held at the
+only by training steps, which stamp the status. The stamp is read after the step's updates are applied (one
+less than the global step then: the step the rows were trained at, with one trainer), so in a
+parameter-server job an update of another trainer that lands after a save read the rows is stamped with at
+least that save's step and goes into the next delta. Removals are found against the keys each table held at the
 last save (kept in memory, sorted): a table whose size is not what the recorded changes explain has its keys
 exported and compared. The counts table (--ev_filter counter, --adaptive_emb, --dynamic_ev) changes for ids
 that are not trained, so it is compared value by value with its copy from the last save.
@@ -25,8 +28,10 @@ before. A full checkpoint makes the deltas up to its step obsolete: they are del
 Files appear atomically (a temporary file renamed), so a run killed while writing leaves the previous deltas
 intact.
 
-The restore happens when the training session is created, after the Estimator restored the full
-checkpoint: training goes on from the last delta's step. `latest_step(checkpoint)` is that step, for the
+The restore happens when the training session is created, in the training graph's Saver.restore (the
+runner gives the Estimator `training_saver`): the full checkpoint, then its deltas, before any hook runs, so
+training goes on from the last delta's step with the input skipping the rows that step had trained on. In a
+parameter-server job the chief does it, into the PS tasks (a restarted chief, or a restarted PS). `latest_step(checkpoint)` is that step, for the
 runner's "resuming from step" and its step count.
 """
 import json
@@ -79,10 +84,36 @@ def read_delta(path):
     return json.loads(str(arrays.pop("meta"))), arrays
 
 
+def step_of(prefix):
+    """The step in a checkpoint's name (model.ckpt-STEP): the step its saver was called at, which the
+    listener records as the deltas' `full_step` (in a parameter-server job the global step saved inside
+    may be a little higher: the workers step while the chief saves)."""
+    return int(prefix.rsplit("-", 1)[1])
+
+
 def full_step_of(checkpoint):
     """The step of the latest full checkpoint in the folder, None without one."""
     latest = tf.train.latest_checkpoint(checkpoint)
-    return int(tf.train.load_variable(latest, "global_step")) if latest else None
+    return step_of(latest) if latest else None
+
+
+def dense_value(checkpoint, name):
+    """A dense variable's value as a resume restores it: the latest full checkpoint's, patched by the deltas
+    after it (None without a full checkpoint)."""
+    latest = tf.train.latest_checkpoint(checkpoint)
+    if not latest:
+        return None
+    value = np.array(tf.train.load_variable(latest, name), copy=True)
+    for _, path, _ in delta_chain(checkpoint, step_of(latest)):
+        meta, arrays = read_delta(path)
+        for entry in meta["dense"]:
+            if entry["name"] == name:
+                j = entry["id"]
+                if entry["sparse"]:
+                    value.reshape(-1)[arrays[f"d{j}.index"]] = arrays[f"d{j}.values"]
+                else:
+                    value = np.array(arrays[f"d{j}.value"], copy=True)
+    return value
 
 
 def delta_chain(checkpoint, full_step):
@@ -240,30 +271,35 @@ class IncrementalCheckpointHook(tf1.train.SessionRunHook):
             for var in tf1.global_variables():
                 d = _Dense(var)
                 self.dense[d.name] = d
-        self.full_at_begin = tf.train.latest_checkpoint(self.checkpoint_dir)
+        self.restored = None  # the deltas the session's restore applied (Saver.restore); None: initialized
         self.ready = False
         _HOOKS[graph] = self
 
+    def restore_deltas(self, session, full_step):
+        """Called by Saver.restore once the full checkpoint at `full_step` is restored: apply its deltas."""
+        self.ready = False
+        chain = delta_chain(self.checkpoint_dir, full_step)
+        if chain:
+            self._apply(session, chain)
+        self.full_step, self.restored = full_step, (full_step, chain)
+
     def after_create_session(self, session, coord):
+        restored, self.restored = self.restored, None
         step = int(session.run(self.global_step))
-        restored = []
-        if self.full_at_begin is None:  # a new model: deltas of an older run do not apply to it
+        if restored is None:  # the variables were initialized: a new model, which older deltas do not continue
             _remove_deltas(self.checkpoint_dir)
             if self.full_step != step:
                 self.full_step = None  # no full checkpoint at this step was seen: no delta until one is
-        else:
-            self.full_step = step
-            chain = delta_chain(self.checkpoint_dir, step)
-            if chain:
-                self._apply(session, chain)
-                restored = chain
-            in_chain = {s for s, _, _ in chain}
-            _remove_deltas(self.checkpoint_dir, keep=lambda s: s in in_chain)
-        now = int(session.run(self.global_step))
+            restored_from, restored = None, []
+        else:  # (the deltas of other chains are obsolete; a full save at this step may have come first)
+            restored_from, restored = restored
+            in_chain = {s for s, _, _ in restored}
+            _remove_deltas(self.checkpoint_dir, keep=lambda s: s in in_chain and s > self.full_step)
+        now = step
         self._snapshot(session, now)
         self.ready = True
         if restored:
-            print(f"incremental: restored {len(restored)} deltas after full checkpoint {self.full_step}: "
+            print(f"incremental: restored {len(restored)} deltas after full checkpoint {restored_from}: "
                   f"now at step {now}", flush=True)
             if self.last_step is not None and now >= self.last_step and coord is not None:
                 print(f"incremental: step {now:,} >= --steps {self.last_step:,}: nothing to train; the end of "
@@ -460,6 +496,24 @@ class IncrementalCheckpointHook(tf1.train.SessionRunHook):
         if touched:
             session.run([self.dense[n].assign for n in sorted(touched)],
                         {self.dense[n].placeholder: dense[n] for n in touched})
+
+
+class Saver(tf1.train.Saver):
+    """The training graph's saver under --incremental_ckpt: a restore is the full checkpoint, then the deltas
+    after it. They are applied here, while the session is created, so that whatever reads the restored state
+    when the session starts (the input's count of rows to skip, in a parameter-server job) reads the last
+    delta's, and on every session the chief creates (a restarted PS gets the full checkpoint and its deltas)."""
+
+    def restore(self, sess, save_path):
+        super().restore(sess, save_path)
+        hook = _HOOKS.get(sess.graph)
+        if hook is not None:
+            hook.restore_deltas(sess, step_of(save_path))
+
+
+def training_saver(keep_checkpoint_max):
+    """The Saver the Estimator would make (tf.estimator's _train_with_estimator_spec), restoring the deltas."""
+    return Saver(sharded=True, max_to_keep=keep_checkpoint_max, defer_build=True, save_relative_paths=True)
 
 
 class IncrementalCheckpointListener(tf1.train.CheckpointSaverListener):

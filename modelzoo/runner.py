@@ -258,7 +258,7 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=
             groups = [(prefix, de.DynamicEmbeddingOptimizer(opt)) for prefix, opt in groups]
         train_op = apply_by_group(groups, grads_and_vars, global_step)
         if args.ev:
-            train_op = tf.group(train_op, *tables.finish([opt for _, opt in groups], global_step))
+            train_op = tf.group(train_op, *tables.finish([opt for _, opt in groups], global_step, after=train_op))
         # Always present (0 unless --bad_rows skip), so checkpoints resume across that flag.
         counter = tf1.get_variable("bad_rows_skipped", [], tf.int64, tf1.zeros_initializer(), trainable=False)
         if bad_rows is not None:
@@ -273,14 +273,19 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=
         tf1.add_to_collection(TRAINING_LOSS, loss)  # for FiniteLossHook
         hooks += world.training_hooks()
         if args.ev and world.is_chief:
-            if args.incremental_ckpt:  # first: its restore of the deltas comes before the others read the step
+            if args.incremental_ckpt:  # (the deltas are restored by the scaffold's saver; this hook writes them)
                 from modelzoo.incremental_ckpt import IncrementalCheckpointHook
                 hooks.append(IncrementalCheckpointHook(params["model_dir"], args.incremental_ckpt, steps_range[1]))
             hooks += tables.hooks(ev_report)
         if args.timeline and world.is_chief:
             hooks.append(tf1.train.ProfilerHook(save_steps=args.timeline, output_dir=os.path.join(
                 params["model_dir"], "timeline"), show_memory=True))
-        return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op, training_hooks=hooks)
+        scaffold = None
+        if args.ev and args.incremental_ckpt:  # its restore applies the deltas after the full checkpoint
+            from modelzoo.incremental_ckpt import training_saver
+            scaffold = tf1.train.Scaffold(saver=training_saver(args.keep_checkpoint_max))
+        return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op, training_hooks=hooks,
+                                          scaffold=scaffold)
 
     return model_fn
 
@@ -363,13 +368,17 @@ def global_step_of(checkpoint):
     return int(tf.train.load_variable(latest, "global_step")) if latest else 0
 
 
-def rows_consumed(checkpoint, slot=0):
-    """Rows the checkpoint's run has trained on (its `input_progress` slot; 0 without a checkpoint)."""
+def rows_consumed(checkpoint, slot=0, incremental=False):
+    """Rows the checkpoint's run has trained on (its `input_progress` slot; 0 without a checkpoint), with
+    `incremental` as the deltas after the full checkpoint leave it."""
     import tensorflow as tf
     latest = tf.train.latest_checkpoint(checkpoint)
     if not latest:
         return 0
     try:
+        if incremental:
+            from modelzoo.incremental_ckpt import dense_value
+            return int(dense_value(checkpoint, "input_progress")[slot])
         return int(tf.train.load_variable(latest, "input_progress")[slot])
     except tf.errors.NotFoundError:
         raise CheckpointMismatch(f"--checkpoint {checkpoint} was written by an older version of this model zoo "
@@ -455,6 +464,14 @@ def announce(spec, args, schema, data, steps, checkpoint, world, cpu):
         print(bf16_message(cpu), flush=True)
 
 
+def incremental_listeners(args):
+    """--incremental_ckpt: the listener that tells the chief's delta hook of each full checkpoint."""
+    if not (args.ev and args.incremental_ckpt):
+        return []
+    from modelzoo.incremental_ckpt import IncrementalCheckpointListener
+    return [IncrementalCheckpointListener()]
+
+
 def train(spec, args, schema, data, steps, checkpoint, world):
     """Train to `steps` (resuming the checkpoint); returns the estimator, meter and, with several
     processes, each process's digest of its variables after training (in rank order)."""
@@ -476,15 +493,12 @@ def train(spec, args, schema, data, steps, checkpoint, world):
         else:
             if start_step and world.is_chief:
                 print(f"resuming from step {start_step:,}", flush=True)
-            consumed = rows_consumed(checkpoint)
+            consumed = rows_consumed(checkpoint, incremental=args.ev and bool(args.incremental_ckpt))
             if consumed and world.is_chief:
                 print(f"input: skipping the {consumed:,} rows trained on before", flush=True)
             train_input = input_fn(args, schema, data, data.train, True, shard=(world.size, world.rank),
                                    skip_rows=consumed)
-            listeners = saving_listeners(args)
-            if args.ev and args.incremental_ckpt:
-                from modelzoo.incremental_ckpt import IncrementalCheckpointListener
-                listeners.append(IncrementalCheckpointListener())
+            listeners = saving_listeners(args) + incremental_listeners(args)
             if world.is_chief:
                 listeners.append(FiniteCheckpointGuard())
             # Horovod's processes must stop at the same step: a SIGTERM there ends them at once (the
@@ -693,12 +707,16 @@ def run_cluster(spec, args, cluster, wall_start):
         announce(spec, args, schema, data, steps, checkpoint, world, cpu)
     meter, ev_report = ThroughputMeter(), {}
     start_step = global_step_of(checkpoint)
+    if args.ev and args.incremental_ckpt:  # the chief restores the full checkpoint and the deltas after it
+        from modelzoo.incremental_ckpt import latest_step
+        start_step = latest_step(checkpoint)
     estimator = build_estimator(spec, args, schema, checkpoint, meter, (start_step, steps), world, ev_report)
     stop = StopRequest()  # SIGTERM: the chief saves a final checkpoint; every trainer exits 143
     train_spec = tf.estimator.TrainSpec(input_fn(args, schema, data, data.train, True, world=world), max_steps=steps,
                                         hooks=[*world.workqueue_hooks(args, data, steps, checkpoint),
                                                FiniteLossHook(world.progress_prefix), stop.hook()],
-                                        saving_listeners=[*saving_listeners(args), FiniteCheckpointGuard(),
+                                        saving_listeners=[*saving_listeners(args), *incremental_listeners(args),
+                                                          FiniteCheckpointGuard(),
                                                           *world.workqueue_listeners(args, data, checkpoint)]
                                         if world.is_chief else ())
     evaluate = not args.no_eval and bool(data.eval)

@@ -45,7 +45,7 @@ class Model:
             self.train_op = tf.group(train, *self.table.finish([opt], self.step))
             tf1.add_to_collection(TABLES_COLLECTION, self.table)
             self.evict_op = self.table.evict(self.step) if options.elimination or options.dynamic else None
-            self.saver = tf1.train.Saver(sharded=True)
+            self.saver = inc.Saver(sharded=True)  # (its restore applies the deltas, as in the runner)
             self.hook = inc.IncrementalCheckpointHook(str(checkpoint), **{"every_secs": 0, **hook_kwargs})
             self.listener = inc.IncrementalCheckpointListener()
             self.hook.begin()
@@ -298,6 +298,8 @@ def test_cli_killed_run_resumes_from_its_last_delta(tmp_path, train_file):
     proc = run_train("dlrm", flags[:at] + flags[at + 2:] + ["--steps", last])
     assert f"resuming from step {last:,}" in proc.stdout
     assert f"incremental: restored {len(chain)} deltas after full checkpoint 0: now at step {last}" in proc.stdout
+    # the input goes on after the rows the delta's step had trained on (its input_progress), not the full one's
+    assert f"input: skipping the {last * 64:,} rows trained on before" in proc.stdout
     prefix = tf.train.latest_checkpoint(str(ckpt))
     assert prefix.endswith(f"model.ckpt-{last}") and inc.list_deltas(ckpt) == []
     reader = tf.train.load_checkpoint(prefix)
