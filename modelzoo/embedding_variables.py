@@ -61,6 +61,11 @@ def _de():
     return de
 
 
+def load_kernels():
+    """Register TFRA's ops in this process (a PS task's server runs them for the tables it holds)."""
+    _de()
+
+
 @dataclass
 class EVOptions:
     filter: Optional[str] = None  # None, "counter", "cbf"
@@ -161,8 +166,14 @@ def ps_devices(training=True):
 
 
 def identity(args):
-    """The checkpoint-identity entry for embedding variables (None without --ev)."""
-    return EVOptions.from_args(args).layout() if args.ev else None
+    """The checkpoint-identity entry for embedding variables (None without --ev): the layout, the shards
+    (one per PS task of TF_CONFIG, else 1: the tables' checkpoint names hold the count) and whether a fused
+    table keeps a counting Bloom filter and hash buckets per column (their shapes)."""
+    if not args.ev:
+        return None
+    per_column = args.emb_fusion and (args.ev_filter == "cbf" or args.adaptive_emb)
+    return {**EVOptions.from_args(args).layout(), "shards": len(ps_devices() or [None]),
+            "fused_filters": "one per column" if per_column else None}
 
 
 class CountingBloomFilter:
@@ -170,34 +181,41 @@ class CountingBloomFilter:
 
     Sized like a Bloom filter for `max_elements` ids at false-positive rate `fpr`; each id increments
     `hashes` cells (double hashing of its 64-bit key) and its count is the smallest of them, which can
-    only over-count (a colliding id admitted early), never under-count.
+    only over-count (a colliding id admitted early), never under-count. With `columns` (the columns of an
+    --emb_fusion table) each column has a range of `cells` of its own, so each column's false-positive
+    rate is the configured one at `max_elements` ids of that column, whatever the other columns hold.
     """
 
-    def __init__(self, name, max_elements, fpr):
-        self.cells = max(8, math.ceil(-max_elements * math.log(fpr) / math.log(2) ** 2))
+    def __init__(self, name, max_elements, fpr, columns=1):
+        self.cells = max(8, math.ceil(-max_elements * math.log(fpr) / math.log(2) ** 2))  # per column
         self.hashes = max(1, round(self.cells / max_elements * math.log(2)))
-        self.counts = tf1.get_variable(name, [self.cells], tf.int32, tf1.zeros_initializer(), trainable=False)
+        self.columns = columns
+        self.counts = tf1.get_variable(name, [columns * self.cells], tf.int32, tf1.zeros_initializer(),
+                                       trainable=False)
 
-    def _positions(self, keys):
+    def _positions(self, keys, columns=None):
+        """[N, hashes] cells of each key, in its column's range (`columns`: each key's column, or None)."""
         m = tf.constant(self.cells, tf.int64)
         h1 = tf.math.floormod(keys, m)
         h2 = tf.math.floormod(tf.math.floordiv(keys, m), m - 1) + 1
-        return tf.math.floormod(h1[:, None] + tf.range(self.hashes, dtype=tf.int64)[None, :] * h2[:, None], m)
+        cells = tf.math.floormod(h1[:, None] + tf.range(self.hashes, dtype=tf.int64)[None, :] * h2[:, None], m)
+        return cells if columns is None else cells + tf.cast(columns, tf.int64)[:, None] * m
 
-    def estimate(self, keys):
-        return tf.reduce_min(tf.gather(self.counts, self._positions(keys)), axis=1)
+    def estimate(self, keys, columns=None):
+        return tf.reduce_min(tf.gather(self.counts, self._positions(keys, columns)), axis=1)
 
-    def add(self, keys, amounts):
-        positions = self._positions(keys)
+    def add(self, keys, amounts, columns=None):
+        positions = self._positions(keys, columns)
         increments = tf.tile(amounts[:, None], [1, self.hashes])
         return tf1.scatter_add(self.counts, tf.reshape(positions, [-1]), tf.reshape(increments, [-1]))
 
     def distinct_estimate(self, session):
-        """Distinct ids counted so far, from the share of non-zero cells (Swamidass & Baldi)."""
-        nonzero = int((session.run(self.counts) > 0).sum())
-        if nonzero >= self.cells:
+        """Distinct ids counted so far, from the share of non-zero cells of each column's range (Swamidass &
+        Baldi); None when a range is full."""
+        nonzero = (session.run(self.counts).reshape(self.columns, self.cells) > 0).sum(axis=1)
+        if (nonzero >= self.cells).any():
             return None
-        return round(-self.cells / self.hashes * math.log(1 - nonzero / self.cells))
+        return round(sum(-self.cells / self.hashes * math.log(1 - int(n) / self.cells) for n in nonzero))
 
 
 def initial_rows(bank, keys):
@@ -231,14 +249,16 @@ def _bank_variable_class():
 
 
 class DynamicTable:
-    """One dynamic table: a column, or with --emb_fusion all columns of one width (keys salted per column).
+    """One dynamic table: a column, or with --emb_fusion all `columns` columns of one width (keys salted
+    per column; the counting Bloom filter and the adaptive hash buckets have a part per column).
 
     Rows of width `dim` (with --dynamic_ev, one table per width). Looks up a flat vector of keys.
     """
 
-    def __init__(self, name, dim, options, training, initializer, devices=None):
+    def __init__(self, name, dim, options, training, initializer, devices=None, columns=1):
         de = _de()
         self.name, self.dim, self.options, self.training = name, dim, options, training
+        self.columns = columns
         self.widths = options.widths(dim)
         self.devices = devices
         scope = tf1.get_variable_scope().name
@@ -246,20 +266,22 @@ class DynamicTable:
         bank_class = _bank_variable_class()
         with tf1.variable_scope(name):
             self.bank = tf1.get_variable("init_bank", [BANK_ROWS, dim], tf.float32, initializer, trainable=False)
+            # (sliced over the PS tasks under --dense_layer_partitioner: read whole)
+            bank = self.bank.as_tensor() if hasattr(self.bank, "as_tensor") else self.bank
             self.evicted = tf1.get_variable("evicted", [], tf.int64, tf1.zeros_initializer(), trainable=False)
             self.static = None
             if options.adaptive:
-                self.static = tf1.get_variable("rare_buckets", [options.adaptive_buckets, dim], tf.float32,
-                                               initializer)
+                self.static = tf1.get_variable("rare_buckets", [columns * options.adaptive_buckets, dim],
+                                               tf.float32, initializer)
             self.cbf = None
             if training and options.filter == "cbf":
-                self.cbf = CountingBloomFilter("cbf", options.cbf_max_elements, options.cbf_fpr)
+                self.cbf = CountingBloomFilter("cbf", options.cbf_max_elements, options.cbf_fpr, columns)
         self.tables = []
         for width in self.widths:
             suffix = "" if width == dim else f"_w{width}"
             var = bank_class(name=f"{self.full_name}/rows{suffix}", key_dtype=tf.int64, value_dtype=tf.float32,
                              dim=width, devices=devices, trainable=True)
-            var.bank = self.bank[:, :width]
+            var.bank = bank[:, :width]
             self.tables.append(var)
         self.counter = self.status = None  # training state only: not in evaluation or serving graphs
         if training and options.counting:
@@ -273,12 +295,14 @@ class DynamicTable:
         self.slot_tables = []  # filled by finish(): the optimizer's slot tables of each width table
 
     # -- lookups -----------------------------------------------------------------------------------
-    def lookup(self, keys):
-        """keys [N] int64 -> [N, dim] float32."""
+    def lookup(self, keys, columns=None):
+        """keys [N] int64 -> [N, dim] float32. `columns` [N]: each key's column in a fused table."""
         uniq, index = tf.unique(keys)
+        if columns is not None:  # (a key belongs to one column: its salt)
+            columns = tf.math.unsorted_segment_max(tf.cast(columns, tf.int64), index, tf.size(uniq))
         if not self.training:
-            return tf.gather(self._serve_rows(uniq), index)
-        rows = self._train_rows(uniq, index)
+            return tf.gather(self._serve_rows(uniq, columns), index)
+        rows = self._train_rows(uniq, index, columns)
         if self.status is not None:
             # the step these rows are trained at: read before the optimizer's increment (which waits
             # for the gradients, which wait for these rows)
@@ -287,13 +311,17 @@ class DynamicTable:
                 rows = tf.identity(rows)
         return tf.gather(rows, index)
 
-    def _base_rows(self, uniq):
-        """What an id without a row of its own reads: the zero vector, or its hash bucket (adaptive)."""
+    def _base_rows(self, uniq, columns=None):
+        """What an id without a row of its own reads: the zero vector, or its hash bucket (adaptive; in a
+        fused table, among its column's buckets)."""
         if self.static is not None:
-            return tf.nn.embedding_lookup(self.static, tf.math.floormod(uniq, self.options.adaptive_buckets))
+            bucket = tf.math.floormod(uniq, self.options.adaptive_buckets)
+            if columns is not None:
+                bucket += columns * self.options.adaptive_buckets
+            return tf.nn.embedding_lookup(self.static, bucket)
         return tf.zeros([tf.size(uniq), self.dim])
 
-    def _train_rows(self, uniq, index):
+    def _train_rows(self, uniq, index, columns=None):
         de = _de()
         opts = self.options
         sightings = tf.math.unsorted_segment_sum(tf.ones_like(index), index, tf.size(uniq))
@@ -305,10 +333,11 @@ class DynamicTable:
             admitted = count >= opts.admission_freq
         elif opts.filter == "cbf":
             _, exists = self.tables[-1].lookup(uniq, return_exists=True)
-            estimate = self.cbf.estimate(uniq)
+            estimate = self.cbf.estimate(uniq, columns)
             admitted = tf.logical_or(exists, estimate + sightings >= opts.filter_freq)
             with tf.control_dependencies([estimate]):  # this batch's sightings are added after reading
-                self.updates.append(self.cbf.add(uniq, tf.where(exists, tf.zeros_like(sightings), sightings)))
+                self.updates.append(self.cbf.add(uniq, tf.where(exists, tf.zeros_like(sightings), sightings),
+                                                 columns))
         if len(self.tables) == 1 and admitted is None:
             rows, wrapper = de.embedding_lookup(self.tables[0], uniq, name=f"{self.name}_lookup",
                                                 return_trainable=True)
@@ -316,7 +345,7 @@ class DynamicTable:
             return rows
         if len(self.tables) > 1:
             tier = tf.add_n([tf.cast(count >= f, tf.int32) for f in opts.promotions(self.dim)])
-        rows = self._base_rows(uniq)
+        rows = self._base_rows(uniq, columns)
         if admitted is not None and self.static is not None:
             rows = tf.where(admitted[:, None], tf.zeros_like(rows), rows)
         elif admitted is not None:
@@ -333,9 +362,9 @@ class DynamicTable:
             rows += tf.scatter_nd(where[:, None], found, tf.shape(rows, out_type=tf.int64))
         return rows
 
-    def _serve_rows(self, uniq):
+    def _serve_rows(self, uniq, columns=None):
         """Evaluation and serving: stored rows; ids without one read what training gave them."""
-        rows = self._base_rows(uniq)
+        rows = self._base_rows(uniq, columns)
         for table, width in zip(self.tables, self.widths):  # narrow to wide: the widest row wins
             values, exists = table.lookup(uniq, return_exists=True)
             if width < self.dim:
@@ -443,13 +472,13 @@ class DynamicTable:
         if opts.filter == "counter":
             entry["filtered"] = int(fetched["below_threshold"])
         elif opts.filter == "cbf":
-            payload += self.cbf.cells * 4
+            payload += self.cbf.columns * self.cbf.cells * 4
             distinct = self.cbf.distinct_estimate(session)
             entry["filtered"] = None if distinct is None else max(0, distinct - sum(rows) - entry["evicted"])
             entry["filtered_is_estimate"] = True
         elif opts.adaptive:
             entry["in_hash_buckets"] = int(fetched["below_threshold"])
-            payload += opts.adaptive_buckets * self.dim * 4
+            payload += self.columns * opts.adaptive_buckets * self.dim * 4
         entry["memory_mb"] = round(payload / 2 ** 20, 3)
         return entry
 
@@ -479,9 +508,9 @@ class DynamicEmbeddingTables(ColumnTables):
         return DynamicEmbeddingTables(schema, self.fused, self.options, self.training, initializer,
                                       self.devices, self.root)
 
-    def _table(self, name, dim):
+    def _table(self, name, dim, columns=1):
         if name not in self.tables:
-            table = DynamicTable(name, dim, self.options, self.training, self.initializer, self.devices)
+            table = DynamicTable(name, dim, self.options, self.training, self.initializer, self.devices, columns)
             self.tables[name] = table
             self.root.all_tables.append(table)
         return self.tables[name]
@@ -491,12 +520,14 @@ class DynamicEmbeddingTables(ColumnTables):
 
     def _fused_lookup(self, ids, members, dim):
         """One table for the `members` columns: each column's keys XOR a distinct 64-bit salt, so
-        equal ids of two columns stay apart (a bijection per column)."""
+        equal ids of two columns stay apart (a bijection per column); each key's column picks its part of
+        the filter and of the hash buckets."""
         if members != list(range(ids.shape[1])):
             ids = tf.gather(ids, members, axis=1)
         salts = tf.constant([_salt(self.columns[i].name) for i in members], tf.int64)
         keys = tf.bitwise.bitwise_xor(ids, salts[None, :])
-        flat = self._table(f"fused_dim{dim}", dim).lookup(tf.reshape(keys, [-1]))
+        columns = tf.tile(tf.range(len(members), dtype=tf.int64), [tf.shape(keys)[0]])  # (row-major, as keys)
+        flat = self._table(f"fused_dim{dim}", dim, len(members)).lookup(tf.reshape(keys, [-1]), columns)
         return tf.reshape(flat, [-1, len(members), dim])
 
     # -- training-step and reporting hooks for the runner -----------------------------------------

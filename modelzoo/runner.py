@@ -99,17 +99,64 @@ def session_config(args, cluster=None):
 
 
 def checkpoint_identity(spec, args, schema):
-    """What must match for a checkpoint to be restored into this run's graph."""
+    """What must match for a checkpoint to be restored into this run's graph: every flag that changes the
+    set or the shapes of the variables. (Not the partitioners: a checkpoint restores into other slices.
+    Not --bf16: its master weights are float32.) --evaluate and --predict build no optimizer."""
     from modelzoo.embedding_variables import identity as ev_identity
     ident = {"model": spec.name, "schema": schema.name, "schema_fingerprint": schema.fingerprint(),
              "emb_fusion": bool(args.emb_fusion), "embedding_variables": ev_identity(args),
              "feature_columns": "stock (--tf)" if args.tf else "model zoo"}
+    if not (args.evaluate or args.predict):
+        ident["optimizer"] = args.optimizer  # its slots
     ident.update({name: getattr(args, name) for name in spec.shape_flags})
     return ident
 
 
-# what a checkpoint made before a key was added to its identity had (so it still resumes)
-IDENTITY_BEFORE_KEYS = {"feature_columns": "model zoo"}
+# what a checkpoint made before a key was added to its identity had (so it still resumes, or is refused
+# by name when this run differs)
+def identity_before_keys(theirs):
+    """`theirs` with the entries an older record lacks, as that model zoo made them."""
+    theirs = {"feature_columns": "model zoo", **theirs}
+    ev = theirs.get("embedding_variables")
+    if ev and "fused_filters" not in ev:  # before: one filter and one set of buckets for a fused table
+        shared = theirs.get("emb_fusion") and (ev.get("filter") == "cbf" or ev.get("adaptive_buckets"))
+        theirs["embedding_variables"] = {**ev, "fused_filters": "one for all its columns" if shared else None}
+    return theirs
+
+
+# keys an older record may lack without a known value: not compared (the restore itself checks the
+# variables, and a mismatch is refused in one line: restore_problem)
+IDENTITY_UNRECORDED = ("optimizer", "shards")
+
+# the flags behind each identity key, for the refusal
+IDENTITY_FLAGS = {"emb_fusion": "--emb_fusion", "feature_columns": "--tf", "optimizer": "--optimizer"}
+EV_IDENTITY_FLAGS = {"filter": "--ev_filter", "cbf": "--ev_cbf_max_elements/--ev_cbf_fpr",
+                     "adaptive_buckets": "--adaptive_emb/--adaptive_emb_buckets",
+                     "dynamic_dims": "--dynamic_ev/--dynamic_ev_dims",
+                     "tracks_updates": "--ev_elimination gstep or --incremental_ckpt (the rows' update steps)",
+                     "shards": "the PS tasks the --ev tables are sharded over (TF_CONFIG)",
+                     "fused_filters": "--emb_fusion's counting Bloom filter and hash buckets (per column since "
+                                      "this version)"}
+
+
+def identity_differences(theirs, ours):
+    """'FLAG: checkpoint has OLD, this run NEW' for each identity entry that differs."""
+    diff = []
+    for key, new in ours.items():
+        old = theirs.get(key)
+        if old == new or (key in IDENTITY_UNRECORDED and key not in theirs):
+            continue
+        if key == "embedding_variables" and old is not None and new is not None:
+            for sub in sorted(set(old) | set(new)):
+                if old.get(sub) != new.get(sub) and not (sub in IDENTITY_UNRECORDED and sub not in old):
+                    diff.append(f"{EV_IDENTITY_FLAGS.get(sub, sub)}: checkpoint has {old.get(sub)!r}, this run "
+                                f"{new.get(sub)!r}")
+        elif key == "embedding_variables":
+            diff.append(f"--ev: checkpoint has {'on' if old else 'off'}, this run {'on' if new else 'off'}")
+        else:
+            flag = key if key in ("model", "schema", "schema_fingerprint") else IDENTITY_FLAGS.get(key, f"--{key}")
+            diff.append(f"{flag}: checkpoint has {old!r}, this run {new!r}")
+    return diff
 
 
 def check_checkpoint(path, identity, record_new=True):
@@ -118,9 +165,8 @@ def check_checkpoint(path, identity, record_new=True):
     if os.path.exists(record):
         with open(record, encoding="utf-8") as f:
             theirs = json.load(f)
-        theirs = {**IDENTITY_BEFORE_KEYS, **theirs}
-        diff = [f"{k}: checkpoint has {theirs.get(k)!r}, this run {v!r}" for k, v in identity.items()
-                if theirs.get(k) != v]
+        theirs = identity_before_keys(theirs)
+        diff = identity_differences(theirs, identity)
         if diff:
             raise CheckpointMismatch(f"--checkpoint {path} cannot be resumed by this run ({'; '.join(diff)}); "
                                      "give another --checkpoint or the same flags")
@@ -351,12 +397,35 @@ def tf_error_line(message):
     return lines[0] if lines and not lines[0].startswith("Graph execution error") else lines[-1] if lines else ""
 
 
+def restore_problem(err):
+    """A CheckpointMismatch for a restore that failed because the checkpoint's variables are not this
+    graph's (a variable missing, or of another shape: a checkpoint whose run_config.json predates a key
+    of checkpoint_identity), else None."""
+    import re
+    message = err.message or str(err)
+    missing = re.search(r"Key (\S+) not found in checkpoint", message)
+    if missing:
+        what = f"has no variable {missing.group(1)}, which this run's model has"
+    elif "Restoring from checkpoint failed" in message and "shape" in message:
+        what = f"holds a variable of another shape ({tf_error_line(message.split('Original error:')[-1])})"
+    else:
+        return None
+    return CheckpointMismatch(f"the --checkpoint {what}: it was made with other flags (e.g. another --optimizer; "
+                              "its run_config.json does not record them all); give its flags or another "
+                              "--checkpoint")
+
+
 def run_reading(call, data, schema, slices):
     """Run estimator.train/evaluate; a malformed row becomes a DataError naming file, line and problem."""
     import tensorflow as tf
     try:
         return call()
-    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.NotFoundError) as err:
+        mismatch = restore_problem(err)
+        if mismatch is not None:
+            raise mismatch from None
+        if isinstance(err, tf.errors.NotFoundError):
+            raise
         problem = diagnose(slices, schema, data.delimiter)
         first = tf_error_line(err.message or str(err))
         raise DataError(problem or f"reading {slices[0].path}: {first}") from None
@@ -695,6 +764,9 @@ def run_cluster(spec, args, cluster, wall_start):
     print(f"{cluster.name}: parameter-server job: {cluster.trainers} trainer(s), {cluster.num_ps} ps task(s) "
           f"(TF_CONFIG)", flush=True)
     if cluster.task_type == "ps":
+        if args.ev:  # the tables live on the PS tasks: their server runs TFRA's kernels
+            from modelzoo.embedding_variables import load_kernels
+            load_kernels()
         return distributed.serve_ps(cluster, args.protocol, checkpoint_folder(spec, args))
     world = data_parallel.ClusterWorld(cluster)
     distributed.speed_up_worker_start()

@@ -283,3 +283,80 @@ def test_job_samples_per_sec_comes_from_the_trainers_spans_when_the_chief_ran_no
     chief.span = ((3, 101.0), (5, 101.5))
     assert chief.cluster_samples_per_sec(256, workers) == pytest.approx((120 - 1) * 256 / 4.0)
     assert chief.cluster_samples_per_sec(256) == pytest.approx(2 * 256 / 0.5)
+
+
+def test_ev_incremental_ckpt_killed_chief_resumes_from_its_deltas(tmp_path):
+    """--ev --incremental_ckpt in a PS job (chief + 2 PS, DLRM's fused table sharded over both): the chief
+    writes deltas of the PS-sharded tables; SIGKILLed at its second delta and restarted in place, it restores
+    the full checkpoint and then every delta into the PS tasks, its input skips the rows the last delta's step
+    had trained on, and the job completes. The state it resumed from (its checkpoint right after the restore)
+    is the full checkpoint plus the deltas, merged in numpy, exactly."""
+    import shutil
+    import threading
+    from modelzoo import incremental_ckpt as inc
+    from test_incremental_ckpt import checkpoint_tables, merged_checkpoint
+    checkpoint = checkpoint_dir(tmp_path, "dlrm-fp32", "dlrm")
+    copies = tmp_path / "copies"  # each delta (and the first full checkpoint) as written, before the restart
+    (copies / inc.FOLDER).mkdir(parents=True)
+    done = threading.Event()
+
+    def keep_copies():
+        while not done.wait(0.05):
+            for _, path in inc.list_deltas(checkpoint):
+                target = copies / inc.FOLDER / path.rsplit("/", 1)[1]
+                if not target.exists():
+                    try:
+                        shutil.copy(path, target)
+                        for f in checkpoint.glob("model.ckpt-0.*"):
+                            if not (copies / f.name).exists():
+                                shutil.copy(f, copies / f.name)
+                    except FileNotFoundError:
+                        pass
+    poller = threading.Thread(target=keep_copies, daemon=True)
+    poller.start()
+    try:
+        proc, summary = local_run(DLRM, tmp_path, ["--workers", 0, "--ps", 2, "--evaluators", 0, "--kill",
+                                                   r"chief-0:incremental: step [\d,]+: delta .* since step [1-9]"],
+                                  [*TRAIN, "--batch_size", 64, "--steps", 600, "--no_eval", "--ev",
+                                   "--input_layer_partitioner", 0, "--incremental_ckpt", 1,
+                                   "--dense_layer_partitioner", 0,  # (whole dense variables: merged here by name)
+                                   "--keep_checkpoint_max", 5])
+    finally:
+        done.set()
+        poller.join()
+    assert_clean_success(proc, summary, restarted=("chief-0",))
+    assert summary["replicas"]["chief-0"]["exit_codes"] == [137, 0]
+    chief = log(tmp_path, "chief-0")
+    before, _, after = chief.partition("parameter-server job")[2].partition("parameter-server job")
+    assert len(re.findall(r"incremental: step [\d,]+: delta", before)) >= 2, before[-3000:]
+    chain = inc.delta_chain(str(copies), 0)
+    assert len(chain) >= 2
+    last = chain[-1][0]
+    assert f"incremental: restored {len(chain)} deltas after full checkpoint 0: now at step {last}" in after, \
+        after[-3000:]
+    assert f"chief 0: input resumes after the {last * 64:,} rows" in after
+    # the deltas hold the fused table's rows and slots from both PS shards
+    shards = {s for _, _, meta in chain for t in meta["tables"] for s in t["shards"]}
+    assert any(s.endswith("_mht_1of2") for s in shards) and any(s.endswith("_mht_2of2") for s in shards)
+    assert any("fused_dim16_rows" in s for s in shards)
+    # the restarted chief's first save (at session creation, before any step) is the restored state
+    expected_dense, expected_tables = merged_checkpoint(str(copies / "model.ckpt-0"), [p for _, p, _ in chain])
+    restored = str(checkpoint / f"model.ckpt-{last}")
+    reader = tf_reader(restored)
+    got = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    assert int(got["global_step"]) == last
+    for name, rows in expected_tables.items():
+        table = checkpoint_tables(restored, rows.pop("__shards__"))
+        assert table.keys() == rows.keys(), name
+        for k, v in rows.items():
+            np.testing.assert_array_equal(table[k], v, err_msg=name)
+    for name, value in expected_dense.items():
+        if not name.endswith(("-keys", "-values")):
+            np.testing.assert_array_equal(got[name], value, err_msg=name)
+    result = json.loads((checkpoint / "result.json").read_text())
+    assert result["steps"] == 600 and inc.list_deltas(checkpoint) == []
+
+
+def tf_reader(prefix):
+    import tensorflow as tf
+    return tf.train.load_checkpoint(prefix)

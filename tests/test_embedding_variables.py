@@ -695,3 +695,101 @@ def test_importing_tfra_leaves_optimizers_of_ref_variables_working():
             sess.run(tf1.global_variables_initializer())
             sess.run(train)
             assert sess.run(var)[1] < 2.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# --emb_fusion: one table for every column, a filter and hash buckets per column
+# ---------------------------------------------------------------------------------------------------
+def _fused(options, columns=26):
+    """DLRM's --ev default: one fused table for `columns` columns of width DIM, trained on fed ids [B, C]."""
+    schema = parse_schema({"columns": [{"name": "label", "kind": "label"}] + [
+        {"name": f"C{i + 1}", "kind": "categorical", "hash_buckets": 10, "embedding_dim": DIM}
+        for i in range(columns)]})
+    graph = tf.Graph()
+    with graph.as_default():
+        gs = tf1.train.get_or_create_global_step()
+        ids = tf1.placeholder(tf.int64, [None, columns])
+        tables = DynamicEmbeddingTables(schema, True, options, True, initializer=SEEDED)
+        emb = tables.lookup_stacked(ids)  # [B, C, DIM]
+        opt = de.DynamicEmbeddingOptimizer(tf1.train.GradientDescentOptimizer(0.1))
+        train = tf.group(_train_op(opt, tf.reduce_sum(emb), gs, emb), *tables.finish([opt], gs))
+        table = tables.tables[f"fused_dim{DIM}"]
+        init = tf1.global_variables_initializer()
+    return SimpleNamespace(graph=graph, ids=ids, emb=emb, train=train, table=table, init=init)
+
+
+def test_fused_cbf_keeps_each_columns_false_positive_rate_at_the_bound():
+    """26 columns each bring --ev_cbf_max_elements ids: the filter of the fused table is sized per column, so
+    a column's fresh id is admitted at its first sighting (a false positive, --ev_filter_freq 2) at about
+    --ev_cbf_fpr, whatever the other 25 columns hold. (A single filter for the table, sized for one column's
+    ids, holds 26 times as many: nearly every fresh id would be admitted.)"""
+    n, fpr = 500, 0.01
+    h = _fused(EVOptions(filter="cbf", filter_freq=2, cbf_max_elements=n, cbf_fpr=fpr))
+    cbf = h.table.cbf
+    assert h.table.columns == 26 and cbf.counts.shape.as_list() == [26 * cbf.cells]
+    rng = np.random.default_rng(0)
+    seen, fresh = (rng.integers(0, 1 << 62, (n, 26)) for _ in range(2))
+    with tf1.Session(graph=h.graph) as sess:
+        sess.run(h.init)
+        for start in range(0, n, 100):  # every column's n ids, seen once (a few admitted early: false positives)
+            sess.run(h.train, {h.ids: seen[start:start + 100]})
+        early = sess.run(h.table.tables[0].size())
+        assert early < 26 * n * fpr
+        counts = sess.run(cbf.counts).reshape(26, cbf.cells)
+        assert (counts.sum(axis=1) == n * cbf.hashes).all()  # each column's sightings in its own range
+        out, _ = sess.run([h.emb, h.train], {h.ids: fresh})  # one sighting of n fresh ids per column
+        admitted = np.abs(out).sum(axis=2) > 0  # [n, 26]: read a row of its own at the first sighting
+    rate = admitted.mean()
+    assert rate < 1.5 * fpr, f"false-positive rate {rate:.4f} with 26 columns of {n} ids (bound {fpr})"
+    assert admitted.mean(axis=0).max() < 4 * fpr  # no column is worse off than the others
+
+
+def test_fused_cbf_admission_of_a_column_ignores_the_other_columns_ids():
+    """The same id value in another column is another key; and however many ids the other columns bring,
+    a column's id is admitted at its own --ev_filter_freq-th sighting, not before."""
+    n = 200
+    h = _fused(EVOptions(filter="cbf", filter_freq=3, cbf_max_elements=n, cbf_fpr=0.01), columns=4)
+    rng = np.random.default_rng(1)
+    with tf1.Session(graph=h.graph) as sess:
+        sess.run(h.init)
+        for _ in range(5):  # columns 1..3: n ids each, five times (each admitted), column 0: nothing new
+            batch = rng.integers(0, 1 << 62, (n, 4))
+            batch[:, 0] = 12345
+            for _ in range(3):
+                sess.run(h.train, {h.ids: batch})
+        ours = np.array([[7, 1, 2, 3]], np.int64)  # id 7 in column 0; columns 1..3 see 1, 2, 3
+        firsts = [sess.run([h.emb, h.train], {h.ids: ours})[0][0, 0] for _ in range(3)]
+    assert not firsts[0].any() and not firsts[1].any() and firsts[2].any()
+
+
+def test_fused_adaptive_buckets_are_per_column():
+    """--adaptive_emb in a fused table: each column has its own --adaptive_emb_buckets rows; a rare id of one
+    column never shares a bucket row with another column's ids."""
+    buckets = 8
+    h = _fused(EVOptions(adaptive=True, adaptive_threshold=5, adaptive_buckets=buckets), columns=3)
+    static = h.table.static
+    assert static.shape.as_list() == [3 * buckets, DIM]
+    with tf1.Session(graph=h.graph) as sess:
+        sess.run(h.init)
+        before = sess.run(static)
+        sess.run(h.train, {h.ids: np.array([[11, 0, 0]], np.int64) * np.array([[1, 0, 0]])})  # column 0 only
+        # (columns 1 and 2 saw id 0: their rows moved too, each in its own range)
+        after = sess.run(static)
+    moved = np.flatnonzero(np.abs(after - before).sum(axis=1) > 0)
+    assert len(moved) == 3 and sorted(m // buckets for m in moved) == [0, 1, 2], moved
+
+
+def test_a_table_under_a_partitioning_scope_reads_its_bank_whole():
+    """--dense_layer_partitioner (the PS manifests' 16 KB) slices the initializer bank into parts: the table
+    still starts a new id from its row of the whole bank (it failed with TypeError on the parts before)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        with tf1.variable_scope("dense", partitioner=tf1.fixed_size_partitioner(2)):
+            table = DynamicTable("c", DIM, EVOptions(), True, SEEDED)
+        keys = np.array([5, 4100, 77], np.int64)
+        out = table.lookup(tf.constant(keys))
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            bank, rows = sess.run([table.bank.as_tensor(), out])
+    assert len(list(table.bank)) == 2  # two slices
+    np.testing.assert_array_equal(rows, initial_rows_numpy(bank, keys))

@@ -342,9 +342,9 @@ def test_evaluate_on_an_ev_checkpoint_keeps_the_tables_report(runs, sample):
 
 
 @pytest.mark.parametrize("run, flags, why", [
-    ("ev", [], "embedding_variables"),  # an --ev checkpoint, a run without --ev
-    ("hash", ["--ev"], "embedding_variables"),  # a hash-bucket checkpoint, an --ev run
-    ("ev", ["--ev", "--ev_filter", "counter"], "embedding_variables"),  # another table layout
+    ("ev", [], "--ev: checkpoint has on, this run off"),  # an --ev checkpoint, a run without --ev
+    ("hash", ["--ev"], "--ev: checkpoint has off, this run on"),  # a hash-bucket checkpoint, an --ev run
+    ("ev", ["--ev", "--ev_filter", "counter"], "--ev_filter: checkpoint has None, this run 'counter'"),  # another layout
 ])
 def test_checkpoint_of_the_other_embedding_kind_is_refused_in_one_line(runs, sample, run, flags, why):
     ckpt = runs[run][0]
