@@ -135,9 +135,10 @@ def describe(args, schema):
     parts = [f"{len(schema.categorical)} columns as dynamic hash tables keyed by the raw id ({tables}; the "
              "schema's hash buckets are not used)"]
     if opts.filter:
-        parts.append(f"admission after {opts.filter_freq} sightings ({opts.filter})")
+        parts.append(f"admission after {opts.filter_freq} sightings ({opts.filter}"
+                     + (f", a filter for {opts.cbf_max_elements:,} ids per column)" if opts.filter == "cbf" else ")"))
     if opts.adaptive:
-        parts.append(f"ids seen < {opts.adaptive_threshold} times in {opts.adaptive_buckets:,} hash buckets")
+        parts.append(f"ids seen < {opts.adaptive_threshold} times in {opts.adaptive_buckets:,} hash buckets per column")
     if opts.dynamic:
         dims = opts.widths(schema.categorical[0].embedding_dim) if schema.categorical else []
         parts.append(f"row widths {dims} (promotion at {opts.promotions(dims[-1]) if dims else ''} sightings)")
