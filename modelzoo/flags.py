@@ -425,6 +425,25 @@ def validate_ev(args):
                             "take 1 count; give one, or as many widths in --dynamic_ev_dims as counts + 1")
 
 
+def validate_with_schema(args, schema, model_name, uses_crosses):
+    """The refusals that need the model's schema (its embedding widths, its crosses)."""
+    if schema.crosses and not uses_crosses:
+        raise FlagError(f"--schema {schema.source}: its crosses ({', '.join(x.name for x in schema.crosses)}) "
+                        f"feed a wide (linear) part, which {model_name} has not; remove 'crosses' from the schema")
+    if args.ev and args.dynamic_ev and args.dynamic_ev_dims:
+        from modelzoo.embedding_variables import EVOptions
+        dims, widths = args.dynamic_ev_dims, sorted({c.embedding_dim for c in schema.categorical})
+        if widths and dims[-1] not in widths:
+            raise FlagError(f"--dynamic_ev_dims {','.join(map(str, dims))}: the last width must be the model's "
+                            f"embedding width ({model_name}: {' or '.join(map(str, widths))}), e.g. "
+                            f"{max(1, widths[0] // 4)},{widths[0]}")
+        opts = EVOptions(dynamic=True, dynamic_dims=dims)
+        for width in widths:
+            if len(opts.widths(width)) != len(dims):
+                raise FlagError(f"--dynamic_ev_dims {','.join(map(str, dims))}: scaled to the {width}-wide tables "
+                                f"the widths merge into {opts.widths(width)}; give widths further apart")
+
+
 def parse(model_name, argv=None, defaults=None, speed_defaults=None, add_model_flags=None):
     """Parse and validate; a refused flag prints `train.py: error: ...` and exits with status 2."""
     defaults = defaults or {}
