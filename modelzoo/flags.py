@@ -379,6 +379,9 @@ def validate_cluster(args, given):
             raise FlagError(f"--{name} is refused: TF_CONFIG names a parameter-server job "
                             f"({cluster.name}); {'Horovod trains without PS' if name == 'hvd' else 'it runs in one process'}"
                             "; unset TF_CONFIG")
+    if "eval_throttle_secs" in given and args.no_eval:
+        raise FlagError("--eval_throttle_secs spaces the evaluator's evaluations, and --no_eval turns them off; "
+                        "drop one of them")
     if args.global_batch_size:
         raise FlagError("--global_batch_size is refused: TF_CONFIG names a parameter-server job, whose trainers "
                         "step asynchronously with --batch_size each (it splits a synchronous Horovod step); "

@@ -226,6 +226,8 @@ def test_eval_throttle_secs_is_refused_outside_a_ps_job_and_accepted_in_one(monk
         parse("--eval_throttle_secs", "5")
     monkeypatch.setenv("TF_CONFIG", PS_JOB)
     assert parse("--eval_throttle_secs", "5").eval_throttle_secs == 5
+    with pytest.raises(FlagError, match="--no_eval turns them off"):
+        parse("--eval_throttle_secs", "5", "--no_eval")
 
 
 def test_global_batch_size_in_a_ps_job_is_refused(monkeypatch):
