@@ -777,6 +777,33 @@ def plan_json(job, replicas, root, summary_path, workdir):
                          for r in replicas}}
 
 
+def make_folders(root, summary_path, replicas):
+    """The folders and fresh logs of a run, before any replica starts; a path that cannot be written
+    (read-only, under a file, no permission) is a ManifestError naming the option it comes from."""
+    def make(path, option, folder=True):
+        try:
+            if folder:
+                os.makedirs(path, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                open(path, "w").close()  # a fresh log per run, appended across restarts
+        except OSError as err:
+            why = "a file is in the way (not a folder)" if isinstance(err, (FileExistsError, NotADirectoryError)) \
+                else err.strerror
+            raise ManifestError(f"{option}: cannot write {path}: {why}") from None
+
+    make(os.path.join(root, "logs"), f"--root {root}")
+    make(os.path.dirname(summary_path), f"--summary {summary_path}")
+    probe = os.path.join(os.path.dirname(summary_path), ".local_run-probe")
+    make(probe, f"--summary {summary_path}", folder=False)
+    os.unlink(probe)
+    for rep in replicas:
+        make(rep.cwd, f"the working folder of {rep.name}")
+        for target, local in rep.mounts.items():
+            make(local, f"the volume {target} ({local})")
+        make(rep.log, f"--root {root}", folder=False)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     cut = argv.index("--") if "--" in argv else len(argv)
@@ -802,12 +829,12 @@ def main(argv=None):
           flush=True)
     print("local_run: paths: " + ", ".join(f"{k} -> {v}" for k, v in plan["paths"].items()), flush=True)
     print(f"local_run: logs in {os.path.join(root, 'logs')}, summary in {summary_path}", flush=True)
-    os.makedirs(os.path.join(root, "logs"), exist_ok=True)
+    try:
+        make_folders(root, summary_path, replicas)
+    except ManifestError as err:
+        print(f"local_run: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     for rep in replicas:
-        os.makedirs(rep.cwd, exist_ok=True)
-        for local in rep.mounts.values():
-            os.makedirs(local, exist_ok=True)
-        open(rep.log, "w").close()  # a fresh log per run, appended across restarts
         rep.kills = kills.get(rep.name, [])
     runner = Runner(job, replicas, opts.grace, opts.timeout)
 

@@ -1,6 +1,7 @@
 """DLRM (Naumov et al., 2019) on Criteo: train, evaluate and export with the shared runner.
 
-Bottom MLP 512-256-64-16 over the 13 log-transformed counts, 26 embeddings of width 16, feature
+Bottom MLP 512-256-64-16 over the 13 log-transformed counts (none for a schema without numeric
+columns: the embeddings then interact alone), 26 embeddings of width 16, feature
 interaction by pairwise dot products of the 27 vectors (lower triangle, with the bottom output
 concatenated; the paper's default) or by concatenation, then the top MLP 512-256-1 to one logit.
 Everything that is not specific to DLRM lives in modelzoo/.
@@ -23,22 +24,27 @@ def add_flags(group):
 
 
 def interact(bottom, embeddings, op):
-    """bottom [B, D], embeddings [B, C, D] -> the top MLP's input."""
+    """bottom [B, D] (None: a schema without numeric columns), embeddings [B, C, D] -> the top MLP's input."""
     import tensorflow as tf
-    vectors = tf.concat([tf.expand_dims(bottom, 1), embeddings], axis=1)  # [B, C+1, D]
+    vectors = embeddings if bottom is None else tf.concat([tf.expand_dims(bottom, 1), embeddings], axis=1)
     if op == "cat":
         return tf.reshape(vectors, [-1, vectors.shape[1] * vectors.shape[2]])
     n = vectors.shape[1]
     dots = tf.matmul(vectors, vectors, transpose_b=True)  # [B, n, n]
     lower = [i * n + j for i in range(n) for j in range(i)]  # strictly lower triangle: each pair once
     pairs = tf.gather(tf.reshape(dots, [-1, n * n]), lower, axis=1)
-    return tf.concat([bottom, pairs], axis=1)
+    return pairs if bottom is None else tf.concat([bottom, pairs], axis=1)
 
 
 def build_logits(inputs, args, training):
     from modelzoo.layers import mlp
-    bottom = mlp(inputs.dense, BOTTOM_MLP, "bottom_mlp", bf16=args.bf16)
+    # without numeric columns (Avazu) there is no dense part: no bottom MLP, the embeddings interact alone
+    bottom = None if inputs.dense is None else mlp(inputs.dense, BOTTOM_MLP, "bottom_mlp", bf16=args.bf16)
     embeddings = inputs.tables.lookup_stacked(inputs.ids)
+    if bottom is None and embeddings.shape[1] < 2 and args.interaction_op == "dot":
+        from modelzoo.schema import SchemaError
+        raise SchemaError(f"{inputs.schema.source}: DLRM's dot interaction needs two vectors, and this schema "
+                          "has one categorical column and no numeric one; give more columns or --interaction_op cat")
     top_in = interact(bottom, embeddings, args.interaction_op)
     hidden = mlp(top_in, TOP_MLP[:-1], "top_mlp", bf16=args.bf16)
     return mlp(hidden, TOP_MLP[-1:], "logit", last_activation=False)  # float32 even with --bf16

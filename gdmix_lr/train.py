@@ -36,7 +36,7 @@ from gdmix_lr.cluster import Exchange, world_from_tf_config  # noqa: E402
 from gdmix_lr.config import check_against, load_config  # noqa: E402
 from modelzoo import movielens  # noqa: E402
 from modelzoo.datafiles import DataError  # noqa: E402
-from modelzoo.flags import non_negative_int, positive_float, positive_int, probability  # noqa: E402
+from modelzoo.flags import non_negative_int, positive_float, positive_int, probability, seed_int  # noqa: E402
 from modelzoo.io_utils import OutputError, atomic_write_json, probe_writable, write_problem  # noqa: E402
 from modelzoo.system import cpu_info, peak_rss_mb  # noqa: E402
 
@@ -53,7 +53,7 @@ def build_parser():
     p.add_argument("--output_dir", default="./result/gdmix_lr", help="outputs: OUTPUT_DIR/<coordinate>/, result.json")
     p.add_argument("--config", default=str(DEFAULT_CONFIG.relative_to(REPO)),
                    help="coordinates (YAML or JSON), see gdmix_lr/config.py")
-    p.add_argument("--seed", type=int, default=2021, help="the 80/20 split (and the generated data)")
+    p.add_argument("--seed", type=seed_int, default=2021, help="the 80/20 split (and the generated data)")
     p.add_argument("--train_fraction", type=probability, default=0.8, help="share of rows in training")
     p.add_argument("--sweeps", type=positive_int, default=1,
                    help="passes over the coordinates; the sweep with the best validation AUC is kept")

@@ -6,6 +6,7 @@ A single file is split by time order: its last 10% of rows are held out for eval
 The tf.data pipeline reads the files; when it stops on a malformed row, `diagnose` rescans the
 files here to name the file, line and problem, since TensorFlow's own message names neither.
 """
+import fcntl
 import glob
 import gzip
 import math
@@ -239,6 +240,27 @@ def _whole(files):
     return [Slice(p, 0, n) for p, n in zip(files, _counted(files))]
 
 
+# what a killed data generation leaves beside its file (modelzoo/synthetic.py's temporary name)
+GENERATION_LEFTOVERS = tuple(f".{name}.*.tmp" for name in KNOWN_TRAIN_NAMES)
+
+
+def remove_generation_leftovers(folder):
+    """Remove the temporary files of a data generation that was killed (as the runner removes an
+    interrupted checkpoint write's), so the folder is not refused as holding unknown files. A file
+    that a generator still writes is kept: the generator holds a lock on it until its rename."""
+    removed = []
+    for path in sorted(p for pattern in GENERATION_LEFTOVERS for p in glob.glob(os.path.join(folder, pattern))):
+        try:
+            with open(path, "rb") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(path)
+            removed.append(os.path.basename(path))
+        except (BlockingIOError, FileNotFoundError):
+            continue  # being written now, or renamed complete meanwhile
+    if removed:
+        print(f"removed what an interrupted data generation left in {folder}: {', '.join(removed)}", flush=True)
+
+
 def resolve(args, schema, generate=None):
     """Decide which rows train and evaluate, from --train_files/--eval_files or --data_location.
 
@@ -261,6 +283,8 @@ def resolve(args, schema, generate=None):
             train, evals = _whole([str(loc / "train.csv")]), _whole([str(loc / "eval.csv")])
             where = f"{loc}/train.csv and {loc}/eval.csv (DeepRec CSV)"
         else:
+            if generate is not None and loc.is_dir():  # (only the process that would generate cleans)
+                remove_generation_leftovers(loc)
             found = [loc / n for n in KNOWN_TRAIN_NAMES if (loc / n).is_file()]
             if not found:
                 others = sorted(p.name for p in loc.iterdir()) if loc.is_dir() else []

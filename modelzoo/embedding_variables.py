@@ -140,8 +140,9 @@ def describe(args, schema):
     if opts.adaptive:
         parts.append(f"ids seen < {opts.adaptive_threshold} times in {opts.adaptive_buckets:,} hash buckets per column")
     if opts.dynamic:
-        dims = opts.widths(schema.categorical[0].embedding_dim) if schema.categorical else []
-        parts.append(f"row widths {dims} (promotion at {opts.promotions(dims[-1]) if dims else ''} sightings)")
+        for width in sorted({c.embedding_dim for c in schema.categorical}):  # (each table width its own)
+            parts.append(f"{width}-wide tables: row widths {opts.widths(width)} (promotion at "
+                         f"{opts.promotions(width)} sightings)")
     if opts.elimination:
         parts.append(f"eviction of rows {describe_eviction(opts)} every {opts.evict_steps:,} steps and at "
                      "checkpoints")

@@ -29,13 +29,69 @@ NEEDS_PS = {
     "workqueue": "it deals the input files out to the workers of a parameter-server job through a queue on a PS",
     "input_layer_partitioner": "it slices embedding tables across the PS tasks of a parameter-server job",
     "dense_layer_partitioner": "it slices dense-layer variables across the PS tasks of a parameter-server job",
+    "eval_throttle_secs": "it spaces the evaluations of a parameter-server job's evaluator task",
 }
 PS_JOB_HINT = ("run under a TF_CONFIG that names ps tasks (a TFJob from */distribute_k8s/, or "
                "python -m distribute_k8s.local_run MANIFEST)")
+# Flags that refine another: given without it they would do nothing, so they are refused.
+# name -> (whether the run uses it, what it needs)
+REFINES = {
+    "ev_filter_freq": (lambda a: a.ev_filter, "--ev --ev_filter counter or cbf"),
+    "ev_cbf_max_elements": (lambda a: a.ev_filter == "cbf", "--ev --ev_filter cbf"),
+    "ev_cbf_fpr": (lambda a: a.ev_filter == "cbf", "--ev --ev_filter cbf"),
+    "ev_steps_to_live": (lambda a: a.ev_elimination == "gstep", "--ev --ev_elimination gstep"),
+    "ev_l2_threshold": (lambda a: a.ev_elimination == "l2", "--ev --ev_elimination l2"),
+    "ev_evict_steps": (lambda a: a.ev_elimination or a.dynamic_ev,
+                       "--ev with --ev_elimination or --dynamic_ev (the eviction passes)"),
+    "adaptive_emb_threshold": (lambda a: a.adaptive_emb, "--ev --adaptive_emb"),
+    "adaptive_emb_buckets": (lambda a: a.adaptive_emb, "--ev --adaptive_emb"),
+    "dynamic_ev_dims": (lambda a: a.dynamic_ev, "--ev --dynamic_ev"),
+    "dynamic_ev_freqs": (lambda a: a.dynamic_ev, "--ev --dynamic_ev"),
+    "generate_rows": (lambda a: not a.train_files, "--data_location (it is not read with --train_files)"),
+}
+# Flags that only act while training: refused with --evaluate and --predict
+TRAINING_ONLY = ("steps", "save_steps", "keep_checkpoint_max", "micro_batch", "timeline", "log_steps")
 EV_FILTERS = ("counter", "cbf")
 EV_ELIMINATIONS = ("gstep", "l2")
 
 DEEPREC_ONLY_PROTOCOLS = ("grpc++", "star_server", "star", "grpc+verbs", "grpc+mpi", "grpc+seastar")
+
+
+class Default:
+    """A default value, marked as not given on the command line (see `FlagParser`)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __str__(self):  # the help's "(default: ...)"
+        return str(self.value)
+
+
+GIVEN = "_given"  # the parsed namespace's set of the flags given on the command line (`validate` pops it)
+
+
+class FlagParser(argparse.ArgumentParser):
+    """argparse that notes which flags the command line gave (the model's own flags too), so that a
+    flag that refines another (`--ev_filter_freq` of `--ev_filter`) or that acts only in some runs is
+    refused where it would do nothing, even at its default value, instead of being silently ignored."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        for action in self._actions:
+            if action.dest != "help" and action.default is not argparse.SUPPRESS \
+                    and not isinstance(action.default, Default):
+                value = action.default
+                if isinstance(value, str) and action.type is not None:
+                    value = self._get_value(action, value)
+                action.default = Default(value)
+        namespace, extras = super().parse_known_args(args, namespace)
+        given = set()
+        for name, value in list(vars(namespace).items()):
+            if isinstance(value, Default):
+                setattr(namespace, name, value.value)
+            elif name != GIVEN:
+                given.add(name)
+        setattr(namespace, GIVEN, given | getattr(namespace, GIVEN, set()))
+        return namespace, extras
 
 
 class FlagError(SystemExit):
@@ -75,6 +131,17 @@ def non_negative_int(text):
     return value
 
 
+SEED_LIMIT = 2 ** 63  # TensorFlow's seeds are int64
+
+
+def seed_int(text):
+    """A seed: TensorFlow takes any int64, but numpy's generators (the generated data) none below 0."""
+    value = int(text)
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**63-1, got {text}")
+    return value
+
+
 def positive_float(text):
     value = float(text)
     if not value > 0:
@@ -111,7 +178,7 @@ def add_bool(parser, name, help_text, default=False):
 
 def build_parser(model_name, defaults):
     """The shared parser. `defaults` holds the model's own defaults (batch size, optimizer...)."""
-    p = argparse.ArgumentParser(
+    p = FlagParser(
         prog=f"{model_name}/train.py",
         description=f"Train, evaluate and export {model_name} (tf.compat.v1 graph mode, tf.estimator).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -141,7 +208,7 @@ def build_parser(model_name, defaults):
     g.add_argument("--save_steps", type=non_negative_int, default=0,
                    help="save a checkpoint every N steps (0: only at the start and the end)")
     g.add_argument("--keep_checkpoint_max", type=positive_int, default=1)
-    g.add_argument("--seed", type=int, default=2021)
+    g.add_argument("--seed", type=seed_int, default=2021, help="graph-level seed, data shuffling and generated data")
     g.add_argument("--learning_rate", type=positive_float, default=defaults.get("learning_rate", 0.01))
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.get("optimizer", "adamasync"))
     g.add_argument("--micro_batch", type=non_negative_int, default=0,
@@ -236,6 +303,7 @@ def build_parser(model_name, defaults):
 def validate(args, speed_defaults, defaults=None):
     """Refuse what cannot work, then resolve the speed switches (None -> measured default)."""
     defaults = defaults or {}
+    given = vars(args).pop(GIVEN, set())  # (a namespace not made by FlagParser: none checked as given)
     if args.global_batch_size and args.batch_size:
         raise FlagError("--global_batch_size (split over the processes) and --batch_size (per process) "
                         "conflict; give one of them")
@@ -253,8 +321,19 @@ def validate(args, speed_defaults, defaults=None):
         raise FlagError(f"--{'evaluate' if args.evaluate else 'predict'} runs in one process; drop --hvd")
     if args.evaluate and args.no_eval:
         raise FlagError("--evaluate and --no_eval contradict each other")
+    if args.predict and args.no_eval:
+        raise FlagError("--predict does not evaluate (it writes predictions.csv); drop --no_eval")
+    if args.evaluate or args.predict:
+        for name in TRAINING_ONLY:
+            if name in given:
+                raise FlagError(f"--{name} acts on training, and --{'evaluate' if args.evaluate else 'predict'} "
+                                f"does not train; drop --{name}")
     validate_ev(args)
-    validate_cluster(args)
+    for name, (used, needs) in REFINES.items():
+        if name in given and not used(args):
+            raise FlagError(f"--{name} needs {needs}; without it the flag would do nothing: add that or drop "
+                            f"--{name}")
+    validate_cluster(args, given)
     if args.protocol in DEEPREC_ONLY_PROTOCOLS:
         raise FlagError(f"--protocol {args.protocol} is refused: it is a DeepRec-only transport; "
                         "stock TensorFlow has --protocol grpc")
@@ -283,7 +362,7 @@ def validate(args, speed_defaults, defaults=None):
     return args
 
 
-def validate_cluster(args):
+def validate_cluster(args, given):
     """The flags that depend on whether this task belongs to a parameter-server job (TF_CONFIG)."""
     from modelzoo.distributed import ClusterError, from_environment
     try:
@@ -292,7 +371,7 @@ def validate_cluster(args):
         return  # the runner reports what is wrong with TF_CONFIG
     if cluster is None:
         for name, why in NEEDS_PS.items():
-            if getattr(args, name):
+            if name in given and getattr(args, name):
                 raise FlagError(f"--{name} needs a parameter-server job: {why}; {PS_JOB_HINT}")
         return
     for name in ("hvd", "evaluate", "predict"):
@@ -300,6 +379,13 @@ def validate_cluster(args):
             raise FlagError(f"--{name} is refused: TF_CONFIG names a parameter-server job "
                             f"({cluster.name}); {'Horovod trains without PS' if name == 'hvd' else 'it runs in one process'}"
                             "; unset TF_CONFIG")
+    if "eval_throttle_secs" in given and args.no_eval:
+        raise FlagError("--eval_throttle_secs spaces the evaluator's evaluations, and --no_eval turns them off; "
+                        "drop one of them")
+    if args.global_batch_size:
+        raise FlagError("--global_batch_size is refused: TF_CONFIG names a parameter-server job, whose trainers "
+                        "step asynchronously with --batch_size each (it splits a synchronous Horovod step); "
+                        "give --batch_size")
     if args.ev and args.input_layer_partitioner:
         raise FlagError("--input_layer_partitioner with --ev is refused: embedding variables are always sharded "
                         "over every PS task by key; drop --input_layer_partitioner")
@@ -328,9 +414,7 @@ def validate_ev(args):
     if args.dynamic_ev and (args.adaptive_emb or args.ev_filter):
         raise FlagError("--dynamic_ev gives every id a row (narrow while rare); it does not combine with "
                         f"{'--adaptive_emb' if args.adaptive_emb else '--ev_filter'}")
-    if args.dynamic_ev_dims is not None or args.dynamic_ev_freqs is not None:
-        if not args.dynamic_ev:
-            raise FlagError("--dynamic_ev_dims/--dynamic_ev_freqs need --dynamic_ev")
+    if args.dynamic_ev and (args.dynamic_ev_dims is not None or args.dynamic_ev_freqs is not None):
         dims, freqs = args.dynamic_ev_dims, args.dynamic_ev_freqs
         if dims is not None and (len(dims) < 2 or sorted(set(dims)) != dims or dims[0] < 1):
             raise FlagError(f"--dynamic_ev_dims {dims}: give two or more increasing widths, e.g. 4,16")
@@ -339,6 +423,28 @@ def validate_ev(args):
         if dims is not None and freqs is not None and len(freqs) != len(dims) - 1:
             raise FlagError(f"--dynamic_ev_freqs needs {len(dims) - 1} count(s), one per step between the "
                             f"widths {dims}")
+        if dims is None and freqs is not None and len(freqs) != 1:
+            raise FlagError(f"--dynamic_ev_freqs {','.join(map(str, freqs))}: the default widths (width/4,width) "
+                            "take 1 count; give one, or as many widths in --dynamic_ev_dims as counts + 1")
+
+
+def validate_with_schema(args, schema, model_name, uses_crosses):
+    """The refusals that need the model's schema (its embedding widths, its crosses)."""
+    if schema.crosses and not uses_crosses:
+        raise FlagError(f"--schema {schema.source}: its crosses ({', '.join(x.name for x in schema.crosses)}) "
+                        f"feed a wide (linear) part, which {model_name} has not; remove 'crosses' from the schema")
+    if args.ev and args.dynamic_ev and args.dynamic_ev_dims:
+        from modelzoo.embedding_variables import EVOptions
+        dims, widths = args.dynamic_ev_dims, sorted({c.embedding_dim for c in schema.categorical})
+        if widths and dims[-1] not in widths:
+            raise FlagError(f"--dynamic_ev_dims {','.join(map(str, dims))}: the last width must be the model's "
+                            f"embedding width ({model_name}: {' or '.join(map(str, widths))}), e.g. "
+                            f"{max(1, widths[0] // 4)},{widths[0]}")
+        opts = EVOptions(dynamic=True, dynamic_dims=dims)
+        for width in widths:
+            if len(opts.widths(width)) != len(dims):
+                raise FlagError(f"--dynamic_ev_dims {','.join(map(str, dims))}: scaled to the {width}-wide tables "
+                                f"the widths merge into {opts.widths(width)}; give widths further apart")
 
 
 def parse(model_name, argv=None, defaults=None, speed_defaults=None, add_model_flags=None):

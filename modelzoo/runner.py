@@ -53,6 +53,7 @@ class ModelSpec:
     defaults: Dict[str, Any] = field(default_factory=dict)
     speed_defaults: Dict[str, bool] = field(default_factory=dict)
     add_flags: Optional[Callable] = None
+    uses_crosses: bool = False  # the model reads the schema's crosses (a wide part); else they are refused
     shape_flags: Tuple[str, ...] = ()  # model flags that change the variables
     # embedding widths the model imposes: one for every categorical column, or a function of the column
     embedding_dim: Optional[Union[int, Callable]] = None
@@ -467,7 +468,9 @@ def describe_switches(args):
 
 def model_schema(spec, args):
     schema = load_schema(args.schema or spec.schema)
-    return schema.with_embedding_dim(spec.embedding_dim) if spec.embedding_dim else schema
+    schema = schema.with_embedding_dim(spec.embedding_dim) if spec.embedding_dim else schema
+    flaglib.validate_with_schema(args, schema, spec.name, spec.uses_crosses)
+    return schema
 
 
 # what a run killed while writing leaves: TensorFlow's checkpoint shards before their merge, the
@@ -880,6 +883,9 @@ def main(spec, argv=None):
     set_environment(args)
     try:
         return run(spec, args)
+    except flaglib.FlagError as err:  # a refusal that needs the schema
+        print(f"{spec.name}/train.py: error: {err}", file=sys.stderr, flush=True)
+        return err.code
     except (DataError, SchemaError, CheckpointMismatch, DataParallelError, ClusterError, OutputError) as err:
         print(f"{spec.name}/train.py: error: {err}", file=sys.stderr, flush=True)
         return 1

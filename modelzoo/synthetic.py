@@ -40,6 +40,7 @@ one with the same seed.
 """
 
 import collections
+import fcntl
 import gzip
 import os
 import tempfile
@@ -627,6 +628,10 @@ def generate_criteo(path, rows, seed=0, fmt=None, chunk_rows=100_000,
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path),
                                suffix='.tmp', dir=directory)
+    # held until the rename: a later run removes such a file only when no
+    # writer holds it (what a killed generation left; datafiles.py)
+    lock = os.dup(fd)
+    fcntl.flock(lock, fcntl.LOCK_EX)
     positives = 0
     pos_hist = np.zeros(_AUC_BINS, dtype=np.int64)
     neg_hist = np.zeros(_AUC_BINS, dtype=np.int64)
@@ -659,6 +664,8 @@ def generate_criteo(path, rows, seed=0, fmt=None, chunk_rows=100_000,
         except OSError:
             pass
         raise
+    finally:
+        os.close(lock)
     seconds = time.perf_counter() - t0
     return {
         'path': path, 'rows': rows, 'positives': positives,

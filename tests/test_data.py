@@ -204,3 +204,53 @@ def test_vocabulary_and_normalizations_transform_as_the_schema_says():
                      "g": tf.constant(["F", "X"])}, schema)
     np.testing.assert_allclose(out[DENSE].numpy(), [[1.0, 0.5], [-1.0, 1.0]])
     assert out[IDS].numpy().tolist() == [[1], [2]]  # unknown values share the extra row
+
+
+def test_a_killed_data_generation_leaves_a_file_that_the_next_run_removes(tmp_path, capsys):
+    """SIGKILL while modelzoo/synthetic.py writes: its temporary file stays in the folder. The next run that
+    would generate removes it (as the runner removes an interrupted checkpoint write's) and generates."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import REPO
+    folder = tmp_path / "data"
+    child = subprocess.Popen([sys.executable, "-c", "import sys; from modelzoo.synthetic import generate_criteo; "
+                              "generate_criteo(sys.argv[1], 5_000_000, seed=1)", str(folder / "train.txt")], cwd=REPO)
+    try:
+        for _ in range(600):
+            leftovers = list(folder.glob(".train.txt.*.tmp"))
+            if leftovers and leftovers[0].stat().st_size > 0:
+                break
+            time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    (leftover,) = folder.glob(".train.txt.*.tmp")
+    assert not (folder / "train.txt").exists()
+    calls = []
+
+    def generate(path, rows, seed):
+        calls.append(path)
+        write(folder / "train.txt", make_rows(rows))
+
+    spec = datafiles.resolve(args_for(data_location=str(folder), generate_rows=50), SCHEMA, generate)
+    assert calls and spec.train_rows == 45 and not leftover.exists()
+    assert f"removed what an interrupted data generation left in {folder}: {leftover.name}" in capsys.readouterr().out
+    assert sorted(os.listdir(folder)) == ["SYNTHETIC", "train.txt"]
+
+
+def test_a_generation_in_progress_keeps_its_file_and_a_run_that_only_reads_removes_nothing(tmp_path):
+    import fcntl
+    live = tmp_path / ".train.txt.abc123.tmp"
+    live.write_bytes(b"1\t")
+    with open(live, "rb") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # as generate_criteo holds it until its rename
+        datafiles.remove_generation_leftovers(str(tmp_path))
+        assert live.exists()
+    with pytest.raises(DataError, match="holds"):  # without a generator (another task waiting): untouched
+        datafiles.resolve(args_for(data_location=str(tmp_path)), SCHEMA)
+    assert live.exists()
+    datafiles.remove_generation_leftovers(str(tmp_path))
+    assert not live.exists()

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, load_train_module, raw_columns, read_result, run_train, score_in_fresh_process
+from conftest import (REPO, load_train_module, raw_columns, read_result, run_train, score_in_fresh_process,
+                      small_schema_file)
 
 RESULT_KEYS = {"model", "flags", "train_rows", "eval_rows", "steps", "batch_size", "samples_per_sec",
                "wall_seconds", "peak_rss_mb", "auc", "logloss", "accuracy", "tf_version", "cpu"}
@@ -198,3 +199,79 @@ def test_stock_feature_columns_hash_like_the_model_zoos_tables():
             got, want = sess.run([stock, expected])
     np.testing.assert_allclose(got[[0, 2]], want[[0, 2]], rtol=1e-6)
     assert not got[1].any()
+
+
+def categorical_only(tmp_path, generated_criteo, rows=3000):
+    """The small Criteo schema and rows without their 13 numeric columns, as Avazu-like data has none."""
+    doc = json.loads(small_schema_file(tmp_path / "small.json").read_text())
+    keep = [k for k, c in enumerate(doc["columns"]) if c["kind"] != "numeric"]
+    doc["columns"] = [doc["columns"][k] for k in keep]
+    doc["name"] = "criteo_categorical"
+    (tmp_path / "cat.json").write_text(json.dumps(doc))
+    lines = Path(generated_criteo).read_text().splitlines()[:rows]
+    (tmp_path / "train.txt").write_text("".join("\t".join(line.split("\t")[k] for k in keep) + "\n"
+                                                for line in lines))
+    return tmp_path / "cat.json", tmp_path / "train.txt"
+
+
+@pytest.mark.parametrize("op", ["dot", "cat"])
+def test_a_schema_without_numeric_columns_trains_without_the_dense_part(tmp_path, generated_criteo, op):
+    """No numeric column (Avazu): no bottom MLP, the 26 embeddings interact alone; it trains, evaluates,
+    exports and serves."""
+    schema, data = categorical_only(tmp_path, generated_criteo)
+    ckpt = tmp_path / "ckpt"
+    proc = run_train("dlrm", ["--train_files", data, "--schema", schema, "--checkpoint", ckpt, "--steps", 20,
+                              "--batch_size", 128, "--interaction_op", op])
+    result = read_result(ckpt)
+    assert result["steps"] == 20 and 0 <= result["auc"] <= 1 and result["eval_rows"] == 300, proc.stdout
+    names = [n for n, _ in tf.train.list_variables(str(ckpt))]
+    assert not any(n.startswith("bottom_mlp") for n in names) and any(n.startswith("top_mlp") for n in names)
+    top_in = dict(tf.train.list_variables(str(ckpt)))["top_mlp/layer0/kernel"][0]
+    assert top_in == (26 * 25 // 2 if op == "dot" else 26 * 16)  # the pairs of 26 embeddings, or them all
+    signature = tf.saved_model.load(result["export_dir"]).signatures["serving_default"]
+    assert sorted(signature.structured_input_signature[1]) == sorted(f"C{i}" for i in range(1, 27))
+
+
+def test_schema_crosses_are_refused_by_dlrm_which_has_no_wide_part(tmp_path, capsys):
+    dlrm = dlrm_spec()
+    from modelzoo.runner import main
+    doc = json.loads((REPO / "modelzoo" / "schemas" / "criteo.json").read_text())
+    doc["crosses"] = [{"name": "C1_x_C2", "columns": ["C1", "C2"], "hash_buckets": 100}]
+    schema = tmp_path / "crossed.json"
+    schema.write_text(json.dumps(doc))
+    assert main(dlrm.SPEC, ["--schema", str(schema), "--checkpoint", str(tmp_path / "ckpt"),
+                            "--data_location", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"dlrm/train.py: error: --schema {schema}: its crosses (C1_x_C2) feed a wide (linear) part, "
+                   "which dlrm has not; remove 'crosses' from the schema\n")
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "none").exists()  # before any work
+
+
+@pytest.mark.parametrize("model,dims,words", [
+    ("dlrm", "4,32", "the last width must be the model's embedding width (dlrm: 16), e.g. 4,16"),
+    ("wide_and_deep", "16,32", "the last width must be the model's embedding width (wide_and_deep: 64 or 128)"),
+    ("wide_and_deep", "1,2,128", "scaled to the 64-wide tables the widths merge into [1, 64]"),
+])
+def test_dynamic_ev_dims_that_the_model_would_rescale_are_refused(model, dims, words):
+    from modelzoo import flags
+    from modelzoo.runner import model_schema
+    spec = load_train_module(model).SPEC
+    args = flags.parse(model, ["--ev", "--dynamic_ev", "--dynamic_ev_dims", dims], spec.defaults,
+                       spec.speed_defaults, spec.add_flags)
+    with pytest.raises(flags.FlagError) as err:
+        model_schema(spec, args)
+    assert err.value.message.startswith(f"--dynamic_ev_dims {dims}: {words}"), err.value.message
+
+
+def test_dynamic_ev_dims_of_the_models_width_are_accepted_and_each_table_width_announced():
+    from modelzoo import flags
+    from modelzoo.embedding_variables import describe
+    from modelzoo.runner import model_schema
+    for model, dims, announced in (("dlrm", "4,16", ["16-wide tables: row widths [4, 16]"]),
+                                   ("wide_and_deep", "16,64", ["64-wide tables: row widths [16, 64]",
+                                                               "128-wide tables: row widths [32, 128]"])):
+        spec = load_train_module(model).SPEC
+        args = flags.parse(model, ["--ev", "--dynamic_ev", "--dynamic_ev_dims", dims], spec.defaults,
+                           spec.speed_defaults, spec.add_flags)
+        line = describe(args, model_schema(spec, args))
+        assert all(words in line for words in announced), line

@@ -71,7 +71,7 @@ def test_switched_off_refused_flags_are_accepted():
     (["--ev", "--micro_batch", "4"], "--ev with --micro_batch is refused"),
     (["--ev", "--adaptive_emb", "--ev_filter", "cbf"], "drop --ev_filter"),
     (["--ev", "--dynamic_ev", "--ev_filter", "counter"], "does not combine with --ev_filter"),
-    (["--ev", "--dynamic_ev_dims", "4,16"], "need --dynamic_ev"),
+    (["--ev", "--dynamic_ev_dims", "4,16"], "--dynamic_ev_dims needs --ev --dynamic_ev"),
     (["--ev", "--dynamic_ev", "--dynamic_ev_dims", "16,4"], "increasing widths"),
     (["--ev", "--dynamic_ev", "--dynamic_ev_dims", "4,8,16", "--dynamic_ev_freqs", "5"], "needs 2 count(s)"),
 ])
@@ -149,3 +149,106 @@ def test_tf_baseline_refuses_the_model_zoos_own_features(feature):
     """--tf is stock TensorFlow's feature columns: no embedding variables, no micro-batches."""
     with pytest.raises(FlagError, match=f"conflicts with {feature[0]}"):
         parse("--tf", *feature)
+
+
+@pytest.mark.parametrize("argv,needs", [
+    (["--ev_filter_freq", "5"], "--ev --ev_filter counter or cbf"),
+    (["--ev", "--ev_filter_freq", "5"], "--ev --ev_filter counter or cbf"),
+    (["--ev_evict_steps", "10"], "--ev with --ev_elimination or --dynamic_ev"),
+    (["--ev", "--ev_evict_steps", "10"], "--ev with --ev_elimination or --dynamic_ev"),
+    (["--adaptive_emb_threshold", "2"], "--ev --adaptive_emb"),
+    (["--ev", "--adaptive_emb_buckets", "100"], "--ev --adaptive_emb"),
+    (["--ev", "--ev_elimination", "l2", "--ev_steps_to_live", "10"], "--ev --ev_elimination gstep"),
+    (["--ev", "--ev_elimination", "gstep", "--ev_l2_threshold", "0.1"], "--ev --ev_elimination l2"),
+    (["--ev", "--ev_filter", "counter", "--ev_cbf_fpr", "0.001"], "--ev --ev_filter cbf"),
+    (["--ev", "--ev_filter", "counter", "--ev_cbf_max_elements", "10"], "--ev --ev_filter cbf"),
+    (["--dynamic_ev_freqs", "5"], "--ev --dynamic_ev"),
+    (["--dynamic_ev_dims", "4,16"], "--ev --dynamic_ev"),
+    (["--train_files", "x.txt", "--generate_rows", "10"], "--data_location"),
+])
+def test_a_sub_flag_without_the_flag_it_refines_is_refused(argv, needs, capsys):
+    """Given explicitly (even at its default value) where it would do nothing: one line naming it."""
+    name = next(a for a in argv if a.startswith("--") and a not in ("--ev", "--ev_filter", "--ev_elimination",
+                                                                   "--train_files"))
+    with pytest.raises(FlagError) as err:
+        parse(*argv)
+    assert err.value.code == 2
+    assert err.value.message.startswith(f"{name} needs {needs}"), err.value.message
+    assert f"drop {name}" in err.value.message
+    assert err.value.message in capsys.readouterr().err
+
+
+def test_a_sub_flag_at_its_default_value_is_refused_too_and_the_defaults_still_apply():
+    with pytest.raises(FlagError, match="--ev_filter_freq needs"):
+        parse("--ev_filter_freq", "3")
+    args = parse()
+    assert (args.ev_filter_freq, args.ev_cbf_fpr, args.ev_steps_to_live, args.eval_throttle_secs, args.steps,
+            args.seed, args.dynamic_ev_dims) == (3, 0.01, 4000, 60, 0, 2021, None)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--ev", "--ev_filter", "cbf", "--ev_filter_freq", "2", "--ev_cbf_fpr", "0.001", "--ev_cbf_max_elements", "50"],
+    ["--ev", "--ev_filter", "counter", "--ev_filter_freq", "2"],
+    ["--ev", "--ev_elimination", "gstep", "--ev_steps_to_live", "10", "--ev_evict_steps", "5"],
+    ["--ev", "--ev_elimination", "l2", "--ev_l2_threshold", "0.1"],
+    ["--ev", "--dynamic_ev", "--ev_evict_steps", "5", "--dynamic_ev_freqs", "7"],
+    ["--ev", "--adaptive_emb", "--adaptive_emb_threshold", "2", "--adaptive_emb_buckets", "100"]])
+def test_a_sub_flag_with_the_flag_it_refines_is_accepted(argv):
+    args = parse(*argv)
+    for flag, value in zip(argv, argv[1:]):
+        if flag.startswith("--") and not value.startswith("--") and flag not in ("--ev_filter", "--ev_elimination"):
+            assert str(getattr(args, flag[2:])).replace("[", "").replace("]", "") == value
+
+
+def test_dynamic_ev_freqs_with_more_counts_than_the_default_widths_take_is_refused():
+    with pytest.raises(FlagError, match="the default widths .* take 1 count"):
+        parse("--ev", "--dynamic_ev", "--dynamic_ev_freqs", "5,20")
+
+
+@pytest.mark.parametrize("only", ["--predict", "--evaluate"])
+@pytest.mark.parametrize("flag", [["--steps", "10"], ["--save_steps", "5"], ["--micro_batch", "2"],
+                                  ["--timeline", "5"], ["--log_steps", "5"], ["--keep_checkpoint_max", "3"]])
+def test_training_flags_with_evaluate_or_predict_are_refused(only, flag):
+    with pytest.raises(FlagError) as err:
+        parse(only, *flag)
+    assert err.value.message == f"{flag[0]} acts on training, and {only} does not train; drop {flag[0]}"
+
+
+def test_no_eval_with_predict_is_refused():
+    with pytest.raises(FlagError, match="--predict does not evaluate .*drop --no_eval"):
+        parse("--predict", "--no_eval")
+    assert parse("--predict", "--batch_size", "64").predict  # what scoring uses is accepted
+
+
+def test_eval_throttle_secs_is_refused_outside_a_ps_job_and_accepted_in_one(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(FlagError, match="--eval_throttle_secs needs a parameter-server job: it spaces"):
+        parse("--eval_throttle_secs", "5")
+    monkeypatch.setenv("TF_CONFIG", PS_JOB)
+    assert parse("--eval_throttle_secs", "5").eval_throttle_secs == 5
+    with pytest.raises(FlagError, match="--no_eval turns them off"):
+        parse("--eval_throttle_secs", "5", "--no_eval")
+
+
+def test_global_batch_size_in_a_ps_job_is_refused(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", PS_JOB)
+    with pytest.raises(FlagError, match="--global_batch_size is refused: TF_CONFIG names a parameter-server job"):
+        parse("--global_batch_size", "512")
+    monkeypatch.delenv("TF_CONFIG")
+    assert parse("--global_batch_size", "512").batch_size == 512  # one process: its batch
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2 ** 63)])
+def test_a_seed_out_of_range_is_refused(seed, capsys):
+    with pytest.raises(SystemExit) as err:
+        parse("--seed", seed)
+    assert err.value.code == 2
+    assert f"--seed: expected an integer from 0 to 2**63-1, got {seed}" in capsys.readouterr().err
+    assert parse("--seed", "0").seed == 0
+
+
+def test_help_shows_the_real_defaults(capsys):
+    with pytest.raises(SystemExit):
+        parse("--help")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: 4000)" in out and "(default: 60)" in out and "Default" not in out

@@ -388,6 +388,16 @@ def test_flags_are_gdmix_specific():
         parser.parse_args(["--sweeps", "0"])
 
 
+def test_a_negative_seed_is_refused_before_any_work(capsys):
+    """numpy's generators (the split, the generated data) take no negative seed: refused as a flag."""
+    parser = load_train_module("gdmix_lr").build_parser()
+    with pytest.raises(SystemExit) as err:
+        parser.parse_args(["--seed", "-1"])
+    assert err.value.code == 2
+    assert "--seed: expected an integer from 0 to 2**63-1, got -1" in capsys.readouterr().err
+    assert parser.parse_args(["--seed", "0"]).seed == 0
+
+
 def test_a_row_of_weight_two_counts_as_two_rows():
     """Sample weights: a row of weight 2 gives the models of that row written twice (fixed and random effects)."""
     rng = np.random.default_rng(3)

@@ -393,3 +393,22 @@ def test_env_option_overrides_the_manifests_value_and_bad_ones_are_refused(tmp_p
         assert replica["env"]["MEM_USAGE_STRATEGY"] == "close" and replica["env"]["EXTRA"] == "a=b"
     bad = subprocess.run(base + ["--env", "NO_VALUE"], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "--env NO_VALUE: expected NAME=VALUE" in bad.stderr
+
+
+@pytest.mark.parametrize("where", ["root", "summary"])
+def test_an_unwritable_root_or_summary_exits_2_with_one_line_before_any_replica_starts(tmp_path, volume, where):
+    """Running as root, a path under a regular file is unwritable for everyone (ENOTDIR)."""
+    manifest = write_tfjob(tmp_path / "job.yaml", {"Worker": (1, "exit:0", "Never")})
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    root = blocker / "root" if where == "root" else tmp_path / "root"
+    options = ["--summary", str(blocker / "summary.json")] if where == "summary" else []
+    proc = subprocess.run([sys.executable, "-m", "distribute_k8s.local_run", str(manifest), "--root", str(root),
+                           "--mount", f"/mnt/modelzoo={volume}", *options], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    flag = "--root" if where == "root" else "--summary"
+    assert proc.stderr.startswith(f"local_run: error: {flag} "), proc.stderr
+    assert "cannot write" in proc.stderr and "a file is in the way (not a folder)" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert "REPORT" not in proc.stdout and not (volume / "out").exists()  # no replica ran

@@ -102,6 +102,7 @@ SPEC = ModelSpec(
     shape_flags=("deep_hidden_units",),
     embedding_dim=embedding_dim,
     optimizers=optimizers,
+    uses_crosses=True,
 )
 
 if __name__ == "__main__":
