@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import CRITEO_SAMPLE, REPO, read_result, run_train, small_schema_file
+from conftest import CRITEO_SAMPLE, REPO, dense_only_auc, read_result, run_train, small_schema_file
 
 HOROVODRUN = Path(sys.executable).parent / "horovodrun"
 
@@ -57,9 +57,13 @@ def test_only_rank_0_reports_and_writes_the_checkpoint(wd_runs):
 
 
 def test_two_processes_reach_the_single_process_auc_and_rank0_checkpoint_restores(wd_runs):
+    """Measured (2026-12-02): 2 processes AUC 0.7569, 1 process 0.7570, against the dense-only baseline's
+    0.7219 (+0.035); with the embeddings multiplied by 0 both reach 0.7282 (+0.006): the margin is 0.02."""
     tmp, _, _ = wd_runs
     two, one = read_result(tmp / "two"), read_result(tmp / "one")
     assert two["auc"] >= 0.70 and abs(two["auc"] - one["auc"]) <= 0.01, (two["auc"], one["auc"])
+    baseline = dense_only_auc(CRITEO_SAMPLE, two["train_rows"], two["eval_rows"])
+    assert two["auc"] >= baseline + 0.02, (two["auc"], baseline)
     proc = run_train("wide_and_deep", ["--train_files", CRITEO_SAMPLE, "--schema", tmp / "small.json",
                                        "--checkpoint", tmp / "two", "--evaluate"])
     assert read_result(tmp / "two")["auc"] == pytest.approx(two["auc"], abs=1e-6)
