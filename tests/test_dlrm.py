@@ -153,6 +153,23 @@ def test_malformed_input_stops_with_file_line_and_problem(tmp_path, generated_cr
     assert "bad rows skipped: 1 in training, 1 in evaluation" in proc.stdout
 
 
+def test_eval_rows_of_one_class_report_auc_undefined_not_a_number(tmp_path, generated_criteo, small_schema):
+    """The AUC of labels of one class is undefined (metrics.exact_auc: NaN): result.json says null (valid
+    JSON, not NaN), the summary "n/a: one class", and a warning says why."""
+    lines = generated_criteo.read_text().splitlines()[:2000]
+    lines[1800:] = ["0" + line[1:] for line in lines[1800:]]  # the held-out rows: every label 0
+    data = tmp_path / "one_class.txt"
+    data.write_text("\n".join(lines) + "\n")
+    proc = run_train("dlrm", ["--train_files", data, "--schema", small_schema, "--checkpoint", tmp_path / "c",
+                              "--batch_size", 256, "--steps", 2])
+    assert '"auc": null' in (tmp_path / "c" / "result.json").read_text()
+    result = read_result(tmp_path / "c")
+    assert result["auc"] is None and result["auc_undefined"] == "one class in the eval labels"
+    assert result["logloss"] is not None
+    assert "eval: AUC n/a: one class | logloss" in proc.stdout
+    assert "warning: AUC undefined: the 200 eval rows hold one class only" in proc.stderr
+
+
 def test_refused_flag_exits_2_before_any_work(tmp_path):
     proc = run_train("dlrm", ["--workqueue", "--checkpoint", tmp_path / "c"], check=False)
     assert proc.returncode == 2 and "--workqueue needs a parameter-server job" in proc.stderr
