@@ -69,6 +69,15 @@ def small_schema_file(path):
     return path
 
 
+def bf16_matmuls(checkpoint):
+    """Names of the bfloat16 MatMul ops in the graph of a checkpoint folder's latest checkpoint."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import meta_graph_pb2
+    meta = meta_graph_pb2.MetaGraphDef()
+    meta.ParseFromString(Path(tf.train.latest_checkpoint(str(checkpoint)) + ".meta").read_bytes())
+    return [n.name for n in meta.graph_def.node if n.op == "MatMul" and n.attr["T"].type == tf.bfloat16]
+
+
 def read_result(checkpoint):
     return json.loads((Path(checkpoint) / "result.json").read_text())
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, dense_only_auc, load_train_module, raw_columns, read_result, run_train, score_in_fresh_process
+from conftest import (REPO, bf16_matmuls, dense_only_auc, load_train_module, raw_columns, read_result, run_train,
+                      score_in_fresh_process)
 
 RESULT_KEYS = {"model", "flags", "train_rows", "eval_rows", "steps", "batch_size", "samples_per_sec",
                "wall_seconds", "peak_rss_mb", "auc", "logloss", "accuracy", "tf_version", "cpu"}
@@ -125,13 +126,9 @@ def test_generated_default_data_and_bf16_keep_float32_weights(tmp_path, small_sc
     latest = tf.train.latest_checkpoint(str(ckpt))
     dtypes = {name: tf.train.load_variable(latest, name).dtype for name, _ in tf.train.list_variables(latest)}
     assert dtypes["bottom_mlp/layer0/kernel"] == np.float32 and dtypes["top_mlp/layer0/kernel"] == np.float32
-    from tensorflow.core.protobuf import meta_graph_pb2
-    meta = meta_graph_pb2.MetaGraphDef()
-    meta.ParseFromString(Path(latest + ".meta").read_bytes())
-    graph = meta.graph_def
-    bf16_matmuls = [n.name for n in graph.node if n.op == "MatMul" and n.attr["T"].type == tf.bfloat16]
-    assert any(n.startswith("bottom_mlp") for n in bf16_matmuls)
-    assert not any(n.startswith("logit") for n in bf16_matmuls)  # the logit stays float32
+    matmuls = bf16_matmuls(ckpt)
+    assert any(n.startswith("bottom_mlp") for n in matmuls)
+    assert not any(n.startswith("logit") for n in matmuls)  # the logit stays float32
 
 
 def test_malformed_input_stops_with_file_line_and_problem(tmp_path, generated_criteo):
