@@ -24,6 +24,26 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(r"^make test$", ci, flags=re.M)
 
 
+def test_make_test_installs_jemalloc_where_it_can_and_pytest_prints_skip_reasons():
+    """CI's `make test` runs the launcher's jemalloc tests: its jemalloc step leaves Debian's libjemalloc2
+    installed (apt-get, as root), or says why it cannot; pytest's -rs names each skipped test and why."""
+    venv = Path(sys.executable).parent.parent
+    if not shutil.which("make") or not (venv / ".installed").exists():
+        pytest.skip(f"needs make and a venv set up by `make setup` ({venv}/.installed)")
+    never_setup = ["-o", f"{venv}/.installed", "-o", f"{venv}/.horovod", f"VENV={venv}"]  # (no pip here)
+    dry = subprocess.run(["make", "-n", "test", *never_setup], cwd=REPO, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    assert re.search(r"python -m pytest -q -rs tests", dry.stdout) and "apt-get install -y" in dry.stdout
+    proc = subprocess.run(["make", "--no-print-directory", "jemalloc", *never_setup], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from distribute_k8s.launch import find_jemalloc
+    if find_jemalloc():
+        assert "libjemalloc2: installed (the jemalloc tests run)" in proc.stdout, proc.stdout
+    else:
+        assert "the jemalloc tests will be skipped" in proc.stdout, proc.stdout
+
+
 def test_dockerfile_passes_hadolint():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
