@@ -3,7 +3,8 @@
 `tf.metrics.auc` approximates the ROC curve with 200 thresholds; on CTR data whose scores sit in a
 narrow band that error reaches the third decimal. `exact_auc` keeps every (score, label) pair of the
 evaluation and computes the Mann-Whitney statistic with tied scores sharing their average rank, the
-same number as scikit-learn's `roc_auc_score`.
+same number as scikit-learn's `roc_auc_score`. With labels of one class the AUC is undefined
+(scikit-learn raises): it is NaN here, and the runner reports it as such (result.json: null).
 """
 import tensorflow as tf
 
@@ -18,7 +19,8 @@ def _growing_local(name, dtype):
 
 
 def auc_from_scores(scores, labels):
-    """Exact ROC AUC of float64 `scores` against 0/1 `labels` (ties get their average rank)."""
+    """Exact ROC AUC of float64 `scores` against 0/1 `labels` (ties get their average rank); NaN when
+    the labels hold one class only (no positive-negative pair to rank)."""
     order = tf.argsort(scores, stable=True)
     sorted_scores = tf.gather(scores, order)
     sorted_labels = tf.gather(labels, order)
@@ -30,7 +32,8 @@ def auc_from_scores(scores, labels):
     positives = tf.reduce_sum(sorted_labels)
     negatives = tf.cast(n, tf.float64) - positives
     u = tf.reduce_sum(ranks * sorted_labels) - positives * (positives + 1.0) / 2.0
-    return tf.math.divide_no_nan(u, positives * negatives)
+    pairs = positives * negatives
+    return tf.where(pairs > 0, tf.math.divide_no_nan(u, pairs), tf.constant(float("nan"), tf.float64))
 
 
 def exact_auc(labels, predictions, name="exact_auc"):

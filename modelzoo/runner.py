@@ -708,6 +708,10 @@ def finish(spec, args, schema, data, checkpoint, estimator, meter, metrics, worl
         "bad_rows_skipped": {"train": skipped_train, "eval": int(metrics.get("bad_rows_skipped", 0))},
         "tf_version": tf.__version__, "cpu": cpu, "checkpoint": checkpoint, "export_dir": export_dir,
     }
+    if result["auc"] is not None and math.isnan(result["auc"]):  # metrics.exact_auc: one class in the labels
+        print(f"warning: AUC undefined: the {data.eval_rows:,} eval rows hold one class only (every label "
+              "the same); result.json has \"auc\": null", file=sys.stderr, flush=True)
+        result["auc"], result["auc_undefined"] = None, "one class in the eval labels"
     if ev_report:
         result["ev_tables"] = ev_report
     result.update(extra or {})
@@ -865,7 +869,8 @@ def print_summary(r):
     print(f"steps {r['steps']:,} (this run {r['steps_this_run']:,}) x batch {r['batch_size']:,} | "
           f"throughput {fmt(r['samples_per_sec'], ',.0f')} samples/s (steady state) | wall {r['wall_seconds']:.1f}s "
           f"| peak RSS {r['peak_rss_mb']:,.0f} MB")
-    print(f"eval: AUC {fmt(r['auc'], '.4f')} | logloss {fmt(r['logloss'], '.4f')} | "
+    auc = "n/a: one class" if r.get("auc_undefined") else fmt(r["auc"], ".4f")
+    print(f"eval: AUC {auc} | logloss {fmt(r['logloss'], '.4f')} | "
           f"accuracy {fmt(r['accuracy'], '.4f')}")
     skipped = r["bad_rows_skipped"]
     if skipped["train"] or skipped["eval"]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import (CRITEO_SAMPLE, REPO, load_train_module, raw_columns, read_result, run_train,
+from conftest import (CRITEO_SAMPLE, REPO, dense_only_auc, load_train_module, raw_columns, read_result, run_train,
                       score_in_fresh_process)
 
 SKIP_NO_DATA = f"real Criteo sample not found at {CRITEO_SAMPLE} (../shared/data beside the checkout)"
@@ -381,10 +381,15 @@ def test_refused_ev_flag_combination_exits_2_naming_the_flags(tmp_path, flags, n
 
 # -- 7. AUC on the real Criteo sample -------------------------------------------------------------------
 
-def test_ev_reaches_auc_070_on_the_real_criteo_sample_in_one_epoch(runs):
+def test_ev_reaches_auc_070_on_the_real_criteo_sample_in_one_epoch_above_the_dense_only_baseline(runs, sample):
+    """Measured (2026-12-02): --ev AUC 0.7316 (hash buckets 0.7305) against the dense-only baseline's 0.7219
+    (+0.010); with the embeddings multiplied by 0 both runs reach 0.7148 (-0.007): the margin is 0.005."""
     ev, hashed = runs["ev"][2], runs["hash"][2]
     assert (ev["steps"], ev["train_rows"], ev["eval_rows"]) == (35, 8999, 1000)
-    print(f"\nDLRM one epoch (35 steps x 256, --seed 1): AUC --ev {ev['auc']:.4f}, hash buckets {hashed['auc']:.4f}")
+    baseline = dense_only_auc(sample, ev["train_rows"], ev["eval_rows"])
+    print(f"\nDLRM one epoch (35 steps x 256, --seed 1): AUC --ev {ev['auc']:.4f}, hash buckets {hashed['auc']:.4f}, "
+          f"dense-only logistic regression {baseline:.4f}")
     assert ev["auc"] >= 0.70, ev["auc"]
-    assert hashed["auc"] is not None and "ev_tables" not in hashed
+    assert ev["auc"] >= baseline + 0.005 and hashed["auc"] >= baseline + 0.005, (ev["auc"], hashed["auc"], baseline)
+    assert "ev_tables" not in hashed
     print("shared runs (seconds): " + ", ".join(f"{name} {job.result()[3]}" for name, job in runs.jobs.items()))

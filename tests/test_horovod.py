@@ -9,19 +9,69 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import CRITEO_SAMPLE, REPO, read_result, run_train, small_schema_file
+from conftest import CRITEO_SAMPLE, REPO, dense_only_auc, read_result, run_train, small_schema_file
 
 HOROVODRUN = Path(sys.executable).parent / "horovodrun"
 
 
-def horovodrun(model, args, processes=2, timeout=900):
-    """`horovodrun --gloo -np N python MODEL/train.py --hvd ARGS` on this machine, one thread each."""
+def horovodrun(model, args, processes=2, timeout=900, script=None):
+    """`horovodrun --gloo -np N python MODEL/train.py --hvd ARGS` on this machine, one thread each
+    (`python -c SCRIPT MODEL/train.py ARGS` when a script is given)."""
     if not HOROVODRUN.exists():
         pytest.skip("Horovod is not installed in this environment: run `make horovod`")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    program = ["-c", script] if script else []
     cmd = [str(HOROVODRUN), "--gloo", "-np", str(processes), "-H", f"localhost:{processes}", sys.executable,
-           str(REPO / model / "train.py"), "--hvd", "--intra", "1", "--inter", "1", *map(str, args)]
+           *program, str(REPO / model / "train.py"), "--hvd", "--intra", "1", "--inter", "1", *map(str, args)]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# One training step of the real model_fn in each Horovod process, on that process's shard of the first
+# global batch: the gradients before and after World.average_gradients and the variables before and after
+# the update, saved as OUT-RANK.npz (sparse gradients made dense; a row's duplicates summed).
+ONE_STEP_SCRIPT = r"""
+import importlib.util, sys
+import numpy as np
+import tensorflow as tf
+from modelzoo import data_parallel, flags
+from modelzoo.datafiles import resolve
+from modelzoo.hooks import ThroughputMeter
+from modelzoo.runner import input_fn, make_model_fn, model_schema
+train_py, argv = sys.argv[1], sys.argv[2:]
+out = argv.pop()
+found = importlib.util.spec_from_file_location("model", train_py)
+model = importlib.util.module_from_spec(found)
+found.loader.exec_module(model)
+spec = model.SPEC
+args = flags.parse(spec.name, argv, spec.defaults, spec.speed_defaults, spec.add_flags)
+world = data_parallel.init(args)
+schema = model_schema(spec, args)
+data = resolve(args, schema)
+seen, average = {}, world.average_gradients
+def recording(grads_and_vars):
+    seen["local"], seen["averaged"] = grads_and_vars, average(grads_and_vars)
+    return seen["averaged"]
+world.average_gradients = recording
+tf1 = tf.compat.v1
+with tf.Graph().as_default():
+    tf1.set_random_seed(args.seed)
+    batch = input_fn(args, schema, data, data.train, True, shard=(world.size, world.rank))()
+    features, labels = tf1.data.make_one_shot_iterator(batch).get_next()
+    step = make_model_fn(spec, args, schema, ThroughputMeter(), (0, 1), world)(
+        features, labels, tf.estimator.ModeKeys.TRAIN, {"model_dir": None})
+    variables = [v for _, v in seen["local"]]
+    local = [tf.convert_to_tensor(g) for g, _ in seen["local"]]
+    averaged = [tf.convert_to_tensor(g) for g, _ in seen["averaged"]]
+    with tf1.train.MonitoredSession(hooks=world.training_hooks()) as sess:  # rank 0's variables broadcast
+        before = sess.run(variables)
+        grads, means, _ = sess.run([local, averaged, step.train_op])  # one batch: the gradients applied
+        after = sess.run(variables)
+arrays = {}
+for i, v in enumerate(variables):
+    arrays.update({f"local/{v.op.name}": grads[i], f"averaged/{v.op.name}": means[i],
+                   f"before/{v.op.name}": before[i], f"after/{v.op.name}": after[i]})
+np.savez(f"{out}-{world.rank}.npz", **arrays)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +107,13 @@ def test_only_rank_0_reports_and_writes_the_checkpoint(wd_runs):
 
 
 def test_two_processes_reach_the_single_process_auc_and_rank0_checkpoint_restores(wd_runs):
+    """Measured (2026-12-02): 2 processes AUC 0.7569, 1 process 0.7570, against the dense-only baseline's
+    0.7219 (+0.035); with the embeddings multiplied by 0 both reach 0.7282 (+0.006): the margin is 0.02."""
     tmp, _, _ = wd_runs
     two, one = read_result(tmp / "two"), read_result(tmp / "one")
     assert two["auc"] >= 0.70 and abs(two["auc"] - one["auc"]) <= 0.01, (two["auc"], one["auc"])
+    baseline = dense_only_auc(CRITEO_SAMPLE, two["train_rows"], two["eval_rows"])
+    assert two["auc"] >= baseline + 0.02, (two["auc"], baseline)
     proc = run_train("wide_and_deep", ["--train_files", CRITEO_SAMPLE, "--schema", tmp / "small.json",
                                        "--checkpoint", tmp / "two", "--evaluate"])
     assert read_result(tmp / "two")["auc"] == pytest.approx(two["auc"], abs=1e-6)
@@ -102,6 +156,30 @@ def test_dlrm_trains_with_hvd_too_and_a_rerun_resumes_rank0s_checkpoint_on_every
     assert result["steps"] == 20 and result["steps_this_run"] == 10 and result["horovod"]["identical_variables"]
     latest = tf.train.latest_checkpoint(str(tmp_path / "c"))
     assert int(tf.train.load_variable(latest, "global_step")) == 20
+
+
+def test_one_step_applies_the_mean_of_the_two_processes_gradients(tmp_path, generated_criteo):
+    """The digests show the ranks stay identical, not that they apply the right update: here each process
+    runs one step of DLRM's real model_fn (plain gradient descent, learning rate 0.5) on its own half of
+    the first global batch, and the gradient it applies (dense and sparse embedding gradients alike) is
+    the numpy mean of the two processes' own gradients, as is the change of every variable."""
+    schema = small_schema_file(tmp_path / "small.json")
+    proc = horovodrun("dlrm", ["--train_files", generated_criteo, "--schema", schema, "--global_batch_size", 64,
+                               "--optimizer", "gradientdescent", "--learning_rate", 0.5, "--seed", 3,
+                               tmp_path / "step"], script=ONE_STEP_SCRIPT, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [dict(np.load(tmp_path / f"step-{rank}.npz")) for rank in (0, 1)]
+    names = sorted(k.split("/", 1)[1] for k in ranks[0] if k.startswith("local/"))
+    assert "bottom_mlp/layer0/kernel" in names and "embedding/C1" in names, names
+    for name in names:
+        local = [r[f"local/{name}"] for r in ranks]
+        assert not np.array_equal(local[0], local[1]), name  # two different halves of the batch
+        np.testing.assert_array_equal(ranks[0][f"before/{name}"], ranks[1][f"before/{name}"])  # broadcast
+        mean = (local[0].astype(np.float64) + local[1]) / 2
+        for r in ranks:
+            np.testing.assert_allclose(r[f"averaged/{name}"], mean, rtol=1e-5, atol=1e-7, err_msg=name)
+            np.testing.assert_allclose(r[f"after/{name}"] - r[f"before/{name}"], -0.5 * mean,
+                                       rtol=1e-4, atol=1e-6, err_msg=name)
 
 
 def test_a_global_batch_that_does_not_split_is_refused_with_a_message(tmp_path, generated_criteo):

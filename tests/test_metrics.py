@@ -1,7 +1,9 @@
-"""Exact AUC, log loss and accuracy agree with scikit-learn on the same predictions."""
+"""Exact AUC (to 1e-9: it is computed in float64), log loss and accuracy agree with scikit-learn on the
+same predictions; labels of one class give NaN, not a number that looks like an AUC."""
 import numpy as np
 import pytest
 import tensorflow as tf
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
 from modelzoo.metrics import eval_metrics
@@ -31,7 +33,7 @@ def test_exact_auc_matches_sklearn_with_and_without_ties(seed, ties):
         scores = np.round(scores, 2)  # many tied scores, as a saturated model produces
     scores = scores.astype(np.float32)
     got = streamed(labels, scores, batches=7)
-    assert abs(got["auc"] - roc_auc_score(labels, scores)) < 1e-4
+    assert abs(got["auc"] - roc_auc_score(labels, scores)) < 1e-9
     assert abs(got["logloss"] - log_loss(labels, scores)) < 1e-4
     assert abs(got["accuracy"] - accuracy_score(labels, scores > 0.5)) < 1e-6
 
@@ -49,11 +51,14 @@ def test_exact_auc_is_closer_than_the_thresholded_tf_auc():
             sess.run(update)
             approx = sess.run(approx)
     exact = streamed(labels, scores, batches=3)["auc"]
-    assert abs(exact - truth) < 1e-4
+    assert abs(exact - truth) < 1e-9
     assert abs(approx - truth) > 10 * abs(exact - truth)
 
 
-def test_single_class_gives_zero_not_nan():
-    labels = np.zeros(100, np.float32)
+@pytest.mark.parametrize("label", [0.0, 1.0])
+def test_labels_of_one_class_give_nan_as_scikit_learn_does(label):
+    labels = np.full(100, label, np.float32)
+    with pytest.warns(UndefinedMetricWarning, match="Only one class"):  # scikit-learn: NaN and a warning
+        assert np.isnan(roc_auc_score(labels, np.linspace(0, 1, 100)))
     got = streamed(labels, np.linspace(0, 1, 100, dtype=np.float32), batches=2)
-    assert got["auc"] == 0.0
+    assert np.isnan(got["auc"])

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from sklearn.metrics import roc_auc_score
 
-from conftest import CRITEO_SAMPLE, REPO, load_train_module, read_result, run_train
+from conftest import CRITEO_SAMPLE, REPO, dense_only_auc, load_train_module, read_result, run_train
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +23,14 @@ def real_run(tmp_path_factory):
     return ckpt, proc
 
 
-def test_real_criteo_sample_reaches_auc_070(real_run):
+def test_real_criteo_sample_reaches_auc_070_above_the_dense_only_baseline(real_run):
+    """Measured (2026-12-02): AUC 0.7555 against the dense-only baseline's 0.7219 (+0.034); with the wide
+    and deep embeddings multiplied by 0 the same run reaches 0.7332 (+0.011), so the margin is 0.02."""
     ckpt, proc = real_run
     result = read_result(ckpt)
     assert result["auc"] >= 0.70, result["auc"]
+    baseline = dense_only_auc(CRITEO_SAMPLE, result["train_rows"], result["eval_rows"])
+    assert result["auc"] >= baseline + 0.02, (result["auc"], baseline)
     assert (result["model"], result["train_rows"], result["eval_rows"], result["steps"]) == \
         ("wide_and_deep", 8999, 1000, 36)
     assert "==== summary ====" in proc.stdout
