@@ -187,7 +187,7 @@ def test_tf_baseline_trains_stock_feature_columns_and_serves_what_it_trained(tmp
     assert "embedding/input_layer/C1_embedding/embedding_weights" in names
     assert "embedding/C1" not in names
     proc = run_train("dlrm", [*common, "--checkpoint", ckpt, "--steps", 14], check=False)
-    assert proc.returncode == 1 and "feature_columns: checkpoint has 'stock (--tf)'" in proc.stderr
+    assert proc.returncode == 1 and "--tf: checkpoint has 'stock (--tf)', this run 'model zoo'" in proc.stderr
     export = sorted((ckpt / "export").glob("*"))[-1]
     from modelzoo.schema import load_schema
     lines = generated_criteo.read_text().splitlines()[-5:]
