@@ -69,7 +69,7 @@ class FrozenRows:
         tf1 = tf.compat.v1
         self.name, self.rows = name, rows
         count = len(rows[0])
-        with tf1.variable_scope(name):
+        with tf1.variable_scope(tf1.VariableScope(tf1.AUTO_REUSE, name=name)):  # (`name` is absolute)
             self.keys = tf1.get_variable(FROZEN_KEYS, [count], tf.int64, tf1.zeros_initializer(), trainable=False)
             self.values = tf1.get_variable(FROZEN_VALUES, [count + 1, width], tf.float32, tf1.zeros_initializer(),
                                            trainable=False)
@@ -177,10 +177,11 @@ def warm_start(source_path, dynamic_tables):
     reader = tf.train.load_checkpoint(prefix)
     shapes = reader.get_variable_to_shape_map()
     assignment = {}
+    trainable = {v.ref() for v in tf1.trainable_variables()}
     for var in tf1.global_variables():
         name = var.op.name
         if "TrainableWrapper" in name or NOT_WARM_STARTED.match(name) or \
-                not (var in tf1.trainable_variables() or name.endswith("/init_bank")):
+                not (var.ref() in trainable or name.endswith("/init_bank")):
             continue
         base = re.sub(r"/part_\d+$", "", name)  # a partitioned variable's slice
         if base not in shapes:
@@ -202,13 +203,37 @@ def warm_start(source_path, dynamic_tables):
             if rows[1].shape[1] != var.dim:
                 raise ExportError(f"--warm_start_from {source_path}: table {var.name} has rows of width "
                                   f"{rows[1].shape[1]} there, {var.dim} in this run")
-            keys = tf1.placeholder(tf.int64, [None])
-            values = tf1.placeholder(tf.float32, [None, var.dim])
-            loads.append((var.upsert(keys, values), keys, values, rows))
+            loads.append(_upsert(var, rows))
+        if table.counter is not None:  # the sightings behind admission and promotion go with the rows
+            loads.append(_upsert(table.counter, _counts(reader, table)))
 
     def init_fn(scaffold, session):
         for op, keys, values, rows in loads:
             session.run(op, {keys: rows[0], values: rows[1]})
-        print(f"warm start: initialized from {prefix} ({len(assignment)} variables, {len(loads)} embedding "
-              f"tables, {sum(len(r[0]) for *_, r in loads):,} rows)", flush=True)
+        tables = sum(len(t.tables) for t in dynamic_tables)
+        print(f"warm start: initialized from {prefix} ({len(assignment)} variables, {tables} embedding "
+              f"tables, {sum(len(r[0]) for op, _, _, r in loads[:tables]):,} rows)", flush=True)
     return init_fn
+
+
+def _upsert(var, rows):
+    tf = _tf()
+    keys = tf.compat.v1.placeholder(tf.int64, [None])
+    values = tf.compat.v1.placeholder(var.value_dtype, [None, var.dim])
+    return var.upsert(keys, values), keys, values, (rows[0], rows[1].astype(var.value_dtype.as_numpy_dtype))
+
+
+def _counts(reader, table):
+    """Each warm-started id's sightings: the source checkpoint's counts, or (an export keeps none) the
+    least count that puts the id in the table holding its row (admitted; promoted to that width)."""
+    found = table_rows(reader, f"{table.full_name}/count")
+    if found is not None:
+        return found
+    opts = table.options
+    needed = opts.promotions(table.dim) if len(table.tables) > 1 else [opts.admission_freq]
+    needed = ([0] + needed) if len(table.tables) > 1 else needed
+    counts = {}
+    for var, least in zip(table.tables, needed):
+        for key in table_rows(reader, var.name)[0].tolist():
+            counts[key] = max(counts.get(key, 0), least)
+    return np.array(list(counts), np.int64), np.array(list(counts.values()), np.int32).reshape(-1, 1)
