@@ -149,3 +149,15 @@ def test_tf_baseline_refuses_the_model_zoos_own_features(feature):
     """--tf is stock TensorFlow's feature columns: no embedding variables, no micro-batches."""
     with pytest.raises(FlagError, match=f"conflicts with {feature[0]}"):
         parse("--tf", *feature)
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--export_only", "--predict"], "--predict and --export_only are separate runs"),
+    (["--export_only", "--hvd"], "--export_only runs in one process"),
+    (["--warm_start_from", "x", "--evaluate"], "--warm_start_from initializes a training run; --evaluate"),
+    (["--warm_start_from", "x", "--export_only"], "--warm_start_from initializes a training run; --export_only"),
+    (["--warm_start_from", ""], "--warm_start_from needs a checkpoint or SavedModel path")])
+def test_export_and_warm_start_flags_refuse_what_cannot_work(argv, words):
+    with pytest.raises(FlagError) as err:
+        parse(*argv)
+    assert words in err.value.message
