@@ -74,7 +74,10 @@ class FrozenRows:
             self.values = tf1.get_variable(FROZEN_VALUES, [count + 1, width], tf.float32, tf1.zeros_initializer(),
                                            trainable=False)
         # (initialized by the SavedModel's main op, after its variables are restored)
-        init = tf.lookup.KeyValueTensorInitializer(self.keys.read_value(), tf.range(count, dtype=tf.int64))
+        # key -1 (never an id's key: those are non-negative) -> the zero row, so that a table without
+        # rows still initializes (a StaticHashTable refuses an empty import)
+        init = tf.lookup.KeyValueTensorInitializer(tf.concat([self.keys.read_value(), [-1]], 0),
+                                                   tf.range(count + 1, dtype=tf.int64))
         self.table = tf.lookup.StaticHashTable(init, default_value=count)
         self.count = count
 

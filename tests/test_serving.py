@@ -259,3 +259,24 @@ def test_warm_start_from_an_incompatible_model_is_refused_in_one_line(runs, tmp_
         assert "it has no variable" in last or " there, " in last, last
     else:
         assert says in last, last
+
+
+@pytest.mark.parametrize("stored", [0, 3])
+def test_frozen_rows_read_the_stored_row_or_the_zero_row_even_when_the_table_is_empty(stored):
+    """A table with no row yet (every id below --ev_filter_freq) must still export and load."""
+    import tensorflow as tf
+    from modelzoo.export import FrozenRows
+    tf1 = tf.compat.v1
+    keys = np.array([5, 1 << 62, 7][:stored], np.int64)
+    values = np.arange(stored * 2, dtype=np.float32).reshape(stored, 2) + 1
+    with tf.Graph().as_default(), tf1.Session() as session:
+        rows = FrozenRows("ev/C1/rows", 2, (keys, values))
+        found, exists = rows.lookup(tf.constant([7, 5, 9, 0], tf.int64), return_exists=True)
+        session.run(tf1.global_variables_initializer())
+        rows.load(session)
+        session.run(tf1.tables_initializer())
+        found, exists = session.run([found, exists])
+    expected = {int(k): v for k, v in zip(keys, values)}
+    for k, key in enumerate([7, 5, 9, 0]):
+        assert exists[k] == (key in expected)
+        np.testing.assert_array_equal(found[k], expected.get(key, np.zeros(2, np.float32)))
