@@ -54,6 +54,7 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--batch_size", type=int, default=512)
     p.add_argument("--extra", default="", help="comma-separated extra train.py flags, e.g. --ev")
+    p.add_argument("--schema", default=None, help="another schema (the tests' small one); default: the model's")
     p.add_argument("--tag", default="", help="suffix of the result file")
     p.add_argument("--out", default=None)
     args = p.parse_args()
@@ -68,7 +69,7 @@ def main():
         extra = [f for f in args.extra.split(",") if f]
         cmd = [sys.executable, str(REPO / "wide_and_deep" / "train.py"), "--train_files", str(data),
                "--checkpoint", str(ckpt), "--steps", str(args.steps), "--batch_size", str(args.batch_size),
-               "--no_eval", *extra]
+               "--no_eval", *(["--schema", args.schema] if args.schema else []), *extra]
         started = time.time()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         if proc.returncode:
@@ -92,7 +93,7 @@ def main():
         if load.returncode:
             sys.exit(f"loading failed:\n{load.stderr[-3000:]}")
         loaded = json.loads(load.stdout.strip().splitlines()[-1])
-        doc = {"model": "wide_and_deep", "schema": "criteo (Kaggle cardinalities)", "flags": extra,
+        doc = {"model": "wide_and_deep", "schema": args.schema or "criteo (Kaggle cardinalities)", "flags": extra,
                "train_steps": args.steps, "batch_size": args.batch_size, "generated_rows": args.rows,
                "train_and_export_wall_s": round(time.time() - started, 1),
                "train_peak_rss_mb": result["peak_rss_mb"],
