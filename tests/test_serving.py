@@ -280,3 +280,11 @@ def test_frozen_rows_read_the_stored_row_or_the_zero_row_even_when_the_table_is_
     for k, key in enumerate([7, 5, 9, 0]):
         assert exists[k] == (key in expected)
         np.testing.assert_array_equal(found[k], expected.get(key, np.zeros(2, np.float32)))
+
+
+def test_export_only_without_a_checkpoint_is_refused_in_one_line(tmp_path):
+    proc = run_train("dlrm", ["--checkpoint", tmp_path / "empty", "--export_only"], check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"dlrm/train.py: error: --export_only needs a trained model in --checkpoint {tmp_path / 'empty'}, which "
+        "holds no checkpoint; train first or give the folder of a trained one")
