@@ -18,8 +18,7 @@ devices, and checkpoint saveables. This module adds what it lacks:
   counted in a variable per table;
 - the per-table report that goes into result.json (`ev_tables`).
 
-A SavedModel holding these tables needs TFRA's kernels where it is loaded: `import
-tensorflow_recommenders_addons.dynamic_embedding` before `tf.saved_model.load`.
+The SavedModel needs no TFRA: modelzoo/export.py freezes the tables into stock ops (`frozen`).
 """
 import math
 import weakref
@@ -257,7 +256,7 @@ class DynamicTable:
     Rows of width `dim` (with --dynamic_ev, one table per width). Looks up a flat vector of keys.
     """
 
-    def __init__(self, name, dim, options, training, initializer, devices=None, columns=1):
+    def __init__(self, name, dim, options, training, initializer, devices=None, columns=1, frozen=None):
         de = _de()
         self.name, self.dim, self.options, self.training = name, dim, options, training
         self.columns = columns
@@ -281,6 +280,9 @@ class DynamicTable:
         self.tables = []
         for width in self.widths:
             suffix = "" if width == dim else f"_w{width}"
+            if frozen is not None:  # a stock serving graph (modelzoo/export.py): no TFRA op
+                self.tables.append(frozen.rows(f"{self.full_name}/rows{suffix}", width))
+                continue
             var = bank_class(name=f"{self.full_name}/rows{suffix}", key_dtype=tf.int64, value_dtype=tf.float32,
                              dim=width, devices=devices, trainable=True)
             var.bank = bank[:, :width]
@@ -491,8 +493,9 @@ class DynamicEmbeddingTables(ColumnTables):
 
     scope = "ev"
 
-    def __init__(self, schema, fused, options, training, initializer=None, devices=None, root=None):
+    def __init__(self, schema, fused, options, training, initializer=None, devices=None, root=None, frozen=None):
         super().__init__(schema, fused)
+        self.frozen = frozen  # export.FrozenSource: the tables' rows frozen into stock ops (serving)
         self.options = options
         self.training = training
         self.initializer = initializer or tf1.random_uniform_initializer(-0.05, 0.05)
@@ -508,11 +511,12 @@ class DynamicEmbeddingTables(ColumnTables):
     def sibling(self, schema, initializer=None):
         """Tables of the same kind for another set of widths (in the caller's variable scope)."""
         return DynamicEmbeddingTables(schema, self.fused, self.options, self.training, initializer,
-                                      self.devices, self.root)
+                                      self.devices, self.root, self.frozen)
 
     def _table(self, name, dim, columns=1):
         if name not in self.tables:
-            table = DynamicTable(name, dim, self.options, self.training, self.initializer, self.devices, columns)
+            table = DynamicTable(name, dim, self.options, self.training, self.initializer, self.devices, columns,
+                                 self.frozen)
             self.tables[name] = table
             self.root.all_tables.append(table)
         return self.tables[name]

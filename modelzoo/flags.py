@@ -222,6 +222,12 @@ def build_parser(model_name, defaults):
     add_bool(g, "evaluate", "evaluate the latest checkpoint on the eval data and exit (no training)")
     add_bool(g, "predict", "write predictions for the eval data to CHECKPOINT/predictions.csv and exit "
              "(no training)")
+    add_bool(g, "export_only", "export the latest checkpoint (a parameter-server job's too) as a SavedModel of "
+             "stock TensorFlow ops on this machine and exit (no training, no data needed)")
+    g.add_argument("--warm_start_from", default=None, metavar="CHECKPOINT_OR_EXPORT",
+                   help="a new run starts from this earlier model (a checkpoint folder or file prefix, or a "
+                        "SavedModel folder): its dense layers and embedding tables (--ev: the rows); "
+                        "ignored when --checkpoint is resumed")
 
     g = p.add_argument_group("synchronous data-parallel training (Horovod)")
     add_bool(g, "hvd", "train synchronously with Horovod (start with horovodrun -np N): each process reads "
@@ -319,6 +325,15 @@ def validate(args, speed_defaults, defaults=None):
         raise FlagError("--evaluate and --predict are two separate runs; give one of them")
     if (args.evaluate or args.predict) and args.hvd:
         raise FlagError(f"--{'evaluate' if args.evaluate else 'predict'} runs in one process; drop --hvd")
+    only = [f"--{n}" for n in ("evaluate", "predict", "export_only") if getattr(args, n)]
+    if args.export_only and len(only) > 1:
+        raise FlagError(f"{' and '.join(only)} are separate runs; give one of them")
+    if args.export_only and args.hvd:
+        raise FlagError("--export_only runs in one process; drop --hvd")
+    if args.warm_start_from is not None and only:
+        raise FlagError(f"--warm_start_from initializes a training run; {only[0]} trains nothing")
+    if args.warm_start_from == "":
+        raise FlagError("--warm_start_from needs a checkpoint or SavedModel path")
     if args.evaluate and args.no_eval:
         raise FlagError("--evaluate and --no_eval contradict each other")
     if args.predict and args.no_eval:
@@ -374,7 +389,7 @@ def validate_cluster(args, given):
             if name in given and getattr(args, name):
                 raise FlagError(f"--{name} needs a parameter-server job: {why}; {PS_JOB_HINT}")
         return
-    for name in ("hvd", "evaluate", "predict"):
+    for name in ("hvd", "evaluate", "predict", "export_only"):
         if getattr(args, name):
             raise FlagError(f"--{name} is refused: TF_CONFIG names a parameter-server job "
                             f"({cluster.name}); {'Horovod trains without PS' if name == 'hvd' else 'it runs in one process'}"

@@ -23,6 +23,7 @@ from modelzoo import flags as flaglib
 from modelzoo.data_parallel import DataParallelError
 from modelzoo.datafiles import DataError, diagnose, resolve
 from modelzoo.distributed import ClusterError, progress_variable
+from modelzoo.export import ExportError
 from modelzoo.io_utils import OutputError, atomic_write_json, atomic_writer, probe_writable, write_problem
 from modelzoo.schema import SchemaError, load_schema, schema_summary
 from modelzoo.system import bf16_message, cpu_info, peak_rss_mb
@@ -262,7 +263,7 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=
         if args.ev:
             from modelzoo.embedding_variables import DynamicEmbeddingTables, EVOptions, ps_devices
             tables = DynamicEmbeddingTables(schema, args.emb_fusion, EVOptions.from_args(args), training,
-                                            devices=ps_devices(training))
+                                            devices=ps_devices(training), frozen=params.get("frozen"))
         else:
             tables = F.FeatureColumnTables(schema) if args.tf else F.EmbeddingTables(schema, fused=args.emb_fusion)
             tables.partitioner = world.input_partitioner(args)
@@ -331,6 +332,10 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=
         if args.ev and args.incremental_ckpt:  # its restore applies the deltas after the full checkpoint
             from modelzoo.incremental_ckpt import training_saver
             scaffold = tf1.train.Scaffold(saver=training_saver(args.keep_checkpoint_max))
+        if args.warm_start_from:  # (its init_fn runs only when no checkpoint of this run is restored)
+            from modelzoo.export import warm_start
+            scaffold = tf1.train.Scaffold(saver=scaffold.saver if scaffold else None, init_fn=warm_start(
+                args.warm_start_from, tables.root.all_tables if args.ev else []))
         return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op, training_hooks=hooks,
                                           scaffold=scaffold)
 
@@ -354,16 +359,15 @@ def build_estimator(spec, args, schema, checkpoint, meter=None, steps_range=(0, 
     return tf.estimator.Estimator(model_fn, config=config, params={"model_dir": checkpoint})
 
 
-def serving_input_fn(schema):
-    """The serving signature takes the raw input columns (strings and integers), one value per row."""
+def export_model(spec, args, schema, checkpoint):
+    """The latest checkpoint as a SavedModel of stock TensorFlow ops (modelzoo/export.py), on this
+    machine: the raw input columns in, `probabilities` out. Returns its folder."""
     import tensorflow as tf
-    from modelzoo.features import raw_dtypes
-
-    def fn():
-        inputs = {name: tf.compat.v1.placeholder(dtype, [None], name=name)
-                  for name, dtype in raw_dtypes(schema).items()}
-        return tf.estimator.export.ServingInputReceiver(inputs, inputs)
-    return fn
+    from modelzoo.export import export_saved_model
+    from modelzoo.hooks import ThroughputMeter
+    model_fn = make_model_fn(spec, args, schema, ThroughputMeter(), (0, 1))  # one process, no partitioners
+    return export_saved_model(model_fn, schema, tf.train.latest_checkpoint(checkpoint),
+                              os.path.join(checkpoint, "export"))
 
 
 def input_fn(args, schema, data, slices, training, shard=(1, 0), with_label=False, skip_rows=0, world=None):
@@ -641,6 +645,19 @@ def write_predictions(estimator, args, schema, data, checkpoint):
     return 0
 
 
+def export_only(spec, args, schema, checkpoint):
+    """--export_only: the latest checkpoint (a parameter-server job's too) exported on this machine."""
+    import tensorflow as tf
+    latest = tf.train.latest_checkpoint(checkpoint)
+    if not latest:
+        raise CheckpointMismatch(f"--export_only needs a trained model in --checkpoint {checkpoint}, which holds "
+                                 "no checkpoint; train first or give the folder of a trained one")
+    check_checkpoint(checkpoint, checkpoint_identity(spec, args, schema), record_new=False)
+    export_dir = export_model(spec, args, schema, checkpoint)
+    print(f"SavedModel: {export_dir} (from {latest})", flush=True)
+    return 0
+
+
 def run(spec, args):
     wall_start = time.time()
     import tensorflow as tf
@@ -652,6 +669,11 @@ def run(spec, args):
     world = data_parallel.init(args)
     schema = model_schema(spec, args)
     checkpoint = checkpoint_folder(spec, args)
+    if args.export_only:
+        return export_only(spec, args, schema, checkpoint)
+    if args.warm_start_from:
+        from modelzoo.export import warm_start_source
+        warm_start_source(args.warm_start_from)  # a missing or unreadable source is refused before any work
     data = prepare(spec, args, schema, checkpoint, world)
     steps = args.steps or math.ceil(data.train_rows / (args.batch_size * world.size))
     cpu = cpu_info()
@@ -689,8 +711,7 @@ def finish(spec, args, schema, data, checkpoint, estimator, meter, metrics, worl
     import tensorflow as tf
     export_dir = None
     if not only:
-        export_dir = estimator.export_saved_model(os.path.join(checkpoint, "export"), serving_input_fn(schema))
-        export_dir = export_dir.decode() if isinstance(export_dir, bytes) else export_dir
+        export_dir = export_model(spec, args, schema, checkpoint)
     skipped_train = int(tf.train.load_variable(estimator.latest_checkpoint(), "bad_rows_skipped"))
 
     def metric(name):
@@ -891,7 +912,8 @@ def main(spec, argv=None):
     except flaglib.FlagError as err:  # a refusal that needs the schema
         print(f"{spec.name}/train.py: error: {err}", file=sys.stderr, flush=True)
         return err.code
-    except (DataError, SchemaError, CheckpointMismatch, DataParallelError, ClusterError, OutputError) as err:
+    except (DataError, SchemaError, CheckpointMismatch, DataParallelError, ClusterError, OutputError,
+            ExportError) as err:
         print(f"{spec.name}/train.py: error: {err}", file=sys.stderr, flush=True)
         return 1
     except TrainingStopped as err:

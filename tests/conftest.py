@@ -92,17 +92,30 @@ def generated_criteo(tmp_path_factory):
     return path
 
 
+# Stock TensorFlow only: neither modelzoo nor TFRA is imported, and every op of each SavedModel (its graph
+# and its function library) must be registered in this plain TensorFlow, as in TF Serving.
 SERVE_SCRIPT = r"""
 import json, sys
 import tensorflow as tf
-from tensorflow_recommenders_addons import dynamic_embedding  # noqa: F401  TFRA's kernels for --ev tables
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.framework import op_def_registry
 rows, exports, out = json.load(open(sys.argv[1])), json.loads(sys.argv[2]), sys.argv[3]
-scores = {}
+scores, unregistered = {}, {}
 for name, export in exports.items():
+    model = saved_model_pb2.SavedModel()
+    model.ParseFromString(open(export + "/saved_model.pb", "rb").read())
+    ops = set()
+    for meta in model.meta_graphs:
+        ops |= {n.op for n in meta.graph_def.node}
+        ops |= {n.op for f in meta.graph_def.library.function for n in f.node_def}
+    unregistered[name] = sorted(op for op in ops if op_def_registry.get(op) is None)
+    if unregistered[name]:
+        continue
     fn = tf.saved_model.load(export).signatures["serving_default"]
     inputs = fn.structured_input_signature[1]
     scores[name] = fn(**{k: tf.constant(v, inputs[k].dtype) for k, v in rows.items()})["probabilities"].numpy().tolist()
-json.dump(scores, open(out, "w"))
+modules = sorted(m for m in sys.modules if m.split(".")[0] in ("modelzoo", "tensorflow_recommenders_addons"))
+json.dump({"scores": scores, "unregistered": unregistered, "modules": modules}, open(out, "w"))
 """
 
 
@@ -119,18 +132,29 @@ def raw_columns(schema, lines):
 
 
 def score_in_fresh_process(exports, raw, tmp_path):
-    """Load each SavedModel ({name: export_dir}) in a fresh Python process (TFRA's kernels loaded, no
-    TF_CONFIG) and score the raw rows; returns {name: numpy array of probabilities}."""
+    """Load each SavedModel ({name: export_dir}) in a fresh Python process of stock TensorFlow (no
+    modelzoo, no TFRA, no TF_CONFIG), check that each one's ops are all stock, and score the raw rows;
+    returns {name: numpy array of probabilities}."""
     import numpy as np
     rows_file, out = tmp_path / "rows.json", tmp_path / "scores.json"
     rows_file.write_text(json.dumps(raw))
-    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("TF_CONFIG", None)
+    env.pop("PYTHONPATH", None)
     proc = subprocess.run([sys.executable, "-c", SERVE_SCRIPT, str(rows_file), json.dumps(exports), str(out)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, \
         f"fresh process failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return {name: np.array(v) for name, v in json.loads(out.read_text()).items()}
+    found = json.loads(out.read_text())
+    assert found["modules"] == [], f"the serving process imported {found['modules']}"
+    bad = {name: ops for name, ops in found["unregistered"].items() if ops}
+    assert not bad, f"ops not registered in stock TensorFlow {tf_version()}: {bad}"
+    return {name: np.array(v) for name, v in found["scores"].items()}
+
+
+def tf_version():
+    from importlib.metadata import version
+    return version("tensorflow")
 
 
 def graph_ancestors(fetch):

@@ -167,3 +167,16 @@ def test_quick_matrix_runs_end_to_end_and_writes_json_table_and_plots(tmp_path):
     assert "| tf | `--tf` |" in table and "**targets**" in table
     for name in ("throughput", "auc", "rss"):
         assert (tmp_path / f"m_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_export_serving_reports_the_size_and_load_time_of_a_stock_export(tmp_path, small_schema):
+    """benchmarks/export_serving.py at a tiny size (the small schema, --ev): the export loads in a process
+    without modelzoo or TFRA and the report has its size, load time and the first call's rows."""
+    out = tmp_path / "export.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "export_serving.py"), "--rows", "1500",
+                           "--steps", "2", "--batch_size", "64", "--schema", str(small_schema), "--extra=--ev",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["export_bytes"] > 0 and doc["load_s"] > 0 and doc["rows_scored"] == 1000
+    assert doc["imported_modelzoo_or_tfra"] == [] and doc["flags"] == ["--ev"]

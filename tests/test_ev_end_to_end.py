@@ -254,7 +254,9 @@ def test_saved_model_in_a_fresh_process_scores_like_the_estimator_and_unseen_ids
             values.append(values[base])
         for c in columns:
             raw[c][-1] = f"never-seen-{tag}-{c}"  # not hex: no Criteo id looks like it
-    exports = {"dlrm": result["export_dir"], "wide_and_deep": wd_result["export_dir"]}
+    # (the fresh process is stock TensorFlow: the cbf + gstep and counter exports must need no TFRA either)
+    exports = {"dlrm": result["export_dir"], "wide_and_deep": wd_result["export_dir"],
+               "cbf_gstep": runs["cbf_gstep"][2]["export_dir"]}
     scores = score_in_fresh_process(exports, raw, tmp_path)
     served = np.array(scores["dlrm"])
     assert served.shape == (n + 2,)
@@ -266,6 +268,7 @@ def test_saved_model_in_a_fresh_process_scores_like_the_estimator_and_unseen_ids
     wd = np.array(scores["wide_and_deep"])
     assert wd.shape == (n + 2,) and np.all((wd > 0) & (wd < 1))
     assert abs(wd[n] - wd[n + 1]) < 1e-7
+    assert scores["cbf_gstep"].shape == (n + 2,) and np.ptp(scores["cbf_gstep"]) > 0
 
 
 # -- 3. admission filters and eviction ------------------------------------------------------------

@@ -198,3 +198,25 @@ def test_saved_models_load_in_a_fresh_process_and_score_alike(runs, tmp_path):
     assert scores["ps"].shape == (HELD_OUT,) and np.all((scores["ps"] > 0) & (scores["ps"] < 1))
     np.testing.assert_allclose(scores["ps"], scores["one"], rtol=1e-5, atol=1e-6)
     assert np.ptp(scores["ps"]) > 0
+
+
+def test_ps_checkpoint_exports_on_one_machine_in_stock_ops(runs, tmp_path):
+    """The PS job's sharded checkpoint, exported by a single process without TF_CONFIG (--export_only):
+    the tables' two shards are joined into one frozen table, no device of the cluster is left in the
+    graph, and it scores like the single-process model's export."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    from modelzoo.schema import load_schema
+    ckpt = runs["ps"][0]
+    argv = [str(a) for a in ["--train_files", CRITEO_SAMPLE, "--checkpoint", ckpt, *FLAGS, "--export_only"]]
+    proc = subprocess.run([sys.executable, str(REPO / "dlrm" / "train.py"), *argv], cwd=REPO, env=clean_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    export = re.search(r"SavedModel: (\S+) \(from ", proc.stdout).group(1)
+    assert export != runs["ps"][2]["export_dir"]
+    model = saved_model_pb2.SavedModel()
+    model.ParseFromString((Path(export) / "saved_model.pb").read_bytes())
+    assert not [n.device for n in model.meta_graphs[0].graph_def.node if n.device]
+    lines = Path(CRITEO_SAMPLE).read_text().splitlines()[-HELD_OUT:]
+    exports = {"one": runs["one"][2]["export_dir"], "ps_here": export}
+    scores = score_in_fresh_process(exports, raw_columns(load_schema("criteo"), lines), tmp_path)
+    np.testing.assert_allclose(scores["ps_here"], scores["one"], rtol=1e-5, atol=1e-6)

@@ -252,3 +252,15 @@ def test_help_shows_the_real_defaults(capsys):
         parse("--help")
     out = " ".join(capsys.readouterr().out.split())
     assert "(default: 4000)" in out and "(default: 60)" in out and "Default" not in out
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--export_only", "--predict"], "--predict and --export_only are separate runs"),
+    (["--export_only", "--hvd"], "--export_only runs in one process"),
+    (["--warm_start_from", "x", "--evaluate"], "--warm_start_from initializes a training run; --evaluate"),
+    (["--warm_start_from", "x", "--export_only"], "--warm_start_from initializes a training run; --export_only"),
+    (["--warm_start_from", ""], "--warm_start_from needs a checkpoint or SavedModel path")])
+def test_export_and_warm_start_flags_refuse_what_cannot_work(argv, words):
+    with pytest.raises(FlagError) as err:
+        parse(*argv)
+    assert words in err.value.message

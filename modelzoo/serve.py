@@ -1,0 +1,124 @@
+"""Score raw Criteo-format rows with an exported SavedModel, in stock TensorFlow (no TFRA, no training code).
+
+    python -m modelzoo.serve EXPORT_DIR ROWS_FILE [--output OUT.csv] [--request OUT.json] [--batch N]
+
+ROWS_FILE holds lines in the model's schema (tab- or comma-separated, detected from the first line),
+with or without the leading label. Prints (or writes to --output, atomically) `probability` per row,
+in file order, with the label first when the rows have one. `--request` also writes the rows as a
+TF Serving REST `:predict` request body (columnar "inputs" of the serving_default signature), which
+`POST http://HOST:8501/v1/models/NAME:predict` answers with {"outputs": {"probabilities": [...]}}.
+"""
+import argparse
+import json
+import sys
+
+from modelzoo.io_utils import atomic_writer
+
+
+class ServeError(Exception):
+    pass
+
+
+def signature_inputs(fn):
+    """{input name: tf.DType} of a loaded serving_default signature."""
+    return {name: spec.dtype for name, spec in fn.structured_input_signature[1].items()}
+
+
+def parse_rows(path, schema):
+    """Raw columns {name: [values]} and the labels (None without them) of a Criteo-format file; a bad
+    row is a ServeError naming file and line."""
+    from modelzoo.datafiles import row_problem
+    columns = [c for c in schema.columns if c.kind != "label"]
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            lines = [line.rstrip("\r\n").replace("\r", "") for line in f]
+    except UnicodeDecodeError as err:
+        raise ServeError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    lines = [line for line in lines if line] if lines and not lines[-1] else lines
+    if not lines:
+        raise ServeError(f"{path}: file is empty")
+    delimiter = "\t" if "\t" in lines[0] else ","
+    with_label = len(lines[0].split(delimiter)) == len(schema.columns)
+    raw, labels = {c.name: [] for c in columns}, [] if with_label else None
+    for number, line in enumerate(lines, 1):
+        checked = line if with_label else delimiter.join(["0", line])
+        problem = row_problem(checked, schema, delimiter)
+        if problem:
+            raise ServeError(f"{path}:{number}: {problem}")
+        fields = checked.split(delimiter)
+        if with_label:
+            labels.append(int(fields[0]))
+        for col, value in zip(schema.columns, fields):
+            if col.kind == "numeric":
+                raw[col.name].append((int(value) if col.dtype == "int64" else float(value)) if value else 0)
+            elif col.kind == "categorical":
+                raw[col.name].append(value)
+    return raw, labels
+
+
+def rest_request(raw):
+    """The TF Serving REST :predict body for these raw columns (columnar format)."""
+    return {"signature_name": "serving_default", "inputs": raw}
+
+
+def score(fn, raw, batch=4096):
+    """Probabilities of the rows, through the signature, `batch` rows at a time."""
+    import numpy as np
+    import tensorflow as tf
+    dtypes = signature_inputs(fn)
+    missing = sorted(set(dtypes) - set(raw))
+    if missing:
+        raise ServeError(f"the SavedModel's signature needs the columns {missing}, which the rows lack")
+    rows = len(next(iter(raw.values())))
+    out = []
+    for start in range(0, rows, batch):
+        feed = {k: tf.constant(raw[k][start:start + batch], dtypes[k]) for k in dtypes}
+        out.append(fn(**feed)["probabilities"].numpy().reshape(-1))
+    return np.concatenate(out) if out else np.zeros([0], np.float32)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m modelzoo.serve", description=__doc__.split("\n\n")[0])
+    p.add_argument("export_dir", help="a SavedModel folder (CHECKPOINT/export/TIMESTAMP)")
+    p.add_argument("rows", help="Criteo-format rows (TSV or CSV), with or without the label")
+    p.add_argument("--schema", default="criteo", help="the model's feature schema (name or JSON file)")
+    p.add_argument("--output", help="write the scores there (CSV) instead of printing them")
+    p.add_argument("--request", help="also write the rows as a TF Serving REST :predict request body (JSON)")
+    p.add_argument("--batch", type=int, default=4096, help="rows per call of the signature")
+    args = p.parse_args(argv)
+    import os
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        from modelzoo.schema import SchemaError, load_schema
+        try:
+            schema = load_schema(args.schema)
+        except SchemaError as err:
+            raise ServeError(f"--schema {args.schema}: {err}") from None
+        if not os.path.isfile(os.path.join(args.export_dir, "saved_model.pb")):
+            raise ServeError(f"{args.export_dir}: not a SavedModel folder (no saved_model.pb)")
+        if not os.path.isfile(args.rows):
+            raise ServeError(f"{args.rows}: no such file")
+        raw, labels = parse_rows(args.rows, schema)
+        import tensorflow as tf
+        fn = tf.saved_model.load(args.export_dir).signatures["serving_default"]
+        probs = score(fn, raw, args.batch)
+        if args.request:
+            with atomic_writer(args.request) as f:
+                json.dump(rest_request(raw), f)
+        text = ("label,probability\n" if labels is not None else "probability\n") + "".join(
+            (f"{label},{p:.6f}\n" if labels is not None else f"{p:.6f}\n")
+            for label, p in zip(labels or [None] * len(probs), probs))
+        if args.output:
+            with atomic_writer(args.output) as f:
+                f.write(text)
+            print(f"scored {len(probs):,} rows with {args.export_dir} -> {args.output}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+    except ServeError as err:
+        print(f"modelzoo.serve: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
