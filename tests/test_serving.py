@@ -48,7 +48,9 @@ def runs(tmp_path_factory):
         model, flags = flags_of(name, root)
         run_train(model, flags)
         export = read_result(root / name)["export_dir"]
-        run_train(model, [*flags, "--predict"])
+        scoring = [f for f in flags if f != "--no_eval"]  # training's flags are refused with --predict
+        del scoring[scoring.index("--steps"):scoring.index("--steps") + 2]
+        run_train(model, [*scoring, "--predict"])
         lines = (root / name / "predictions.csv").read_text().splitlines()[1:]
         return root / name, export, np.array([float(line.split(",")[1]) for line in lines])
 
