@@ -62,6 +62,7 @@ def main():
                           f"export_serving_wide_and_deep{'_' + args.tag if args.tag else ''}.json")
     from modelzoo.synthetic import generate_criteo
     from modelzoo.schema import load_schema
+    from modelzoo.serve import parse_rows
     with tempfile.TemporaryDirectory(prefix="export-serving-") as tmp:
         data = Path(tmp) / "train.txt"
         generate_criteo(str(data), args.rows, seed=11)
@@ -76,15 +77,9 @@ def main():
             sys.exit(f"training failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
         result = json.loads((ckpt / "result.json").read_text())
         export = result["export_dir"]
-        lines = data.read_text().splitlines()[-1000:]
-        schema = load_schema("criteo")
-        fields = [line.split("\t") for line in lines]
-        raw = {}
-        for k, col in enumerate(schema.columns):
-            if col.kind == "numeric":
-                raw[col.name] = [int(f[k]) if f[k] else 0 for f in fields]
-            elif col.kind == "categorical":
-                raw[col.name] = [f[k] for f in fields]
+        rows = Path(tmp) / "rows.tsv"  # the last 1,000 generated rows, as modelzoo.serve reads them
+        rows.write_text("\n".join(data.read_text().splitlines()[-1000:]) + "\n")
+        raw, _ = parse_rows(rows, load_schema("criteo"))
         (Path(tmp) / "rows.json").write_text(json.dumps(raw))
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
         env.pop("PYTHONPATH", None)
