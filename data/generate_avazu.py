@@ -33,7 +33,8 @@ SIZES = [320, 300, 216, 728, 120, 480, 1024, 768, 50, 250, 36, 90, 20]
 
 
 def _value(rng, name, distinct, how):
-    k = min(int(rng.paretovariate(0.6 if distinct > 10_000 else 1.1)) - 1, distinct - 1)  # Zipf-like: a few values take most rows
+    # Zipf-like: a few values take most rows (the large id columns have a longer tail)
+    k = min(int(rng.paretovariate(0.6 if distinct > 10_000 else 1.1)) - 1, distinct - 1)
     if how == "hex":
         return f"{(k * 2654435761 + hash(name) % 997) % 16 ** 8:08x}"
     if how == "size":

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 HOLDOUT_FRACTION = 0.1
-HEADER_MODES = ("auto", "true", "false")
 DELIMITERS = {"\t": "tab", ",": "comma"}
 KNOWN_TRAIN_NAMES = ("train.txt", "train.txt.gz", "train.csv", "train.csv.gz")
 SYNTHETIC_MARKER = "SYNTHETIC"  # left beside generated data, so later runs still say it is synthetic

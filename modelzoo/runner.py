@@ -211,9 +211,13 @@ def describe_variable_bytes(sizes):
         return f"{n / (1 << 20):,.1f} MB"
     total = sum(v for k, v in sizes.items() if k != "dynamic_tables")
     dynamic = sizes["dynamic_tables"]
-    return (f"variables: tables {mb(sizes['tables'])} + optimizer slots {mb(sizes['table_slots'])}; dense layers "
-            f"{mb(sizes['dense'])} + optimizer slots {mb(sizes['dense_slots'])}; {mb(total)} in all"
-            + (f" (and {dynamic} dynamic embedding tables, which grow with the ids admitted)" if dynamic else ""))
+    tables = [f"tables {mb(sizes['tables'])} + optimizer slots {mb(sizes['table_slots'])}"] \
+        if sizes["tables"] or not dynamic else []
+    if dynamic:  # (their rows and slots live in TFRA hash tables, sized by the ids admitted)
+        tables.append(f"{dynamic} dynamic embedding table{'s' if dynamic > 1 else ''} (sized by the ids admitted, "
+                      "not counted; ev_tables in result.json)")
+    return (f"variables: {'; '.join(tables)}; dense layers {mb(sizes['dense'])} + optimizer slots "
+            f"{mb(sizes['dense_slots'])}; {mb(total)} in all")
 
 
 def apply_by_group(groups, grads_and_vars, global_step):

@@ -245,7 +245,7 @@ BUCKET_FACTOR = 2  # hash buckets >= this x the distinct values seen: room for v
 MAX_BUCKETS = 1 << 20  # and at most this many rows per table (--max_buckets)
 MIN_BUCKETS = 16
 INFER_EMBEDDING_DIM = 16  # a model may impose its own widths (DLRM 16, Wide & Deep 64/128)
-ID_MIN_ROWS = 100  # a column of integers or strings whose values are all distinct in at least this many rows is a row id
+ID_MIN_ROWS = 100  # integers or strings all distinct in at least this many rows: a row id
 
 
 def buckets_for(distinct, factor=BUCKET_FACTOR, cap=MAX_BUCKETS):

@@ -237,7 +237,8 @@ def test_ignore_columns_are_read_past_and_extra_or_missing_columns_are_refused(t
     without_id = tmp_path / "c.csv"  # an ignored column may be absent from a header
     without_id.write_text("y,site,price\n1,a,2.5\n")
     assert datafiles.resolve(args_for(train_files=str(without_id), eval_files=str(without_id)), schema).train_rows == 1
-    cases = {"y,site,price,id,extra\n1,a,2,3,4\n": r"x.csv:1: the header names column\(s\) \['extra'\] .*kind \"ignore\"",
+    cases = {"y,site,price,id,extra\n1,a,2,3,4\n":
+             r"x.csv:1: the header names column\(s\) \['extra'\] .*kind \"ignore\"",
              "y,site,id\n1,a,3\n": r"x.csv:1: line 1 looks like a header .* lacks the schema's column\(s\) \['price'\]",
              "y,site,site,price\n1,a,a,2\n": r"names column\(s\) \['site'\] more than once",
              "y,site,price\n": "holds only a header line"}

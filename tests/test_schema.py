@@ -63,7 +63,8 @@ def test_vocabulary_columns_get_one_extra_row_for_unknown_values():
 def generated_avazu(path, rows, seed=0):
     import importlib.util
     from pathlib import Path
-    spec = importlib.util.spec_from_file_location("generate_avazu", Path(__file__).parents[1] / "data" / "generate_avazu.py")
+    script = Path(__file__).parents[1] / "data" / "generate_avazu.py"
+    spec = importlib.util.spec_from_file_location("generate_avazu", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.generate(str(path), rows, seed)

@@ -1,6 +1,7 @@
 """A user's first run on a dataset that is not Criteo: an Avazu-shaped CSV with a header line (columns
 matched by name, its row id ignored), a schema written by `python -m modelzoo.schema infer`, tables
 sized from that schema, and the start-up line that says what the variables take."""
+import json
 import re
 
 import numpy as np
@@ -37,9 +38,9 @@ def checkpoint_bytes(checkpoint):
             continue
         owner = next((m for m in shapes if name.startswith(m + "/")), None)
         base = owner or name
-        kind = "tables" if re.search(r"(^|/)(embedding|cross)/", base) else "dense"
-        sizes[(kind[:-1] + "_slots") if owner and kind == "tables" else ("dense_slots" if owner else kind)] += \
-            4 * int(np.prod(shape))
+        table = re.search(r"(^|/)(embedding|cross)/", base)
+        key = ("table_slots" if table else "dense_slots") if owner else ("tables" if table else "dense")
+        sizes[key] += 4 * int(np.prod(shape))
     return sizes
 
 
@@ -56,7 +57,8 @@ def test_wide_and_deep_on_an_inferred_schema_is_small_and_says_its_memory(avazu,
     sizes = result["variable_bytes"]
     assert {k: sizes[k] for k in ("tables", "table_slots", "dense", "dense_slots")} == checkpoint_bytes(ckpt)
     line = next(l for l in proc.stdout.splitlines() if l.startswith("variables: "))
-    assert f"tables {sizes['tables'] / 2 ** 20:,.1f} MB + optimizer slots {sizes['table_slots'] / 2 ** 20:,.1f} MB" in line
+    mb = {k: f"{v / 2 ** 20:,.1f} MB" for k, v in sizes.items()}
+    assert f"tables {mb['tables']} + optimizer slots {mb['table_slots']}; dense layers {mb['dense']}" in line
     assert "header line" in proc.stdout and "note: the schema's tables" not in proc.stdout
     assert (result["train_rows"], result["eval_rows"]) == (8100, 900)
     assert result["auc"] > 0.6  # the columns were read by name: the clicks' hidden model is learnt
@@ -69,14 +71,14 @@ def test_dlrm_trains_on_the_inferred_schema(avazu, tmp_path):
                               "--checkpoint", ckpt])
     result = read_result(ckpt)
     assert result["steps"] == 10 and result["auc"] is not None
-    assert result["variable_bytes"]["tables"] == 4 * 16 * sum(
-        c["hash_buckets"] for c in __import__("json").loads(schema.read_text())["columns"] if c["kind"] == "categorical")
+    columns = json.loads(schema.read_text())["columns"]  # 16 float32s per hash bucket
+    assert result["variable_bytes"]["tables"] == 4 * 16 * sum(c["hash_buckets"] for c in columns
+                                                              if c["kind"] == "categorical")
     assert "variables: tables" in proc.stdout
 
 
 def test_a_schema_far_larger_than_the_data_gets_a_note(avazu, tmp_path):
     """Tables with more than 10 rows per training row: the run says how to size them from the data."""
-    import json
     data, schema = avazu
     doc = json.loads(schema.read_text())
     for col in doc["columns"]:
