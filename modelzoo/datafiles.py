@@ -2,7 +2,10 @@
 
 Two file formats hold the same 40 Criteo columns: Kaggle's raw `train.txt` (tab-separated) and
 DeepRec's `train.csv`/`eval.csv` (comma-separated); the delimiter is detected from the first line.
-A single file is split by time order: its last 10% of rows are held out for evaluation.
+A file may start with a header line (--header auto/true/false; auto: when line 1 holds the schema's
+column names): its columns are then matched to the schema's by name, in any order, and the header
+is never read as a row (a Slice of such a file starts at line 1, so every reader, shard and work
+item skips it). A single file is split by time order: its last 10% of rows are held out for evaluation.
 The tf.data pipeline reads the files; when it stops on a malformed row, `diagnose` rescans the
 files here to name the file, line and problem, since TensorFlow's own message names neither.
 """
@@ -16,7 +19,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 HOLDOUT_FRACTION = 0.1
 DELIMITERS = {"\t": "tab", ",": "comma"}
@@ -52,6 +55,11 @@ class DataSpec:
     delimiter: str
     description: str
     generated: bool = False
+    columns: Optional[Tuple[str, ...]] = None  # the files' column order (a header's), None: the schema's
+
+    def layout(self, schema):
+        """The schema with its columns in the files' order: what the readers split a line into."""
+        return schema.reordered(self.columns) if self.columns else schema
 
     @property
     def train_rows(self):
@@ -120,6 +128,43 @@ def detect_delimiter(path, field_count):
     found = max(len(line.split(d)) for d in DELIMITERS)
     raise DataError(f"{path}:1: expected {field_count} fields separated by tabs (Kaggle train.txt) or "
                     f"commas (DeepRec CSV), found {found}")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one file holds the schema's columns: its delimiter, whether line 1 is a header, their order."""
+    delimiter: str
+    header: bool
+    columns: Tuple[str, ...]
+
+
+def read_layout(path, schema, header="auto"):
+    """The Layout of one file. With a header (--header true, or auto and line 1 holds every column the
+    schema reads) the columns are matched by name: a schema column missing from it, or a file column
+    the schema does not name (declare it with kind "ignore" to leave it unread), is refused; an
+    "ignore" column may be absent. Without one, the columns are the schema's, by position."""
+    names = {c.name for c in schema.columns}
+    needed = [c.name for c in schema.columns if c.kind != "ignore"]
+    if header != "false":
+        line = first_line(path).lstrip("\ufeff")  # (a byte-order mark, as spreadsheets write)
+        delim = max(DELIMITERS, key=lambda d: (len(names & set(line.split(d))), line.count(d)))
+        fields = line.split(delim)
+        missing = [n for n in needed if n not in fields]
+        looks = 2 * sum(f in names for f in fields) > len(fields)  # most of line 1 is column names
+        if header == "true" or not missing or looks:
+            how = "--header true" if header == "true" else "line 1 looks like a header (--header auto)"
+            if missing:
+                raise DataError(f"{path}:1: {how}, but it lacks the schema's column(s) {missing[:8]}"
+                                + ("" if header == "true" else "; give --header false to read line 1 as data"))
+            extra = [f for f in fields if f not in names]
+            if extra:
+                raise DataError(f"{path}:1: the header names column(s) {extra[:8]} that the schema {schema.name} "
+                                "does not have; add them to the schema (kind \"ignore\" to leave them unread)")
+            dupes = sorted({f for f in fields if fields.count(f) > 1})
+            if dupes:
+                raise DataError(f"{path}:1: the header names column(s) {dupes[:8]} more than once")
+            return Layout(delim, True, tuple(fields))
+    return Layout(detect_delimiter(path, schema.field_count), False, tuple(c.name for c in schema.columns))
 
 
 INT_PATTERN = "-?[0-9]{1,18}"  # int64 columns: at most 18 digits, so never out of range
@@ -204,40 +249,48 @@ def diagnose(slices, schema, delimiter):
                         continue  # the fast path: one regular expression per well-formed row
                     problem = row_problem(line, schema, delimiter)
                     if problem:
-                        hint = " (a header row? these files have none)" if index == 0 and "label" in line else ""
+                        hint = (" (a header line? --header true reads it as one, naming the schema's columns)"
+                                if index == 0 and "label" in line else "")
                         return f"{piece.path}:{index + 1}: {problem}{hint}"
             except UNREADABLE as err:
                 return f"{piece.path}: cannot be read: {err}"
     return None
 
 
-def _counted(files):
-    """Row count of each file; an empty file is an error, not a silent zero."""
-    counts = [count_lines(p) for p in files]
-    for path, n in zip(files, counts):
+def _counted(files, schema, header):
+    """Each file's data lines as a Slice (from line 1 after a header) and its Layout; an empty file
+    (or one with only a header) is an error, not a silent zero."""
+    out = []
+    for path in files:
+        n = count_lines(path)
         if n == 0:
             raise DataError(f"{path}: file is empty, expected rows of data")
-    return counts
+        layout = read_layout(path, schema, header)
+        if n == layout.header:
+            raise DataError(f"{path}: holds only a header line, expected rows of data")
+        out.append((Slice(path, int(layout.header), n), layout))
+    return out
 
 
-def _split_holdout(files):
+def _split_holdout(files, schema, header):
     """Slices for the first 90% of rows (train) and the last 10% (eval), in file order."""
-    counts = _counted(files)
-    total = sum(counts)
+    counted = _counted(files, schema, header)
+    total = sum(piece.rows for piece, _ in counted)
     n_train = total - int(round(total * HOLDOUT_FRACTION))
     train, evals, seen = [], [], 0
-    for path, n in zip(files, counts):
-        cut = min(max(n_train - seen, 0), n)
+    for piece, _ in counted:
+        cut = min(max(n_train - seen, 0), piece.rows)
         if cut > 0:
-            train.append(Slice(path, 0, cut))
-        if cut < n:
-            evals.append(Slice(path, cut, n))
-        seen += n
-    return train, evals
+            train.append(Slice(piece.path, piece.start, piece.start + cut))
+        if cut < piece.rows:
+            evals.append(Slice(piece.path, piece.start + cut, piece.stop))
+        seen += piece.rows
+    return train, evals, [(piece.path, layout) for piece, layout in counted]
 
 
-def _whole(files):
-    return [Slice(p, 0, n) for p, n in zip(files, _counted(files))]
+def _whole(files, schema, header):
+    counted = _counted(files, schema, header)
+    return [piece for piece, _ in counted], [(piece.path, layout) for piece, layout in counted]
 
 
 # what a killed data generation leaves beside its file (modelzoo/synthetic.py's temporary name)
@@ -267,20 +320,25 @@ def resolve(args, schema, generate=None):
     With nothing in --data_location, `generate(path, rows, seed)` writes a synthetic sample there.
     """
     generated = False
+    header = getattr(args, "header", "auto")
     if args.train_files:
         train_files = expand_globs(args.train_files, "--train_files")
         if args.eval_files:
-            train, evals = _whole(train_files), _whole(expand_globs(args.eval_files, "--eval_files"))
+            (train, layouts), (evals, more) = (_whole(train_files, schema, header),
+                                               _whole(expand_globs(args.eval_files, "--eval_files"), schema, header))
+            layouts += more
             where = f"{len(train_files)} train file(s) and their --eval_files"
         else:
-            train, evals = _split_holdout(train_files)
+            train, evals, layouts = _split_holdout(train_files, schema, header)
             where = f"{len(train_files)} file(s) from --train_files, last 10% of rows held out for eval"
     else:
         loc = Path(args.data_location)
         if loc.exists() and not loc.is_dir():
             raise DataError(f"--data_location {loc}: is a file, expected a folder")
         if (loc / "train.csv").is_file() and (loc / "eval.csv").is_file():
-            train, evals = _whole([str(loc / "train.csv")]), _whole([str(loc / "eval.csv")])
+            (train, layouts), (evals, more) = (_whole([str(loc / "train.csv")], schema, header),
+                                               _whole([str(loc / "eval.csv")], schema, header))
+            layouts += more
             where = f"{loc}/train.csv and {loc}/eval.csv (DeepRec CSV)"
         else:
             if generate is not None and loc.is_dir():  # (only the process that would generate cleans)
@@ -304,14 +362,19 @@ def resolve(args, schema, generate=None):
                     "train.txt in this folder is synthetic (modelzoo/synthetic.py), not real Criteo data.\n")
                 found = [target]
             generated = (loc / SYNTHETIC_MARKER).exists()
-            train, evals = _split_holdout([str(found[0])])
+            train, evals, layouts = _split_holdout([str(found[0])], schema, header)
             where = f"{found[0]}{' (synthetic)' if generated else ''}, last 10% of rows held out for eval"
     if not train:
         raise DataError(f"no training rows in {where}")
-    delimiter = detect_delimiter(train[0].path, schema.field_count)
-    for piece in train + evals:
-        other = detect_delimiter(piece.path, schema.field_count)
-        if other != delimiter:
-            raise DataError(f"{piece.path}: {DELIMITERS[other]}-separated, but {train[0].path} is "
-                            f"{DELIMITERS[delimiter]}-separated; use one format")
-    return DataSpec(train, evals, delimiter, where, generated)
+    first_path, first = layouts[0]
+    for path, layout in layouts:
+        if layout.delimiter != first.delimiter:
+            raise DataError(f"{path}: {DELIMITERS[layout.delimiter]}-separated, but {first_path} is "
+                            f"{DELIMITERS[first.delimiter]}-separated; use one format")
+        if layout.columns != first.columns:
+            raise DataError(f"{path}: its columns are {', '.join(layout.columns[:6])}, ... but those of {first_path} "
+                            f"are {', '.join(first.columns[:6])}, ...; give files of one column order")
+    if any(layout.header for _, layout in layouts):
+        where += f" (header line{'s' if len(layouts) > 1 else ''}: columns matched by name)"
+    columns = first.columns if first.columns != tuple(c.name for c in schema.columns) else None
+    return DataSpec(train, evals, first.delimiter, where, generated, columns)

@@ -33,7 +33,8 @@ def raw_dtypes(schema):
 
 
 def decode_lines(lines, schema, delimiter):
-    """Decode a batch of text lines into raw columns and the float label."""
+    """Decode a batch of text lines into raw columns and the float label (`schema`'s columns in the
+    file's order: DataSpec.layout; "ignore" columns are split off and dropped)."""
     defaults = []
     for col in schema.columns:
         if col.kind == "label":
@@ -45,6 +46,8 @@ def decode_lines(lines, schema, delimiter):
     fields = tf.io.decode_csv(lines, defaults, field_delim=delimiter, use_quote_delim=False)
     raw, label = {}, None
     for col, value in zip(schema.columns, fields):
+        if col.kind == "ignore":
+            continue
         if col.kind == "label":
             bad = tf.logical_or(value < 0, value > 1)
             check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), ["a label is not 0 or 1"])
@@ -118,7 +121,7 @@ WORKQUEUE_SHUFFLE_BUFFER = 10_000  # rows a --workqueue trainer shuffles among
 
 def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, bad_rows="error",
                  seed=None, repeat=True, shard=(1, 0), keyed=False, trainer_shard=(1, 0), skip_rows=0,
-                 lines=None):
+                 lines=None, layout=None):
     """Lines -> batches of features and labels.
 
     Batches first, then decodes whole batches (one vectorized op instead of one per row) in parallel
@@ -137,6 +140,9 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
     `skip_rows` (an int or a scalar tensor read when the iterator starts) skips the rows of the
     shuffled stream that earlier runs have trained on, so a resumed or restarted trainer goes on
     where it stopped instead of repeating them (the shuffle is seeded, so the stream is the same).
+
+    `layout` is the schema with its columns in the files' order (DataSpec.layout: a header's order),
+    for splitting the lines; the features come out in the schema's order either way.
 
     Every row must match the schema's row pattern (datafiles.row_pattern; float32 values must also be
     finite): with `bad_rows` "skip" the others are dropped and counted (BAD_ROWS in each batch's
@@ -164,7 +170,8 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
         if not isinstance(skip_rows, int) or skip_rows:
             ds = ds.skip(skip_rows)
     ds = ds.batch(batch_size * processes)
-    pattern = row_pattern(schema, delimiter)
+    layout = layout or schema
+    pattern = row_pattern(layout, delimiter)
     floats = [c.name for c in schema.numeric if c.dtype == "float32"]
     skip = bad_rows == "skip"
 
@@ -184,7 +191,7 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
         good = tf.strings.regex_full_match(lines, pattern)
         skipped = tf.reduce_sum(tf.cast(tf.logical_not(good), tf.int64))
         lines = tf.boolean_mask(lines, good) if skip else stop_unless(good, lines)
-        raw, label = decode_lines(lines, schema, delimiter)
+        raw, label = decode_lines(lines, layout, delimiter)
         if floats:  # a float32 value beyond its range reads as inf, which no pattern refuses
             finite = tf.reduce_all(tf.stack([tf.math.is_finite(raw[name]) for name in floats], axis=1), axis=1)
             if skip:

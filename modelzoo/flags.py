@@ -192,6 +192,9 @@ def build_parser(model_name, defaults):
     g.add_argument("--bad_rows", choices=("error", "skip"), default="error",
                    help="malformed rows stop the run with file, line and problem (error) or are "
                         "skipped and counted (skip)")
+    g.add_argument("--header", choices=("auto", "true", "false"), default="auto",
+                   help="line 1 of each file names the columns (true), does not (false), or does when it holds "
+                        "the schema's column names (auto); with a header, columns are matched by name")
     g.add_argument("--generate_rows", type=positive_int, default=defaults.get("generate_rows", 500_000),
                    help="rows of synthetic data generated when --data_location holds no data")
 

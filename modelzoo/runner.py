@@ -230,6 +230,44 @@ def default_optimizers(args, global_step, lr_factor):
     return [(None, build_optimizer(args.optimizer, args.learning_rate * lr_factor, global_step=global_step))]
 
 
+def variable_bytes(grads_and_vars, groups):
+    """Bytes of the variables training holds, read from the graph: the tables (the variables updated by
+    sparse gradients: embeddings and wide weights) and the dense layers, each with its optimizer slots.
+    Dynamic embedding variables (--ev) grow with the ids admitted: only their count is given."""
+    import tensorflow as tf
+    sizes = {"tables": 0, "table_slots": 0, "dense": 0, "dense_slots": 0, "dynamic_tables": 0}
+
+    def nbytes(var):
+        return var.shape.num_elements() * var.dtype.base_dtype.size
+
+    for grad, var in grads_and_vars:
+        if type(var).__name__ == "TrainableWrapper":  # TFRA: a lookup's rows, the table lives elsewhere
+            sizes["dynamic_tables"] += 1
+            continue
+        kind = "tables" if isinstance(grad, tf.IndexedSlices) else "dense"
+        sizes[kind] += nbytes(var)
+        slot_key = "table_slots" if kind == "tables" else "dense_slots"
+        for _, opt in groups:
+            slots = [opt.get_slot(var, name) for name in opt.get_slot_names()]
+            sizes[slot_key] += sum(nbytes(slot) for slot in slots if slot is not None)
+    return sizes
+
+
+def describe_variable_bytes(sizes):
+    """The start-up line on the memory the variables take (MB = 2**20 bytes, as peak_rss_mb)."""
+    def mb(n):
+        return f"{n / (1 << 20):,.1f} MB"
+    total = sum(v for k, v in sizes.items() if k != "dynamic_tables")
+    dynamic = sizes["dynamic_tables"]
+    tables = [f"tables {mb(sizes['tables'])} + optimizer slots {mb(sizes['table_slots'])}"] \
+        if sizes["tables"] or not dynamic else []
+    if dynamic:  # (their rows and slots live in TFRA hash tables, sized by the ids admitted)
+        tables.append(f"{dynamic} dynamic embedding table{'s' if dynamic > 1 else ''} (sized by the ids admitted, "
+                      "not counted; ev_tables in result.json)")
+    return (f"variables: {'; '.join(tables)}; dense layers {mb(sizes['dense'])} + optimizer slots "
+            f"{mb(sizes['dense_slots'])}; {mb(total)} in all")
+
+
 def apply_by_group(groups, grads_and_vars, global_step):
     """Each variable is updated by the optimizer of the first group whose prefix its name starts with
     (the group with prefix None takes the rest); the global step then advances once."""
@@ -305,6 +343,9 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=
             from tensorflow_recommenders_addons import dynamic_embedding as de
             groups = [(prefix, de.DynamicEmbeddingOptimizer(opt)) for prefix, opt in groups]
         train_op = apply_by_group(groups, grads_and_vars, global_step)
+        meter.variable_bytes = variable_bytes(grads_and_vars, groups)
+        if world.is_chief:
+            print(describe_variable_bytes(meter.variable_bytes), flush=True)
         if args.ev:
             train_op = tf.group(train_op, *tables.finish([opt for _, opt in groups], global_step, after=train_op))
         # Always present (0 unless --bad_rows skip), so checkpoints resume across that flag.
@@ -387,7 +428,7 @@ def input_fn(args, schema, data, slices, training, shard=(1, 0), with_label=Fals
                 trainer_shard = (world.cluster.trainers, world.progress_slot)
         ds = make_dataset(slices, schema, data.delimiter, args.batch_size, training, args.smartstaged,
                           args.bad_rows, seed=args.seed, shard=shard, keyed=args.ev,
-                          trainer_shard=trainer_shard, skip_rows=skip, lines=lines)
+                          trainer_shard=trainer_shard, skip_rows=skip, lines=lines, layout=data.layout(schema))
         return ds.map(lambda f, y: ({**f, LABEL: y}, y)) if with_label else ds
     return fn
 
@@ -431,7 +472,7 @@ def run_reading(call, data, schema, slices):
             raise mismatch from None
         if isinstance(err, tf.errors.NotFoundError):
             raise
-        problem = diagnose(slices, schema, data.delimiter)
+        problem = diagnose(slices, data.layout(schema), data.delimiter)
         first = tf_error_line(err.message or str(err))
         raise DataError(problem or f"reading {slices[0].path}: {first}") from None
 
@@ -521,12 +562,20 @@ def prepare(spec, args, schema, checkpoint, world):
     return data
 
 
+TABLE_ROWS_PER_TRAIN_ROW = 10  # more table rows than this per training row: say how to size them
+
+
 def announce(spec, args, schema, data, steps, checkpoint, world, cpu):
     print(f"{spec.name}: {schema_summary(schema)}", flush=True)
     if args.ev:
         from modelzoo.embedding_variables import describe
         print(describe(args, schema), flush=True)
     print(f"data: {data.description}: {data.train_rows:,} train rows, {data.eval_rows:,} eval rows", flush=True)
+    table_rows = sum(c.num_ids for c in schema.categorical)
+    if not args.ev and table_rows > TABLE_ROWS_PER_TRAIN_ROW * data.train_rows:
+        print(f"note: the schema's tables have {table_rows:,} rows for {data.train_rows:,} training rows (most are "
+              f"never trained, and they take memory): `python -m modelzoo.schema infer FILE --label COLUMN` sizes "
+              "the hash buckets from the data", flush=True)
     if world.size > 1:
         print(f"horovod: {world.size} processes x batch {args.batch_size:,} = global batch "
               f"{args.batch_size * world.size:,}; learning rates x {world.lr_factor(args.lr_scaling):g} "
@@ -733,6 +782,8 @@ def finish(spec, args, schema, data, checkpoint, estimator, meter, metrics, worl
         print(f"warning: AUC undefined: the {data.eval_rows:,} eval rows hold one class only (every label "
               "the same); result.json has \"auc\": null", file=sys.stderr, flush=True)
         result["auc"], result["auc_undefined"] = None, "one class in the eval labels"
+    if getattr(meter, "variable_bytes", None):
+        result["variable_bytes"] = meter.variable_bytes
     if ev_report:
         result["ev_tables"] = ev_report
     result.update(extra or {})
@@ -745,7 +796,8 @@ def finish(spec, args, schema, data, checkpoint, estimator, meter, metrics, worl
         # Nothing trained in this run: keep the figures of the run that trained (and its export).
         with open(result_path, encoding="utf-8") as f:
             before = json.load(f)
-        kept = ["samples_per_sec", "steady_steps", "train_loss", "processes", "batch_size", "horovod", "ev_tables"]
+        kept = ["samples_per_sec", "steady_steps", "train_loss", "processes", "batch_size", "horovod", "ev_tables",
+                "variable_bytes"]
         for key in kept + (["export_dir"] if only else []):
             if key in before:
                 result[key] = before[key]

@@ -4,7 +4,12 @@ A schema lists the columns of the input file in order. Each column has a kind:
 - `label`: the 0/1 target;
 - `numeric`: an integer or float feature with a normalization (`log1p`, `standard`, `minmax`, `none`);
 - `categorical`: a string or integer id mapped to a row of an embedding table, either by hashing into
-  `hash_buckets` rows or through a `vocabulary` list (unknown values share one extra row).
+  `hash_buckets` rows or through a `vocabulary` list (unknown values share one extra row);
+- `ignore`: a column of the file that no model reads (a row id such as Avazu's `id`); it takes only
+  `name` and `kind`.
+With a header line (modelzoo/datafiles.py) the file's columns are matched to these by name, in any
+order; without one, by position. `python -m modelzoo.schema infer FILE --label COLUMN` writes a
+schema from a sample of a file (see `infer`).
 An optional `crosses` list names crossed features for wide (linear) models:
 `{"name": "C1_x_C2", "columns": ["C1", "C2"], "hash_buckets": 100000}`.
 This module has no TensorFlow import; modelzoo/features.py turns a schema into tensors.
@@ -17,7 +22,7 @@ from pathlib import Path
 from typing import Tuple
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
-KINDS = ("label", "numeric", "categorical")
+KINDS = ("label", "numeric", "categorical", "ignore")
 NORMALIZATIONS = ("log1p", "standard", "minmax", "none")
 MAX_VOCABULARY = 10_000  # vocabularies are matched by comparison; larger sets should hash
 
@@ -78,6 +83,11 @@ class Schema:
     def field_count(self):
         return len(self.columns)
 
+    def reordered(self, names):
+        """The same columns in the order `names` gives them (a file's header order), for reading."""
+        by_name = {c.name: c for c in self.columns}
+        return Schema(self.name, tuple(by_name[n] for n in names), self.source, self.crosses)
+
     def fingerprint(self):
         """Changes whenever a checkpoint made with this schema could no longer be restored."""
         described = [asdict(c) for c in self.columns] + [asdict(x) for x in self.crosses]
@@ -130,6 +140,9 @@ def _column(raw, where):
     kind = raw["kind"]
     if kind not in KINDS:
         raise SchemaError(f"{where} ({raw['name']}): kind {kind!r} is not one of {KINDS}"[:300])
+    if kind == "ignore" and set(raw) != {"name", "kind"}:
+        raise SchemaError(f"{where} ({raw['name']}): an 'ignore' column takes only 'name' and 'kind', got "
+                          f"{sorted(set(raw) - {'name', 'kind'})}")
     for key, (ok, what) in VALUE_TYPES.items():
         if key in raw and not ok(raw[key]):
             raise SchemaError(f"{where} ({raw['name']}): {key} must be {what}, got {raw[key]!r}"[:300])
@@ -220,5 +233,205 @@ def load_schema(name_or_path):
 def schema_summary(schema: Schema):
     cats = schema.categorical
     rows = sum(c.num_ids for c in cats)
-    return (f"schema {schema.name}: {len(schema.numeric)} numeric, {len(cats)} categorical columns, "
-            f"{rows:,} embedding rows")
+    ignored = sum(c.kind == "ignore" for c in schema.columns)
+    return (f"schema {schema.name}: {len(schema.numeric)} numeric, {len(cats)} categorical"
+            + (f", {ignored} ignored" if ignored else "") + f" columns, {rows:,} embedding rows")
+
+
+# --- python -m modelzoo.schema infer FILE --label COLUMN: a schema from a sample of a file -----------------
+
+INFER_ROWS = 100_000  # rows sampled from the start of the file (--rows)
+BUCKET_FACTOR = 2  # hash buckets >= this x the distinct values seen: room for values the sample missed
+MAX_BUCKETS = 1 << 20  # and at most this many rows per table (--max_buckets)
+MIN_BUCKETS = 16
+INFER_EMBEDDING_DIM = 16  # a model may impose its own widths (DLRM 16, Wide & Deep 64/128)
+ID_MIN_ROWS = 100  # integers or strings all distinct in at least this many rows: a row id
+
+
+def buckets_for(distinct, factor=BUCKET_FACTOR, cap=MAX_BUCKETS):
+    """The smallest power of two >= factor x the distinct values (at least MIN_BUCKETS), capped."""
+    need = max(1, math.ceil(distinct * factor))
+    return min(cap, max(MIN_BUCKETS, 1 << (need - 1).bit_length()))
+
+
+def _sig(x):
+    return float(f"{x:.6g}")
+
+
+def infer(path, label, rows=INFER_ROWS, header="auto", numeric=(), categorical=(), ignore=(),
+          factor=BUCKET_FACTOR, cap=MAX_BUCKETS, name=None):
+    """A schema document for FILE from its first `rows` rows, and notes on what was decided.
+
+    Columns are named by the header line (detected when it holds --label), else c1..cN. The label
+    must hold 0/1. Unless named in numeric/categorical/ignore: a column of decimal numbers that are
+    not all integers is numeric (`standard` normalization with the sample's mean and std, a missing
+    value counted as 0, as the reader reads it); integers or strings whose values are all distinct
+    are a row id (ignore); everything else (strings, integer ids and codes) is categorical, hashed into
+    buckets_for(distinct) rows. Integer counts that should be numeric are named with `numeric`."""
+    import re
+    from modelzoo.datafiles import DELIMITERS, FLOAT_PATTERN, INT_PATTERN, DataError, UNREADABLE, open_binary
+    lines = []
+    try:
+        with open_binary(path) as f:
+            for raw in f:
+                lines.append(raw)
+                if len(lines) > rows:
+                    break
+    except UNREADABLE as err:
+        raise DataError(f"{path}: cannot be read: {err}") from None
+    try:
+        text = [raw.decode("utf-8").rstrip("\r\n").replace("\r", "") for raw in lines]
+    except UnicodeDecodeError as err:
+        line = next(k for k, raw in enumerate(lines) if not _decodes(raw)) + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 text ({err.reason})") from None
+    if not text or not text[0]:
+        raise DataError(f"{path}: file is empty (or its first line is), expected rows of data")
+    first = text[0].lstrip("\ufeff")
+    delim = max(DELIMITERS, key=lambda d: first.count(d))
+    fields = first.split(delim)
+    if header == "auto":
+        header = "true" if label in fields else "false"
+    if header == "true":
+        names, body, offset = fields, text[1:], 2
+        if label not in names:
+            raise DataError(f"{path}:1: the header {first[:200]!r} has no column {label!r} (--label)")
+    else:
+        names, body, offset = [f"c{i + 1}" for i in range(len(fields))], text, 1
+        if label not in names:
+            raise DataError(f"{path}: no header line holds {label!r}; without one the columns are named c1..c"
+                            f"{len(names)}: give --label c1 (or the label's position)")
+    body = body[:rows]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes or "" in names:
+        raise DataError(f"{path}:1: the header names columns twice or not at all: {dupes or ['']}")
+    if not body:
+        raise DataError(f"{path}: no data rows after the header line")
+    for given, what in ((numeric, "--numeric"), (categorical, "--categorical"), (ignore, "--ignore")):
+        unknown = [n for n in given if n not in names]
+        if unknown:
+            raise DataError(f"{what} {','.join(unknown)}: not a column of {path} (its columns: "
+                            f"{', '.join(names[:30])})")
+    columns = list(zip(*[_split(row, delim, len(names), path, k + offset) for k, row in enumerate(body)]))
+    is_int, is_float = re.compile(INT_PATTERN).fullmatch, re.compile(FLOAT_PATTERN).fullmatch
+    is_digits = re.compile("[-+]?[0-9]+").fullmatch
+    out, notes = [], []
+    for col_name, values in zip(names, columns):
+        present = [v for v in values if v]
+        distinct = len(set(values))
+        ints = bool(present) and all(is_int(v) for v in present)
+        floats = bool(present) and all(is_float(v) for v in present)
+        whole = bool(present) and all(is_digits(v) for v in present)  # (ids may have more than 18 digits)
+        if col_name == label:
+            bad = sorted(set(values) - {"0", "1"})
+            if bad:
+                raise DataError(f"{path}: label column {label!r} holds {bad[:5]}, expected 0 or 1")
+            out.append({"name": col_name, "kind": "label"})
+        elif col_name in ignore:
+            out.append({"name": col_name, "kind": "ignore"})
+        elif not present and col_name not in categorical:
+            out.append({"name": col_name, "kind": "ignore"})
+            notes.append(f"{col_name}: ignore (empty in the {len(body):,} rows sampled)")
+        elif (whole or not floats) and distinct == len(values) >= ID_MIN_ROWS and col_name not in categorical \
+                and col_name not in numeric:
+            out.append({"name": col_name, "kind": "ignore"})
+            notes.append(f"{col_name}: ignore (a row id: all {len(values):,} values distinct; "
+                         f"--categorical {col_name} to embed it)")
+        elif col_name in numeric or (floats and not whole and col_name not in categorical):
+            if not floats:
+                example = next(v for v in present if not is_float(v))
+                raise DataError(f"--numeric {col_name}: {example!r} is not a decimal number")
+            xs = [float(v) if v else 0.0 for v in values]
+            mean = sum(xs) / len(xs)
+            std = math.sqrt(sum((x - mean) ** 2 for x in xs) / len(xs))
+            entry = {"name": col_name, "kind": "numeric", "dtype": "int64" if ints else "float32",
+                     "normalization": "standard" if std > 0 else "none", "mean": _sig(mean),
+                     "std": _sig(std) if std > 0 else 1.0, "min": _sig(min(xs)), "max": _sig(max(xs))}
+            out.append(entry)
+            notes.append(f"{col_name}: numeric {entry['dtype']}, mean {entry['mean']:g}, std {entry['std']:g}"
+                         + ("" if std > 0 else " (constant in the sample: not normalized)"))
+        else:
+            buckets = buckets_for(distinct, factor, cap)
+            out.append({"name": col_name, "kind": "categorical", "hash_buckets": buckets,
+                        "embedding_dim": INFER_EMBEDDING_DIM})
+            notes.append(f"{col_name}: categorical, {distinct:,} distinct values -> {buckets:,} hash buckets"
+                         + (" (integers: --numeric to read them as numbers)" if ints else ""))
+    doc = {"name": name or Path(path).name.split(".")[0],
+           "description": f"inferred by python -m modelzoo.schema infer from the first {len(body):,} rows of "
+                          f"{Path(path).name} ({DELIMITERS[delim]}-separated, "
+                          f"{'a header line' if header == 'true' else 'no header line'}); hash buckets >= "
+                          f"{factor:g} x the distinct values seen, at most {cap:,}",
+           "columns": out}
+    parse_schema(doc, str(path))  # what a model would refuse, refused now
+    return doc, notes
+
+
+def _decodes(raw):
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _split(row, delim, count, path, line):
+    from modelzoo.datafiles import DataError
+    fields = row.split(delim)
+    if len(fields) != count:
+        raise DataError(f"{path}:{line}: expected {count} fields, found {len(fields)}")
+    return fields
+
+
+def _names(text):
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def main(argv=None):
+    """`python -m modelzoo.schema infer FILE --label COLUMN [...]`: print or --output the schema JSON."""
+    import argparse
+    import sys
+    from modelzoo.datafiles import DataError
+    from modelzoo.io_utils import OutputError, atomic_write_text
+    parser = argparse.ArgumentParser(prog="python -m modelzoo.schema", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("infer", help="write a schema JSON from a sample of a CSV/TSV file",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("file", help="a data file (plain or .gz), tab- or comma-separated (detected)")
+    p.add_argument("--label", required=True, help="the 0/1 label column: a header name, or cN without a header")
+    p.add_argument("--rows", type=int, default=INFER_ROWS, help="rows sampled from the start of the file")
+    p.add_argument("--header", choices=("auto", "true", "false"), default="auto",
+                   help="whether line 1 names the columns (auto: when it holds --label)")
+    p.add_argument("--numeric", type=_names, default=(), help="columns to read as numbers (comma-separated)")
+    p.add_argument("--categorical", type=_names, default=(), help="columns to hash as ids (comma-separated)")
+    p.add_argument("--ignore", type=_names, default=(), help="columns no model reads (comma-separated)")
+    p.add_argument("--bucket_factor", type=float, default=BUCKET_FACTOR,
+                   help="hash buckets >= this x the distinct values seen (rounded up to a power of two)")
+    p.add_argument("--max_buckets", type=int, default=MAX_BUCKETS, help="at most this many buckets per column")
+    p.add_argument("--name", default=None, help="the schema's name (default: the file's)")
+    p.add_argument("--output", default="-", help="where to write the JSON (- : standard output)")
+    args = parser.parse_args(argv)
+    if args.rows <= 0 or args.max_buckets < MIN_BUCKETS or not args.bucket_factor >= 1:
+        parser.error(f"--rows must be positive, --max_buckets >= {MIN_BUCKETS} and --bucket_factor >= 1")
+    try:
+        doc, notes = infer(args.file, args.label, args.rows, args.header, args.numeric, args.categorical,
+                           args.ignore, args.bucket_factor, args.max_buckets, args.name)
+        text = json.dumps(doc, indent=1) + "\n"
+        if args.output == "-":
+            sys.stdout.write(text)
+        else:
+            atomic_write_text(args.output, text)
+    except (DataError, SchemaError, OutputError) as err:
+        print(f"python -m modelzoo.schema infer: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"python -m modelzoo.schema infer: error: cannot write --output {args.output}: {err.strerror}",
+              file=sys.stderr)
+        return 1
+    for note in notes:
+        print(note, file=sys.stderr)
+    if args.output != "-":
+        print(f"wrote {args.output}: {schema_summary(parse_schema(doc, args.output))}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

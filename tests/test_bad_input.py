@@ -216,8 +216,11 @@ def test_criteo_header_row_is_named_with_a_hint(tmp_path):
     path = tmp_path / "train.txt"
     header = ["label"] + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]
     path.write_text(criteo_text([header] + [good_row(i) for i in range(5)]))
-    problem = datafiles.diagnose([Slice(str(path), 0, 6)], CRITEO, "\t")
-    assert problem == f"{path}:1: label 'label' is not 0 or 1 (a header row? these files have none)"
+    problem = datafiles.diagnose([Slice(str(path), 0, 6)], CRITEO, "\t")  # as --header false reads it
+    assert problem == (f"{path}:1: label 'label' is not 0 or 1 (a header line? --header true reads it as one, "
+                       "naming the schema's columns)")
+    spec = datafiles.resolve(resolve_args(train_files=str(path), eval_files=str(path)), CRITEO)  # --header auto
+    assert spec.train == [Slice(str(path), 1, 6)] and datafiles.diagnose(spec.train, CRITEO, "\t") is None
 
 
 # --- property: any line either is a row both modes take, or both refuse it and diagnose names it ----------

@@ -147,12 +147,109 @@ def test_malformed_rows_are_named_by_file_line_and_problem(tmp_path, mutate, pro
         read_all([Slice(str(path), 0, 30)], "\t")
 
 
-def test_header_row_gets_a_hint(tmp_path):
+NAMES = [c.name for c in SCHEMA.columns]
+
+
+def test_header_line_read_as_data_gets_a_hint(tmp_path):
     rows = make_rows(5)
     path = tmp_path / "h.csv"
-    path.write_text(",".join(["label"] + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)])
-                    + "\n" + "".join(",".join(r) + "\n" for r in rows))
-    assert "header row" in datafiles.diagnose([Slice(str(path), 0, 6)], SCHEMA, ",")
+    path.write_text(",".join(NAMES) + "\n" + "".join(",".join(r) + "\n" for r in rows))
+    assert "--header true" in datafiles.diagnose([Slice(str(path), 0, 6)], SCHEMA, ",")
+    as_data = datafiles.resolve(args_for(train_files=str(path), header="false"), SCHEMA)
+    assert as_data.train[0] == Slice(str(path), 0, 5)  # --header false: line 1 is a row (and refused)
+    assert datafiles.resolve(args_for(train_files=str(path)), SCHEMA).train == [Slice(str(path), 1, 6)]
+
+
+def write_with_header(path, rows, order, delim=","):
+    """`rows` (in the schema's column order) written with a header line, columns in `order`."""
+    index = [NAMES.index(n) for n in order]
+    return write(path, [list(order)] + [[r[i] for i in index] for r in rows], delim)
+
+
+def read_spec(spec, schema=SCHEMA, slices=None, bad_rows="error", trainer_shard=(1, 0)):
+    ds = make_dataset(spec.train if slices is None else slices, schema, spec.delimiter, 16, training=False,
+                      smartstaged=True, bad_rows=bad_rows, layout=spec.layout(schema), trainer_shard=trainer_shard)
+    return list(ds.as_numpy_iterator())
+
+
+@pytest.mark.parametrize("suffix,delim", [(".csv", ","), (".tsv.gz", "\t")])
+def test_header_columns_in_another_order_are_matched_by_name(tmp_path, suffix, delim):
+    """A header line is detected (--header auto), never read as a row, and its columns are matched to
+    the schema's by name: the features equal those of the same rows without a header in schema order,
+    and the held-out last 10% counts data rows only."""
+    rows = make_rows(100, seed=4)
+    plain = write(tmp_path / "plain.txt", rows)
+    shuffled = NAMES[20:] + NAMES[:20]
+    headed = write_with_header(tmp_path / f"headed{suffix}", rows, shuffled, delim)
+    spec = datafiles.resolve(args_for(train_files=str(headed)), SCHEMA)
+    assert spec.train == [Slice(str(headed), 1, 91)] and spec.eval == [Slice(str(headed), 91, 101)]
+    assert spec.columns == tuple(shuffled) and spec.delimiter == delim and "header line" in spec.description
+    base = datafiles.resolve(args_for(train_files=str(plain)), SCHEMA)
+    assert base.columns is None and base.train == [Slice(str(plain), 0, 90)]
+    for slices_a, slices_b in ((spec.train, base.train), (spec.eval, base.eval)):
+        got, want = read_spec(spec, slices=slices_a), read_spec(base, slices=slices_b)
+        for (fa, la), (fb, lb) in zip(got, want):
+            np.testing.assert_array_equal(fa[IDS], fb[IDS])
+            np.testing.assert_array_equal(fa[DENSE], fb[DENSE])
+            np.testing.assert_array_equal(la, lb)
+    assert datafiles.diagnose(spec.train + spec.eval, spec.layout(SCHEMA), delim) is None
+    skipped = read_spec(spec, slices=spec.train + spec.eval, bad_rows="skip")
+    assert sum(int(f[BAD_ROWS]) for f, _ in skipped) == 0 and sum(len(y) for _, y in skipped) == 100
+
+
+def test_header_files_shard_by_line_and_by_file_without_the_header(tmp_path):
+    """Each trainer's rows (every N-th line, or its own files) and the work queue's items never include
+    a header line, and together cover every data row once."""
+    from modelzoo.workqueue import WorkQueue
+    rows = make_rows(60, seed=6)
+    for k in range(2):
+        write_with_header(tmp_path / f"day_{k}.csv", rows[30 * k:30 * k + 30], NAMES[::-1])
+    spec = datafiles.resolve(args_for(train_files=str(tmp_path / "day_*.csv"), eval_files=str(tmp_path / "day_1.csv")),
+                             SCHEMA)
+    assert [s.start for s in spec.train] == [1, 1] and spec.train_rows == 60
+    labels = [float(r[0]) for r in rows]
+    for trainers in (2, 3):  # 2: a file each; 3: every 3rd line
+        seen = []
+        for k in range(trainers):
+            seen += [y for _, ys in read_spec(spec, bad_rows="skip", trainer_shard=(trainers, k)) for y in ys]
+        assert sorted(seen) == sorted(labels)
+    items = WorkQueue.for_trainer(SimpleNamespace(trainers=2), spec).items
+    ranges = [(path, int(a), int(b)) for path, a, b in (i.split("\t") for i in items)]
+    assert min(a for _, a, _ in ranges) == 1 and sum(b - a for _, a, b in ranges) == 60
+
+
+def test_ignore_columns_are_read_past_and_extra_or_missing_columns_are_refused(tmp_path):
+    from modelzoo.schema import parse_schema
+    doc = {"columns": [{"name": "id", "kind": "ignore"}, {"name": "y", "kind": "label"},
+                       {"name": "site", "kind": "categorical", "hash_buckets": 50, "embedding_dim": 4},
+                       {"name": "price", "kind": "numeric", "normalization": "none"}]}
+    schema = parse_schema(doc)
+    path = tmp_path / "a.csv"
+    path.write_text("site,y,price,id\na,1,2.5,77\nb,0,1.5,78\n")
+    spec = datafiles.resolve(args_for(train_files=str(path), eval_files=str(path)), schema)
+    (features, labels), = read_spec(spec, schema)
+    assert labels.tolist() == [1.0, 0.0] and features[DENSE][:, 0].tolist() == [2.5, 1.5]
+    headerless = tmp_path / "b.csv"  # by position, the ignored id takes its place
+    headerless.write_text("77,1,a,2.5\n78,0,b,1.5\n")
+    spec_b = datafiles.resolve(args_for(train_files=str(headerless), eval_files=str(headerless)), schema)
+    (fb, lb), = read_spec(spec_b, schema)
+    np.testing.assert_array_equal(fb[IDS], features[IDS])
+    without_id = tmp_path / "c.csv"  # an ignored column may be absent from a header
+    without_id.write_text("y,site,price\n1,a,2.5\n")
+    assert datafiles.resolve(args_for(train_files=str(without_id), eval_files=str(without_id)), schema).train_rows == 1
+    cases = {"y,site,price,id,extra\n1,a,2,3,4\n":
+             r"x.csv:1: the header names column\(s\) \['extra'\] .*kind \"ignore\"",
+             "y,site,id\n1,a,3\n": r"x.csv:1: line 1 looks like a header .* lacks the schema's column\(s\) \['price'\]",
+             "y,site,site,price\n1,a,a,2\n": r"names column\(s\) \['site'\] more than once",
+             "y,site,price\n": "holds only a header line"}
+    for text, words in cases.items():
+        (tmp_path / "x.csv").write_text(text)
+        with pytest.raises(DataError, match=words):
+            datafiles.resolve(args_for(train_files=str(tmp_path / "x.csv")), schema)
+    with pytest.raises(DataError, match=r"--header true, but it lacks"):
+        datafiles.resolve(args_for(train_files=str(headerless), header="true"), schema)
+    with pytest.raises(DataError, match="give files of one column order"):
+        datafiles.resolve(args_for(train_files=str(path), eval_files=str(without_id)), schema)
 
 
 def test_skip_mode_drops_and_counts_bad_rows(tmp_path):

@@ -1,5 +1,6 @@
 """Declarative schemas: the shipped Criteo schema, and clear errors for bad schema files."""
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -32,6 +33,8 @@ def test_fingerprint_changes_with_anything_that_changes_the_variables():
                                        "embedding_dim": 4, "bucket": 3}], "unknown keys"),
     ([{"name": "y", "kind": "label"}, {"name": "y", "kind": "categorical", "hash_buckets": 5,
                                        "embedding_dim": 4}], "duplicate column names"),
+    ([{"name": "y", "kind": "label"}, {"name": "id", "kind": "ignore", "hash_buckets": 5},
+      {"name": "c", "kind": "categorical", "hash_buckets": 5, "embedding_dim": 4}], "takes only 'name' and 'kind'"),
 ])
 def test_bad_schemas_are_refused_naming_the_column(columns, words):
     with pytest.raises(SchemaError, match=words):
@@ -53,3 +56,87 @@ def test_vocabulary_columns_get_one_extra_row_for_unknown_values():
                                    "embedding_dim": 2}]})
     assert s.categorical[0].num_ids == 3
     json.dumps(s.categorical[0].vocabulary)
+
+
+# --- python -m modelzoo.schema infer ----------------------------------------------------------------------
+
+def generated_avazu(path, rows, seed=0):
+    import importlib.util
+    from pathlib import Path
+    script = Path(__file__).parents[1] / "data" / "generate_avazu.py"
+    spec = importlib.util.spec_from_file_location("generate_avazu", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.generate(str(path), rows, seed)
+    return path
+
+
+def run_infer(*argv):
+    import subprocess
+    import sys
+    from pathlib import Path
+    return subprocess.run([sys.executable, "-m", "modelzoo.schema", "infer", *map(str, argv)],
+                          cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120)
+
+
+def test_infer_writes_kinds_buckets_and_stats_from_an_avazu_shaped_file(tmp_path):
+    """On a non-Criteo layout (header, row id, label second, hex ids): the id is ignored, the label found
+    by name, each categorical column hashed into the next power of two >= 2 x its distinct values in
+    the sample, forced numeric columns normalized with the sample's mean and std; the written schema
+    loads and reads the file."""
+    import csv
+    import gzip
+    import math
+    import numpy as np
+    from modelzoo import datafiles
+    from modelzoo.schema import buckets_for
+    data = generated_avazu(tmp_path / "train.csv.gz", 3000)
+    out = tmp_path / "schema.json"
+    proc = run_infer(data, "--label", "click", "--numeric", "C15,C16", "--rows", 2000, "--output", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "id: ignore (a row id" in proc.stderr and f"wrote {out}" in proc.stderr
+    schema = load_schema(str(out))
+    with gzip.open(data, "rt") as f:
+        table = list(csv.DictReader(f))[:2000]
+    kinds = {c.name: c.kind for c in schema.columns}
+    assert kinds["id"] == "ignore" and kinds["click"] == "label" and kinds["C15"] == kinds["C16"] == "numeric"
+    assert {n for n, k in kinds.items() if k == "categorical"} == set(table[0]) - {"id", "click", "C15", "C16"}
+    for col in schema.categorical:
+        distinct = len({row[col.name] for row in table})
+        assert col.hash_buckets == buckets_for(distinct) and col.hash_buckets >= 2 * distinct
+        assert col.hash_buckets & (col.hash_buckets - 1) == 0 and col.embedding_dim > 0
+    for col in schema.numeric:
+        xs = np.array([float(row[col.name]) for row in table])
+        assert col.dtype == "int64" and col.normalization == "standard"
+        assert math.isclose(col.mean, xs.mean(), rel_tol=1e-5) and math.isclose(col.std, xs.std(), rel_tol=1e-5)
+    assert buckets_for(10) == 32 and buckets_for(3) == 16 and buckets_for(10 ** 7) == 1 << 20
+    spec = datafiles.resolve(SimpleNamespace(train_files=str(data), eval_files=None, header="auto"), schema)
+    assert spec.train_rows + spec.eval_rows == 3000 and spec.columns is None  # the header, in file order
+    assert datafiles.diagnose(spec.train + spec.eval, spec.layout(schema), spec.delimiter) is None
+
+
+def test_infer_without_a_header_detects_tabs_and_names_columns_by_position(tmp_path):
+    rows = [f"{i % 2}\t{i * 0.5}\tab{i % 7}\t" for i in range(300)]
+    data = tmp_path / "plain.tsv"
+    data.write_text("\n".join(rows) + "\n")
+    proc = run_infer(data, "--label", "c1", "--rows", 200)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    kinds = [(c["name"], c["kind"]) for c in doc["columns"]]
+    assert kinds == [("c1", "label"), ("c2", "numeric"), ("c3", "categorical"), ("c4", "ignore")]
+    assert doc["columns"][1]["dtype"] == "float32" and doc["columns"][2]["hash_buckets"] == 16
+    assert "tab-separated, no header line" in doc["description"] and "first 200 rows" in doc["description"]
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--label", "clicked"], "no header line holds 'clicked'"),
+    (["--label", "y", "--numeric", "site"], "--numeric site: 'a' is not a decimal number"),
+    (["--label", "site"], "label column 'site' holds"),
+    (["--label", "y", "--ignore", "nope"], "--ignore nope: not a column"),
+])
+def test_infer_refuses_in_one_line(tmp_path, argv, words):
+    data = tmp_path / "d.csv"
+    data.write_text("y,site,x\n1,a,2\n0,b,3\n")
+    proc = run_infer(data, *argv)
+    assert proc.returncode == 1 and words in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
