@@ -3,7 +3,8 @@
     python -m modelzoo.serve EXPORT_DIR ROWS_FILE [--output OUT.csv] [--request OUT.json] [--batch N]
 
 ROWS_FILE holds lines in the model's schema (tab- or comma-separated, detected from the first line),
-with or without the leading label. Prints (or writes to --output, atomically) `probability` per row,
+with or without the leading label; a header line (most of line 1 is the schema's column names) has
+the columns matched by name, in any order, as the training reader's --header does. Prints (or writes to --output, atomically) `probability` per row,
 in file order, with the label first when the rows have one. `--request` also writes the rows as a
 TF Serving REST `:predict` request body (columnar "inputs" of the serving_default signature), which
 `POST http://HOST:8501/v1/models/NAME:predict` answers with {"outputs": {"probabilities": [...]}}.
@@ -38,9 +39,14 @@ def parse_rows(path, schema):
     if not lines:
         raise ServeError(f"{path}: file is empty")
     delimiter = "\t" if "\t" in lines[0] else ","
-    with_label = len(lines[0].split(delimiter)) == len(schema.columns)
+    first, names = lines[0].lstrip("\ufeff").split(delimiter), {c.name for c in schema.columns}
+    header = 2 * sum(f in names for f in first) > len(first)  # line 1 names the columns (as --header auto)
+    if header:
+        schema = header_order(path, schema, first)
+        lines = lines[1:]
+    with_label = len(lines[0].split(delimiter)) == len(schema.columns) if lines else False
     raw, labels = {c.name: [] for c in columns}, [] if with_label else None
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(lines, 1 + header):
         checked = line if with_label else delimiter.join(["0", line])
         problem = row_problem(checked, schema, delimiter)
         if problem:
@@ -54,6 +60,19 @@ def parse_rows(path, schema):
             elif col.kind == "categorical":
                 raw[col.name].append(value)
     return raw, labels
+
+
+def header_order(path, schema, fields):
+    """The schema in a header's column order (label first when the header has none): columns are
+    matched by name, as the training reader matches them; a missing or unknown column is refused."""
+    label = next(c.name for c in schema.columns if c.kind == "label")
+    names = {c.name for c in schema.columns}
+    missing = [c.name for c in schema.columns if c.kind not in ("label", "ignore") and c.name not in fields]
+    unknown = [f for f in fields if f not in names]
+    if missing or unknown:
+        raise ServeError(f"{path}:1: the header " + (f"lacks the schema's column(s) {missing[:8]}" if missing else
+                         f"names column(s) {unknown[:8]} that the schema {schema.name} does not have"))
+    return schema.reordered(([] if label in fields else [label]) + fields)
 
 
 def rest_request(raw):

@@ -197,6 +197,26 @@ def test_serve_scores_raw_rows_and_the_rest_request_gives_the_same_scores(runs, 
     np.testing.assert_allclose(response["outputs"]["probabilities"], runs[name][2], atol=1e-5)
 
 
+def test_serve_matches_a_header_s_columns_by_name(runs, tmp_path):
+    """A CSV with a header, its columns in another order and no label, scores as the plain rows do;
+    a header naming a column the schema lacks is refused by file and line."""
+    lines = [line.split("\t")[1:] for line in eval_lines(runs)]
+    names = [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]
+    order = list(reversed(range(len(names))))
+    rows = tmp_path / "rows.csv"
+    rows.write_text(",".join(names[k] for k in order) + "\n"
+                    + "".join(",".join(fields[k] for k in order) + "\n" for fields in lines))
+    proc = serve(runs["wide_and_deep"][1], rows, "--output", tmp_path / "scores.csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    served = np.array([float(v) for v in (tmp_path / "scores.csv").read_text().splitlines()[1:]])
+    np.testing.assert_allclose(served, runs["wide_and_deep"][2], atol=1e-5)
+    rows.write_text(",".join(["id"] + names) + "\n" + ",".join(["7"] + lines[0]) + "\n")
+    proc = serve(runs["wide_and_deep"][1], rows)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"modelzoo.serve: error: {rows}:1: the header names column(s) ['id'] that the schema criteo does not have")
+
+
 def test_serve_names_the_file_and_line_of_a_bad_row(runs, tmp_path):
     rows = tmp_path / "rows.tsv"
     good = eval_lines(runs)[0]
