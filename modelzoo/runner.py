@@ -103,12 +103,16 @@ def session_config(args, cluster=None):
 def checkpoint_identity(spec, args, schema):
     """What must match for a checkpoint to be restored into this run's graph: every flag that changes the
     set or the shapes of the variables. (Not the partitioners: a checkpoint restores into other slices.
-    Not --bf16: its master weights are float32.) --evaluate and --predict build no optimizer."""
+    Not --bf16: its master weights are float32.) --evaluate, --predict and --export_only build no
+    optimizer, and --export_only joins the shards of a parameter-server job's --ev tables."""
     from modelzoo.embedding_variables import identity as ev_identity
+    ev = ev_identity(args)
+    if ev and args.export_only:
+        ev = {key: value for key, value in ev.items() if key != "shards"}
     ident = {"model": spec.name, "schema": schema.name, "schema_fingerprint": schema.fingerprint(),
-             "emb_fusion": bool(args.emb_fusion), "embedding_variables": ev_identity(args),
+             "emb_fusion": bool(args.emb_fusion), "embedding_variables": ev,
              "feature_columns": "stock (--tf)" if args.tf else "model zoo"}
-    if not (args.evaluate or args.predict):
+    if not (args.evaluate or args.predict or args.export_only):
         ident["optimizer"] = args.optimizer  # its slots
     ident.update({name: getattr(args, name) for name in spec.shape_flags})
     return ident
@@ -149,7 +153,7 @@ def identity_differences(theirs, ours):
         if old == new or (key in IDENTITY_UNRECORDED and key not in theirs):
             continue
         if key == "embedding_variables" and old is not None and new is not None:
-            for sub in sorted(set(old) | set(new)):
+            for sub in sorted(new):  # (what this run does not depend on, it does not compare)
                 if old.get(sub) != new.get(sub) and not (sub in IDENTITY_UNRECORDED and sub not in old):
                     diff.append(f"{EV_IDENTITY_FLAGS.get(sub, sub)}: checkpoint has {old.get(sub)!r}, this run "
                                 f"{new.get(sub)!r}")

@@ -22,6 +22,7 @@ BATCH = 256
 # small and quick: one thread each (six processes share the machine), the evaluator looks every 2 s
 TRAIN = ["--generate_rows", 20000, "--batch_size", BATCH, "--log_steps", 20, "--intra", 1, "--inter", 1,
          "--eval_throttle_secs", 2]
+UNEVALUATED = TRAIN[:TRAIN.index("--eval_throttle_secs")]  # for --no_eval, which refuses the throttle
 
 
 def allocator_options():
@@ -317,7 +318,7 @@ def test_ev_incremental_ckpt_killed_chief_resumes_from_its_deltas(tmp_path):
     try:
         proc, summary = local_run(DLRM, tmp_path, ["--workers", 0, "--ps", 2, "--evaluators", 0, "--kill",
                                                    r"chief-0:incremental: step [\d,]+: delta .* since step [1-9]"],
-                                  [*TRAIN, "--batch_size", 64, "--steps", 600, "--no_eval", "--ev",
+                                  [*UNEVALUATED, "--batch_size", 64, "--steps", 600, "--no_eval", "--ev",
                                    "--input_layer_partitioner", 0, "--incremental_ckpt", 1,
                                    "--dense_layer_partitioner", 0,  # (whole dense variables: merged here by name)
                                    "--keep_checkpoint_max", 5])

@@ -293,9 +293,10 @@ def test_cli_killed_run_resumes_from_its_last_delta(tmp_path, train_file):
     shutil.copytree(ckpt, copy)
 
     # rerun up to the delta's step: restores full + deltas, trains nothing, saves that state as a full
-    # checkpoint (without --ev_elimination, whose checkpoint listener would evict first)
+    # checkpoint (without --ev_elimination and its sub-flags, whose checkpoint listener would evict first)
     at = flags.index("--ev_elimination")
-    proc = run_train("dlrm", flags[:at] + flags[at + 2:] + ["--steps", last])
+    assert flags[at:at + 6:2] == ["--ev_elimination", "--ev_steps_to_live", "--ev_evict_steps"]
+    proc = run_train("dlrm", flags[:at] + flags[at + 6:] + ["--steps", last])
     assert f"resuming from step {last:,}" in proc.stdout
     assert f"incremental: restored {len(chain)} deltas after full checkpoint 0: now at step {last}" in proc.stdout
     # the input goes on after the rows the delta's step had trained on (its input_progress), not the full one's
