@@ -591,9 +591,10 @@ def manifests(models=MODELS):
     return out
 
 
-def check(outputs, stream=sys.stdout):
-    """The unified diffs of the files that differ from `outputs` (missing files count); [] when none."""
-    stale = []
+def check(outputs, stream=None):
+    """Writes to `stream` (stdout) the unified diff of each file that differs from `outputs` (a missing one
+    counts) and returns their paths: [] when they all agree."""
+    stream, stale = stream or sys.stdout, []
     for path, text in outputs.items():
         rel = path.relative_to(REPO).as_posix()
         old = path.read_text() if path.is_file() else ""
