@@ -985,7 +985,8 @@ def test_every_fp32_manifest_has_its_bf16_twin_and_back():
     bf16 = {rel(p) for p in REPO.glob("*/distribute_k8s/*_BF16.yaml")}
     assert fp32, "no *_FP32.yaml manifest found"
     missing = {p.replace("_FP32.yaml", "_BF16.yaml") for p in fp32 - set(generate_manifests.FP32_ONLY)} - bf16
-    assert not missing, f"{sorted(missing)}: missing BF16 twin(s) of the FP32 manifests (distribute_k8s/generate_manifests.py)"
+    assert not missing, (f"{sorted(missing)}: missing BF16 twin(s) of the FP32 manifests "
+                         f"(distribute_k8s/generate_manifests.py)")
     orphans = {p.replace("_BF16.yaml", "_FP32.yaml") for p in bf16} - fp32
     assert not orphans, f"{sorted(orphans)}: missing FP32 twin(s) of BF16 manifests"
     for path, why in generate_manifests.FP32_ONLY.items():
@@ -1059,4 +1060,5 @@ def test_templates_refuse_unknown_unused_and_multiline_inline_values():
         fill("a: {{x}}", x="1\n2")
     with pytest.raises(ValueError, match="does not read back"):
         generate_manifests.scalar("yes")  # YAML would read a boolean
-    assert generate_manifests.scalar("8") == '"8"' and generate_manifests.scalar("/mnt/x/$(JOB_NAME)") == "/mnt/x/$(JOB_NAME)"
+    assert generate_manifests.scalar("8") == '"8"'
+    assert generate_manifests.scalar("/mnt/x/$(JOB_NAME)") == "/mnt/x/$(JOB_NAME)"
