@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup horovod jemalloc train test bench lint clean-venv
+.PHONY: setup horovod jemalloc train test test-fast bench lint clean-venv
 
 HOROVOD_BUILD := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
 	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
@@ -49,6 +49,10 @@ train: setup
 
 test: setup horovod jemalloc
 	$(PY) -m pytest -q -rs tests $(ARGS)
+
+# The fast tier: the tests marked `fast` (pyproject.toml), in-process, under 3 minutes; CI runs `make test`.
+test-fast: setup
+	$(PY) -m pytest -q -m fast tests $(ARGS)
 
 bench: setup
 	$(PY) benchmarks/matrix.py $(ARGS)

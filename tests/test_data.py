@@ -11,6 +11,8 @@ from modelzoo.datafiles import DataError, Slice
 from modelzoo.features import BAD_ROWS, DENSE, IDS, make_dataset, transform
 from modelzoo.schema import load_schema
 
+pytestmark = pytest.mark.fast  # the fast tier (make test-fast)
+
 SCHEMA = load_schema("criteo")
 
 

@@ -4,6 +4,8 @@ import pytest
 from modelzoo import flags
 from modelzoo.flags import FlagError
 
+pytestmark = pytest.mark.fast  # the fast tier (make test-fast)
+
 SPEED = {"smartstaged": True, "op_fusion": False, "emb_fusion": True, "xla": False}
 
 

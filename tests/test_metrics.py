@@ -8,6 +8,8 @@ from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
 from modelzoo.metrics import eval_metrics
 
+pytestmark = pytest.mark.fast  # the fast tier (make test-fast)
+
 tf1 = tf.compat.v1
 
 

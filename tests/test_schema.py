@@ -6,6 +6,8 @@ import pytest
 
 from modelzoo.schema import SchemaError, load_schema, parse_schema
 
+pytestmark = pytest.mark.fast  # the fast tier (make test-fast)
+
 
 def test_criteo_schema_has_the_kaggle_columns_in_file_order():
     s = load_schema("criteo")
