@@ -61,6 +61,7 @@ COPY distribute_k8s/ssh/ssh_config /etc/ssh/ssh_config.d/modelzoo.conf
 COPY modelzoo/ modelzoo/
 COPY dlrm/ dlrm/
 COPY wide_and_deep/ wide_and_deep/
+COPY dcn_v2/ dcn_v2/
 COPY gdmix_lr/ gdmix_lr/
 COPY data/ data/
 COPY distribute_k8s/ distribute_k8s/
@@ -80,6 +81,7 @@ FROM base AS runtime
 COPY modelzoo/ modelzoo/
 COPY dlrm/ dlrm/
 COPY wide_and_deep/ wide_and_deep/
+COPY dcn_v2/ dcn_v2/
 COPY gdmix_lr/ gdmix_lr/
 COPY data/ data/
 # distribute_k8s/launch.py: the entry point of the TFJobs in */distribute_k8s/distribute_k8s_*.yaml.

@@ -38,10 +38,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from modelzoo.io_utils import write_report  # noqa: E402
+from modelzoo.models import ESTIMATOR_MODELS, OTHER_MODELS  # noqa: E402
 from modelzoo.system import cpu_info  # noqa: E402
 
-TRAINERS = ("dlrm", "wide_and_deep")  # the Estimator models (the shared train.py flags)
-MODELS = (*TRAINERS, "gdmix_lr")
+TRAINERS = ESTIMATOR_MODELS  # the Estimator models (the shared train.py flags): modelzoo/models.py
+MODELS = (*TRAINERS, *OTHER_MODELS)
 ALLOCATORS = {"glibc": "close", "jemalloc": "jemalloc"}  # config -> launch.py's MEM_USAGE_STRATEGY
 FIXED = {"tf": ["--tf"], "default": [], "bf16": ["--bf16"], "ev": ["--ev"],
          "ev_filter": ["--ev", "--ev_filter", "counter"], "glibc": [], "jemalloc": []}
@@ -53,12 +54,12 @@ GDMIX_CONFIGS = ("default", "glibc", "jemalloc")
 # (steps, rows, eval rows, batch sizes of the sweep, gdmix_lr generated rows)
 MODES = {
     # (the batch-size sweep is DLRM's: a W&D run costs about a minute of start-up, checkpoints and export)
-    "full": dict(steps={"dlrm": 150, "wide_and_deep": 40}, rows=600_000, eval_rows=50_000,
+    "full": dict(steps={"dlrm": 150, "wide_and_deep": 40, "dcn_v2": 150}, rows=600_000, eval_rows=50_000,
                  sweep=(512, 1024, 2048, 4096), sweep_samples={"dlrm": 300_000},
                  gdmix_rows=1_000_000, configs=FULL_CONFIGS, models=MODELS),
     # (W&D is left out: each of its runs spends about a minute creating, checkpointing and exporting its
     # 0.9 GB of tables and their 1.8 GB of optimizer slots, whatever the number of steps)
-    "quick": dict(steps={"dlrm": 40, "wide_and_deep": 10}, rows=100_000, eval_rows=20_000, sweep=(),
+    "quick": dict(steps={"dlrm": 40, "wide_and_deep": 10, "dcn_v2": 40}, rows=100_000, eval_rows=20_000, sweep=(),
                   sweep_samples={}, gdmix_rows=100_000, configs=QUICK_CONFIGS, models=("dlrm", "gdmix_lr")),
 }
 

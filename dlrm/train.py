@@ -37,17 +37,17 @@ def interact(bottom, embeddings, op):
 
 
 def build_logits(inputs, args, training):
-    from modelzoo.layers import mlp
+    from modelzoo.layers import logit, mlp
     # without numeric columns (Avazu) there is no dense part: no bottom MLP, the embeddings interact alone
-    bottom = None if inputs.dense is None else mlp(inputs.dense, BOTTOM_MLP, "bottom_mlp", bf16=args.bf16)
+    bottom = None if inputs.dense is None else mlp(inputs.dense, BOTTOM_MLP, "bottom_mlp")
     embeddings = inputs.tables.lookup_stacked(inputs.ids)
     if bottom is None and embeddings.shape[1] < 2 and args.interaction_op == "dot":
         from modelzoo.schema import SchemaError
         raise SchemaError(f"{inputs.schema.source}: DLRM's dot interaction needs two vectors, and this schema "
                           "has one categorical column and no numeric one; give more columns or --interaction_op cat")
     top_in = interact(bottom, embeddings, args.interaction_op)
-    hidden = mlp(top_in, TOP_MLP[:-1], "top_mlp", bf16=args.bf16)
-    return mlp(hidden, TOP_MLP[-1:], "logit", last_activation=False)  # float32 even with --bf16
+    hidden = mlp(top_in, TOP_MLP[:-1], "top_mlp")  # bfloat16 with --bf16 (the runner's precision scope)
+    return logit(hidden, "logit")  # float32 even with --bf16
 
 
 SPEC = ModelSpec(

@@ -46,6 +46,12 @@ class TrainingStopped(Exception):
 SIGTERM_EXIT = 143  # 128 + SIGTERM, as a shell reports it; Kubernetes' ExitCode policy retries it
 
 
+# what a ModelSpec's `defaults` may set (modelzoo/flags.py reads these), and the speed defaults a model may
+# give besides one for each of flags.SPEED_SWITCHES (a switch's default with --ev)
+MODEL_DEFAULT_KEYS = ("batch_size", "learning_rate", "optimizer", "generate_rows")
+OPTIONAL_SPEED_DEFAULTS = tuple(f"{name}_ev" for name in flaglib.SPEED_SWITCHES)
+
+
 @dataclass
 class ModelSpec:
     name: str
@@ -61,6 +67,43 @@ class ModelSpec:
     # (args, global_step, lr_factor) -> [(variable-name prefix or None for the rest, optimizer)];
     # default: one --optimizer at --learning_rate for every variable
     optimizers: Optional[Callable] = None
+    # (labels [B] float32, logits [B]) -> scalar mean loss; default: binary cross-entropy on one logit
+    loss: Optional[Callable] = None
+
+    def __post_init__(self):
+        """Refuse a malformed spec when the model's train.py is imported, naming the model and field."""
+        def bad(field_name, why):
+            raise ValueError(f"ModelSpec {self.name!r}: {field_name} {why}")
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"ModelSpec: name must be a non-empty string, got {self.name!r}")
+        for name in ("build_logits", "add_flags", "optimizers", "loss"):
+            value = getattr(self, name)
+            if (value is not None or name == "build_logits") and not callable(value):
+                bad(name, f"must be callable, got {type(value).__name__}")
+        if self.embedding_dim is not None and not callable(self.embedding_dim) and \
+                not (isinstance(self.embedding_dim, int) and self.embedding_dim > 0):
+            bad("embedding_dim", f"must be a positive int or a function of the column, got {self.embedding_dim!r}")
+        unknown = sorted(set(self.defaults) - set(MODEL_DEFAULT_KEYS))
+        if unknown:
+            bad("defaults", f"has unknown keys {unknown} (known: {sorted(MODEL_DEFAULT_KEYS)})")
+        speed = set(flaglib.SPEED_SWITCHES)
+        missing, extra = sorted(speed - set(self.speed_defaults)), sorted(
+            set(self.speed_defaults) - speed - set(OPTIONAL_SPEED_DEFAULTS))
+        if missing or extra:
+            bad("speed_defaults", (f"lacks {missing}" if missing else "") + (" and " if missing and extra else "")
+                + (f"has unknown keys {extra}" if extra else "") + f" (it must give every one of {sorted(speed)})")
+        if isinstance(self.shape_flags, str):
+            bad("shape_flags", f"must be a tuple of flag names, got the string {self.shape_flags!r}")
+        if self.shape_flags:
+            import argparse
+            parser = argparse.ArgumentParser(add_help=False)
+            if self.add_flags:
+                self.add_flags(parser)
+            added = {action.dest for action in parser._actions}
+            unknown = [f for f in self.shape_flags if f not in added]
+            if unknown:
+                bad("shape_flags", f"names {unknown}, which its add_flags does not add "
+                    f"(it adds {sorted(added) or 'none'})")
 
 
 @dataclass
@@ -188,7 +231,7 @@ def _cross_entropy(labels, logits):
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
-def micro_batched_gradients(forward, features, labels, micro_batches):
+def micro_batched_gradients(forward, features, labels, micro_batches, loss_of=None):
     """Gradients of the full-batch mean loss, computed one micro-batch after another.
 
     Each micro-batch's forward pass waits for the previous one's gradients, so only one
@@ -206,8 +249,12 @@ def micro_batched_gradients(forward, features, labels, micro_batches):
             size = base + tf.cast(i < rest, tf.int32)
             part = {k: v[start:start + size] for k, v in features.items()}
             # this micro-batch's share of the full-batch mean (an empty micro-batch adds 0, not NaN)
-            weighted = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(
-                labels=labels[start:start + size], logits=forward(part))) / tf.cast(batch, tf.float32)
+            if loss_of is None or loss_of is _cross_entropy:
+                weighted = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(
+                    labels=labels[start:start + size], logits=forward(part))) / tf.cast(batch, tf.float32)
+            else:  # a mean loss weighted by the micro-batch's share of the batch
+                weighted = loss_of(labels[start:start + size], forward(part)) * \
+                    tf.cast(size, tf.float32) / tf.cast(batch, tf.float32)
             if variables is None:
                 variables = tf1.trainable_variables()
             grads = tf.gradients(weighted, variables)
@@ -292,9 +339,11 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=
     import tensorflow as tf
     from modelzoo import features as F
     from modelzoo.hooks import TRAINING_LOSS, ThroughputHook
+    from modelzoo.layers import precision
     from modelzoo.metrics import eval_metrics, streaming_sum
     tf1 = tf.compat.v1
     world = world or data_parallel.World()
+    loss_of = spec.loss or _cross_entropy
     ev_report = {} if ev_report is None else ev_report
 
     def model_fn(features, labels, mode, params):
@@ -314,8 +363,10 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=
             if F.is_raw(feats):  # (always with --tf: it turns --smartstaged off)
                 feats = F.transform(feats, schema, keyed=args.ev, stock_columns=args.tf)
             inputs = ModelInputs(feats.get(F.DENSE), feats[F.IDS], tables, schema, feats.get(F.CROSS_IDS))
-            # --dense_layer_partitioner: every other variable of the model (its tables set their own)
-            with tf1.variable_scope(tf1.get_variable_scope(), partitioner=world.dense_partitioner(args)):
+            # --dense_layer_partitioner: every other variable of the model (its tables set their own);
+            # --bf16: the precision scope every modelzoo.layers.mlp reads (so no model can forget it)
+            with tf1.variable_scope(tf1.get_variable_scope(), partitioner=world.dense_partitioner(args)), \
+                    precision(tf.bfloat16 if args.bf16 else tf.float32):
                 return tf.reshape(spec.build_logits(inputs, args, training), [-1])
 
         if mode == tf.estimator.ModeKeys.PREDICT:
@@ -332,14 +383,14 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=
             metrics = eval_metrics(labels, tf.sigmoid(logits))
             if bad_rows is not None:
                 metrics["bad_rows_skipped"] = streaming_sum(bad_rows)
-            return tf.estimator.EstimatorSpec(mode, loss=_cross_entropy(labels, logits),
+            return tf.estimator.EstimatorSpec(mode, loss=loss_of(labels, logits),
                                               eval_metric_ops=metrics)
         global_step = tf1.train.get_or_create_global_step()
         groups = (spec.optimizers or default_optimizers)(args, global_step, world.lr_factor(args.lr_scaling))
         if args.micro_batch:
-            loss, grads_and_vars = micro_batched_gradients(forward, features, labels, args.micro_batch)
+            loss, grads_and_vars = micro_batched_gradients(forward, features, labels, args.micro_batch, loss_of)
         else:
-            loss = _cross_entropy(labels, forward(features))
+            loss = loss_of(labels, forward(features))
             variables = tf1.trainable_variables()
             grads_and_vars = [(g, v) for g, v in zip(tf.gradients(loss, variables), variables) if g is not None]
         grads_and_vars = world.average_gradients(grads_and_vars)

@@ -79,13 +79,13 @@ def wide_logit(inputs):
 
 def deep_logit(inputs, args, training):
     import tensorflow as tf
-    from modelzoo.layers import mlp
+    from modelzoo.layers import logit, mlp
     parts = inputs.tables.lookup(inputs.ids)
     if inputs.dense is not None:
         parts.append(inputs.dense)
-    hidden = mlp(tf.concat(parts, axis=1), args.deep_hidden_units, "dnn", bf16=args.bf16,
+    hidden = mlp(tf.concat(parts, axis=1), args.deep_hidden_units, "dnn",
                  dropout=args.deep_dropout if training else 0.0)
-    return mlp(hidden, [1], "dnn_logit", last_activation=False)  # float32 even with --bf16
+    return logit(hidden, "dnn_logit")  # float32 even with --bf16
 
 
 def build_logits(inputs, args, training):
