@@ -44,7 +44,7 @@ from modelzoo.system import cpu_info  # noqa: E402
 TRAINERS = ESTIMATOR_MODELS  # the Estimator models (the shared train.py flags): modelzoo/models.py
 MODELS = (*TRAINERS, *OTHER_MODELS)
 ALLOCATORS = {"glibc": "close", "jemalloc": "jemalloc"}  # config -> launch.py's MEM_USAGE_STRATEGY
-FIXED = {"tf": ["--tf"], "default": [], "bf16": ["--bf16"], "ev": ["--ev"],
+FIXED = {"tf": ["--tf"], "default": [], "bf16": ["--bf16"], "bf16_grappler": ["--bf16", "--bf16_mode", "grappler"], "ev": ["--ev"],
          "ev_filter": ["--ev", "--ev_filter", "counter"], "glibc": [], "jemalloc": []}
 FULL_CONFIGS = ("tf", "default", "bf16", "ev", "ev_filter", "op_fusion_toggled", "smartstaged_toggled",
                 "glibc", "jemalloc")
@@ -155,7 +155,34 @@ def run_once(model, flags, strategy, processes, batch, steps, data, workdir, gdm
     else:
         speed = result["samples_per_sec"]
     return {"samples_per_sec": speed, "auc": result.get("auc"), "peak_rss_mb": result.get("peak_rss_mb"),
-            "wall_seconds": round(time.time() - start, 1)}
+            "wall_seconds": round(time.time() - start, 1), "onednn": onednn_state(env)}
+
+
+SPREAD_LIMIT = 0.05  # a configuration whose (max - min) / median is over this is flagged in the tables
+
+
+def onednn_state(env):
+    """What decides whether a run's kernels are oneDNN's: TF_ENABLE_ONEDNN_OPTS as the run saw it, whether
+    TensorFlow turned oneDNN on under it (IsMklEnabled, in a process with that environment), and the CPU's
+    BF16 flags. Asked once per environment value (a TensorFlow start-up costs seconds)."""
+    value = env.get("TF_ENABLE_ONEDNN_OPTS")
+    if value not in _ONEDNN_CACHE:
+        probe = subprocess.run([sys.executable, "-c", "from tensorflow.python.util import _pywrap_util_port as p; "
+                                "print(int(p.IsMklEnabled()))"], capture_output=True, text=True, env=env)
+        enabled = probe.stdout.strip().endswith("1") if probe.returncode == 0 else None
+        cpu = cpu_info()
+        _ONEDNN_CACHE[value] = {"TF_ENABLE_ONEDNN_OPTS": value if value is not None else "unset (TF's default)",
+                                "enabled": enabled, "cpu_bf16": cpu["bf16_hardware"]}
+    return _ONEDNN_CACHE[value]
+
+
+_ONEDNN_CACHE = {}
+
+
+def spread(speeds):
+    """(max - min) / median of a configuration's runs: its +-% is half of it."""
+    median = statistics.median(speeds)
+    return (max(speeds) - min(speeds)) / median if median else None
 
 
 def summarize(runs_by_key, flags_by_key):
@@ -167,7 +194,8 @@ def summarize(runs_by_key, flags_by_key):
         rss = [r["peak_rss_mb"] for r in records if r["peak_rss_mb"] is not None]
         summary.setdefault(model, {})[label] = {
             "flags": flags_by_key[(model, label)], "runs": len(records), "samples_per_sec": statistics.median(speeds),
-            "min": min(speeds), "max": max(speeds), "auc": statistics.median(aucs) if aucs else None,
+            "min": min(speeds), "max": max(speeds), "spread": spread(speeds),
+            "onednn": records[-1].get("onednn"), "auc": statistics.median(aucs) if aucs else None,
             "peak_rss_mb": statistics.median(rss) if rss else None, "per_run": records}
     for model, configs in summary.items():
         base = configs.get("tf", {}).get("samples_per_sec")
@@ -215,12 +243,14 @@ def markdown(doc):
         unit = "fixed-effect samples/s per L-BFGS pass" if model == "gdmix_lr" else \
             f"samples/s at global batch 2048, {meta['steps'].get(model)} steps a run"
         lines += [f"**{model}** ({unit})", "",
-                  "| configuration | flags | samples/s | min - max | vs --tf | vs default | AUC | peak RSS MB |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "| configuration | flags | samples/s | min - max | spread | oneDNN | vs --tf | vs default | AUC "
+                  "| peak RSS MB |",
+                  "|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
         for label, s in configs.items():
             if label.startswith("default_batch"):
                 continue
             lines.append(f"| {label} | `{s['flags']}` | {s['samples_per_sec']:,.0f} | {s['min']:,.0f} - {s['max']:,.0f}"
+                         f" | {spread_words(s.get('spread'))} | {onednn_words(s.get('onednn'))}"
                          f" | {fmt(s['ratio_to_tf'], '.2f')}{'x' * (s['ratio_to_tf'] is not None)}"
                          f" | {fmt(s['ratio_to_default'], '.2f')}{'x' * (s['ratio_to_default'] is not None)}"
                          f" | {fmt(s['auc'], '.4f')} | {fmt(s['peak_rss_mb'], ',.0f')} |")
@@ -242,6 +272,22 @@ def markdown(doc):
                     else ".2f")
         lines.append(f"| {t['target']} | {t['goal']} | {shown} | {met} |")
     return "\n".join(lines) + "\n"
+
+
+def spread_words(value):
+    """The spread as +-% of the median ((max - min) / 2), flagged when over SPREAD_LIMIT."""
+    if value is None:
+        return "n/a"
+    words = f"±{value * 50:.1f}%"
+    return f"**{words}** (over ±{SPREAD_LIMIT * 100:.0f}%)" if value / 2 > SPREAD_LIMIT else words
+
+
+def onednn_words(state):
+    if not state:
+        return "n/a"
+    on = {True: "on", False: "off", None: "unknown"}[state.get("enabled")]
+    return f"{on} (TF_ENABLE_ONEDNN_OPTS {state['TF_ENABLE_ONEDNN_OPTS']}; BF16 CPU flags: " \
+        f"{', '.join(state.get('cpu_bf16') or []) or 'none'})"
 
 
 def batch_sweep(summary):

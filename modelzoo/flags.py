@@ -47,11 +47,16 @@ REFINES = {
     "adaptive_emb_buckets": (lambda a: a.adaptive_emb, "--ev --adaptive_emb"),
     "dynamic_ev_dims": (lambda a: a.dynamic_ev, "--ev --dynamic_ev"),
     "dynamic_ev_freqs": (lambda a: a.dynamic_ev, "--ev --dynamic_ev"),
+    "bf16_mode": (lambda a: a.bf16, "--bf16 (it picks how --bf16 runs the MLPs in bfloat16)"),
     "generate_rows": (lambda a: not a.train_files, "--data_location (it is not read with --train_files)"),
 }
 # Flags that only act while training: refused with --evaluate and --predict
 TRAINING_ONLY = ("steps", "save_steps", "keep_checkpoint_max", "micro_batch", "timeline", "log_steps")
 EV_FILTERS = ("counter", "cbf")
+BF16_MODES = ("casts", "grappler")
+# what --benchmark contradicts: it trains in a temporary folder and evaluates, exports and saves nothing
+BENCHMARK_CONFLICTS = ("evaluate", "predict", "export_only", "warm_start_from", "checkpoint", "save_steps",
+                       "keep_checkpoint_max", "timeline", "hvd", "incremental_ckpt")
 EV_ELIMINATIONS = ("gstep", "l2")
 
 DEEPREC_ONLY_PROTOCOLS = ("grpc++", "star_server", "star", "grpc+verbs", "grpc+mpi", "grpc+seastar")
@@ -248,6 +253,12 @@ def build_parser(model_name, defaults):
     add_bool(g, "tf", "the stock TensorFlow baseline (DeepRec's --tf): tf.feature_column hash-bucket and "
              "embedding columns through input_layer, every speed switch off", default=False)
     add_bool(g, "bf16", "MLP compute in bfloat16 with float32 master weights", default=False)
+    g.add_argument("--bf16_mode", choices=BF16_MODES, default="casts",
+                   help="with --bf16: explicit bfloat16 casts around the MLPs (casts), or a float32 graph that "
+                        "Grappler's auto_mixed_precision_onednn_bfloat16 pass rewrites (grappler; needs oneDNN)")
+    add_bool(g, "benchmark", "train --steps steps on the data (generated when --data_location holds none) in a "
+             "temporary folder: no evaluation, export or checkpoint; prints samples/s and writes "
+             "OUTPUT_DIR/MODEL_benchmark/result.json", default=False)
     add_bool(g, "smartstaged", "hash and normalize the features in the tf.data pipeline (in parallel, "
              "prefetched, overlapping the training step) instead of in the step; the CSV decode is "
              "parallel and prefetched either way", default=None)
@@ -346,6 +357,13 @@ def validate(args, speed_defaults, defaults=None):
             if name in given:
                 raise FlagError(f"--{name} acts on training, and --{'evaluate' if args.evaluate else 'predict'} "
                                 f"does not train; drop --{name}")
+    if args.benchmark:
+        clash = [f"--{n}" for n in BENCHMARK_CONFLICTS if n in given and getattr(args, n)]
+        if clash:
+            raise FlagError(f"--benchmark (train --steps steps in a temporary folder; no evaluation, export or "
+                            f"checkpoint) contradicts {' '.join(clash)}; drop one of them")
+        if not args.steps:
+            raise FlagError("--benchmark needs --steps N (the steps to time)")
     validate_ev(args)
     for name, (used, needs) in REFINES.items():
         if name in given and not used(args):

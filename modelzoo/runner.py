@@ -138,6 +138,9 @@ def session_config(args, cluster=None):
     # Stock TensorFlow runs the remapper by default; --op_fusion false (and --tf) turn it off.
     rewrite.remapping = rewriter_config_pb2.RewriterConfig.ON if args.op_fusion else \
         rewriter_config_pb2.RewriterConfig.OFF
+    if args.bf16 and getattr(args, "bf16_mode", "casts") == "grappler":
+        # the model graph stays float32; Grappler's oneDNN pass puts its allow-listed ops in bfloat16
+        rewrite.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
     if args.xla:
         config.graph_options.optimizer_options.global_jit_level = tf.compat.v1.OptimizerOptions.ON_1
     return config
@@ -364,9 +367,11 @@ def make_model_fn(spec, args, schema, meter, steps_range, world=None, ev_report=
                 feats = F.transform(feats, schema, keyed=args.ev, stock_columns=args.tf)
             inputs = ModelInputs(feats.get(F.DENSE), feats[F.IDS], tables, schema, feats.get(F.CROSS_IDS))
             # --dense_layer_partitioner: every other variable of the model (its tables set their own);
-            # --bf16: the precision scope every modelzoo.layers.mlp reads (so no model can forget it)
+            # --bf16: the precision scope every modelzoo.layers.mlp reads (so no model can forget it), except
+            # under --bf16_mode grappler, where the model builds float32 and session_config's pass converts it
+            casts = args.bf16 and getattr(args, "bf16_mode", "casts") != "grappler"
             with tf1.variable_scope(tf1.get_variable_scope(), partitioner=world.dense_partitioner(args)), \
-                    precision(tf.bfloat16 if args.bf16 else tf.float32):
+                    precision(tf.bfloat16 if casts else tf.float32):
                 return tf.reshape(spec.build_logits(inputs, args, training), [-1])
 
         if mode == tf.estimator.ModeKeys.PREDICT:
@@ -442,7 +447,9 @@ def build_estimator(spec, args, schema, checkpoint, meter=None, steps_range=(0, 
     import tensorflow as tf
     from modelzoo.hooks import ThroughputMeter
     world = world or data_parallel.World()
-    if world.is_chief or world.cluster:  # (a PS job's non-chief tasks write nothing: the Estimator knows)
+    if getattr(args, "benchmark", False):  # no checkpoint, no summaries
+        saving = dict(save_checkpoints_steps=None, save_checkpoints_secs=None, save_summary_steps=0)
+    elif world.is_chief or world.cluster:  # (a PS job's non-chief tasks write nothing: the Estimator knows)
         saving = dict(save_checkpoints_steps=args.save_steps or 10 ** 12, save_checkpoints_secs=None,
                       save_summary_steps=max(args.log_steps, 100))
     else:  # only rank 0 writes checkpoints and summaries (`checkpoint` is a scratch folder here)
@@ -678,8 +685,8 @@ def train(spec, args, schema, data, steps, checkpoint, world):
                 print(f"input: skipping the {consumed:,} rows trained on before", flush=True)
             train_input = input_fn(args, schema, data, data.train, True, shard=(world.size, world.rank),
                                    skip_rows=consumed)
-            listeners = saving_listeners(args) + incremental_listeners(args)
-            if world.is_chief:
+            listeners = [] if args.benchmark else saving_listeners(args) + incremental_listeners(args)
+            if world.is_chief and not args.benchmark:
                 listeners.append(FiniteCheckpointGuard())
             # Horovod's processes must stop at the same step: a SIGTERM there ends them at once (the
             # last checkpoint is resumed); one process (or a PS job's task) stops after its step
@@ -770,6 +777,8 @@ def run(spec, args):
     cluster = distributed.from_environment()
     if cluster is not None:
         return run_cluster(spec, args, cluster, wall_start)
+    if args.benchmark:
+        return benchmark(spec, args, wall_start)
     world = data_parallel.init(args)
     schema = model_schema(spec, args)
     checkpoint = checkpoint_folder(spec, args)
@@ -807,6 +816,39 @@ def run(spec, args):
                               data, schema, data.eval)
     return finish(spec, args, schema, data, checkpoint, estimator, meter, metrics, world, cpu, wall_start,
                   only=only, digests=digests, ev_report=ev_report)
+
+
+def benchmark(spec, args, wall_start):
+    """--benchmark (NVIDIA's flag): --steps training steps in a temporary folder, timed as the throughput
+    hook does (steady state, warm-up excluded); no evaluation, export or checkpoint is written."""
+    import tensorflow as tf
+    world = data_parallel.World()
+    schema = model_schema(spec, args)
+    workdir = tempfile.mkdtemp(prefix=f"{spec.name}-benchmark-")
+    try:
+        data = prepare(spec, args, schema, workdir, world)
+        cpu = cpu_info()
+        announce(spec, args, schema, data, args.steps, workdir, world, cpu)
+        _, meter, _, _ = train(spec, args, schema, data, args.steps, workdir, world)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    from tensorflow.python.util import _pywrap_util_port
+    result = {"model": spec.name, "benchmark": True, "flags": vars(args), "data": data.description,
+              "generated_data": data.generated, "steps": args.steps, "batch_size": args.batch_size,
+              "samples_per_sec": meter.samples_per_sec, "steady_steps": meter.steady_steps,
+              "train_loss": meter.last_loss, "wall_seconds": round(time.time() - wall_start, 2),
+              "peak_rss_mb": round(peak_rss_mb(), 1), "tf_version": tf.__version__, "cpu": cpu,
+              "onednn": {"TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+                         "enabled": bool(_pywrap_util_port.IsMklEnabled())}}
+    out = os.path.join(args.output_dir, f"{spec.name}_benchmark")
+    os.makedirs(out, exist_ok=True)
+    atomic_write_json(os.path.join(out, "result.json"), result)
+    speed = "n/a (too few steps for a steady state)" if meter.samples_per_sec is None else \
+        f"{meter.samples_per_sec:,.0f} samples/s"
+    print(f"benchmark: {speed} (steady state over {meter.steady_steps} of {args.steps} steps x batch "
+          f"{args.batch_size:,}) | oneDNN {'on' if result['onednn']['enabled'] else 'off'} | "
+          f"result: {os.path.join(out, 'result.json')}", flush=True)
+    return 0
 
 
 def finish(spec, args, schema, data, checkpoint, estimator, meter, metrics, world, cpu, wall_start,

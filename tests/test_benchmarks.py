@@ -180,3 +180,27 @@ def test_export_serving_reports_the_size_and_load_time_of_a_stock_export(tmp_pat
     doc = json.loads(out.read_text())
     assert doc["export_bytes"] > 0 and doc["load_s"] > 0 and doc["rows_scored"] == 1000
     assert doc["imported_modelzoo_or_tfra"] == [] and doc["flags"] == ["--ev"]
+
+
+def test_matrix_reports_each_configurations_spread_and_onednn_state():
+    """(max - min) / median per configuration, shown as +-half of it and flagged over +-5%; the oneDNN
+    state of the runs in the table."""
+    state = {"TF_ENABLE_ONEDNN_OPTS": "unset (TF's default)", "enabled": True, "cpu_bf16": ["avx512_bf16"]}
+    runs = {("dlrm", "tf"): [{"samples_per_sec": s, "auc": 0.7, "peak_rss_mb": 1, "onednn": state}
+                             for s in (100, 102, 104)],
+            ("dlrm", "default"): [{"samples_per_sec": s, "auc": 0.7, "peak_rss_mb": 1, "onednn": state}
+                                  for s in (80, 100, 120)]}
+    summary = matrix.summarize(runs, {key: key[1] for key in runs})
+    assert summary["dlrm"]["tf"]["spread"] == pytest.approx(4 / 102)
+    assert summary["dlrm"]["default"]["spread"] == pytest.approx(0.4)
+    table = matrix.markdown({"meta": {"mode": "full", "date": "d", "machine": "m", "python": "3", "tf_version": "2",
+                                      "runs": 3, "data": "x", "steps": {"dlrm": 1}},
+                             "summary": summary, "targets": []})
+    assert "±2.0%" in table and "**±20.0%** (over ±5%)" in table
+    assert "on (TF_ENABLE_ONEDNN_OPTS unset (TF's default); BF16 CPU flags: avx512_bf16)" in table
+
+
+def test_matrix_asks_tensorflow_whether_onednn_is_on():
+    import os
+    state = matrix.onednn_state(dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0"))
+    assert state["TF_ENABLE_ONEDNN_OPTS"] == "0" and state["enabled"] is False

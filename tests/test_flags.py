@@ -266,3 +266,59 @@ def test_export_and_warm_start_flags_refuse_what_cannot_work(argv, words):
     with pytest.raises(FlagError) as err:
         parse(*argv)
     assert words in err.value.message
+
+
+@pytest.mark.parametrize("extra", [["--evaluate"], ["--predict"], ["--export_only"], ["--checkpoint", "x"],
+                                   ["--save_steps", "5"], ["--timeline", "2"], ["--hvd"]])
+def test_benchmark_refuses_the_flags_it_contradicts(extra, capsys):
+    with pytest.raises(FlagError):
+        flags.parse("dlrm", ["--benchmark", "--steps", "10", *extra])
+    err = capsys.readouterr().err
+    assert "--benchmark" in err and extra[0] in err
+
+
+def test_benchmark_needs_steps_and_parses_with_them(capsys):
+    with pytest.raises(FlagError):
+        flags.parse("dlrm", ["--benchmark"])
+    assert "--steps" in capsys.readouterr().err
+    args = flags.parse("dlrm", ["--benchmark", "--steps", "10", "--bf16"])
+    assert args.benchmark and args.steps == 10
+
+
+def test_bf16_mode_needs_bf16(capsys):
+    with pytest.raises(FlagError):
+        flags.parse("dlrm", ["--bf16_mode", "grappler"])
+    assert "--bf16_mode needs --bf16" in capsys.readouterr().err
+    assert flags.parse("dlrm", ["--bf16", "--bf16_mode", "grappler"]).bf16_mode == "grappler"
+    assert flags.parse("dlrm", ["--bf16"]).bf16_mode == "casts"
+
+
+def test_bf16_mode_grappler_turns_the_onednn_pass_on_and_the_model_builds_float32():
+    from tensorflow.core.protobuf import rewriter_config_pb2
+    from modelzoo.runner import session_config
+    on = rewriter_config_pb2.RewriterConfig.ON
+    grappler = flags.parse("dlrm", ["--bf16", "--bf16_mode", "grappler"])
+    casts = flags.parse("dlrm", ["--bf16"])
+    assert session_config(grappler).graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 == on
+    assert session_config(casts).graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 != on
+
+
+def test_benchmark_run_trains_in_a_temporary_folder_and_writes_samples_per_sec(tmp_path):
+    """--benchmark with --bf16_mode grappler end to end: generated data, samples/s in result.json, no checkpoint."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    data, out = tmp_path / "data", tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(repo / "dlrm" / "train.py"), "--benchmark", "--steps", "8",
+                           "--batch_size", "256", "--generate_rows", "3000", "--data_location", str(data),
+                           "--output_dir", str(out), "--bf16", "--bf16_mode", "grappler", "--log_steps", "100"],
+                          capture_output=True, text=True, cwd=repo)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "benchmark:" in proc.stdout and "samples/s" in proc.stdout
+    result = json.loads((out / "dlrm_benchmark" / "result.json").read_text())
+    assert result["benchmark"] and result["steps"] == 8 and result["samples_per_sec"] > 0
+    assert "enabled" in result["onednn"]
+    assert sorted(p.name for p in out.iterdir()) == ["dlrm_benchmark"]  # no checkpoint folder, no export
+    assert sorted(p.name for p in (out / "dlrm_benchmark").iterdir()) == ["result.json"]
