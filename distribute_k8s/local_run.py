@@ -63,11 +63,11 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 
+from modelzoo.io_utils import atomic_write_json, read_yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_WORKDIR = "/opt/modelzoo"  # the Dockerfile's WORKDIR
@@ -195,7 +195,6 @@ def load_tfjob(path):
     """The TFJob document of a manifest file (one of its YAML documents). Whatever keeps it from being read
     is a ManifestError naming the file: not UTF-8 (the line named), not YAML, or a value PyYAML cannot build
     (a date like 2021-13-01 raises ValueError, deep nesting RecursionError)."""
-    from modelzoo.io_utils import read_yaml
     docs = read_yaml(path, ManifestError, "manifest", all_documents=True)
     kinds = [d.get("kind") if isinstance(d, dict) else type(d).__name__ for d in docs]
     jobs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "TFJob"]
@@ -468,22 +467,6 @@ def parse_kills(values, replicas):
         except re.error as err:
             raise ManifestError(f"--kill {value!r}: bad regular expression ({err})") from None
     return kills
-
-
-def atomic_write_json(path, data):
-    """Write JSON through a temporary file in the same folder, then rename: never a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".summary-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class Runner:

@@ -27,20 +27,14 @@ from typing import List, Optional
 
 import tensorflow as tf
 
-from modelzoo.features import ColumnTables
+from modelzoo.features import KEY_SPACE, ColumnTables, keys_of  # noqa: F401 (keys_of: the tables' key function)
 
 tf1 = tf.compat.v1
 
-KEY_SPACE = (1 << 63) - 1  # ids are fingerprints in [0, 2^63 - 1): collisions are negligible
 BANK_ROWS = 4096  # DeepRec's default_value_dim: a new id starts from row id % 4096 of the bank ...
 SIGN_SHIFT = 12  # ... with the signs of its elements set by the id's next bits (bits 12..62)
 EVICT_COLLECTION = "modelzoo_ev_evict"  # the eviction op, found by the checkpoint listener
 TABLES_COLLECTION = "modelzoo_ev_tables"  # the training graph's DynamicTable objects (incremental saves)
-
-
-def keys_of(values):
-    """Raw categorical values (strings) -> 64-bit keys of the dynamic tables."""
-    return tf.strings.to_hash_bucket_fast(values, KEY_SPACE)
 
 
 def _tfra_compat():

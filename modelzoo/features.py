@@ -69,9 +69,17 @@ def _normalize(col, value):
     return x
 
 
+KEY_SPACE = (1 << 63) - 1  # --ev ids are fingerprints in [0, 2^63 - 1): collisions are negligible
+
+
+def keys_of(values):
+    """Raw categorical values (strings) -> 64-bit keys of the dynamic tables (here, not in
+    embedding_variables.py, which builds on this module: no import cycle)."""
+    return tf.strings.to_hash_bucket_fast(values, KEY_SPACE)
+
+
 def _ids(col, value, keyed=False):
     if keyed:  # --ev: the raw id's 64-bit key, for a dynamic table (no buckets, no vocabulary index)
-        from modelzoo.embedding_variables import keys_of
         return keys_of(value)
     if col.hash_buckets:
         return tf.strings.to_hash_bucket_fast(value, col.hash_buckets)

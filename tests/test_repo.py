@@ -86,3 +86,44 @@ def test_dockerfile_installs_the_pinned_requirements_and_runs_bf16_dlrm(tmp_path
     assert bf16_message(cpu_info()) in proc.stdout
     matmuls = bf16_matmuls(workdir / "result" / "dlrm")
     assert any(n.startswith("bottom_mlp") for n in matmuls) and any(n.startswith("top_mlp") for n in matmuls)
+
+
+def modelzoo_import_graph():
+    """modelzoo module -> the modelzoo modules it imports anywhere in its file (module level and inside
+    functions alike: a function-local import still ties the two modules together)."""
+    import ast
+    package = REPO / "modelzoo"
+    modules = {p.relative_to(REPO).with_suffix("").as_posix().replace("/", ".").removesuffix(".__init__")
+               for p in package.rglob("*.py")}
+    graph = {}
+    for path in package.rglob("*.py"):
+        name = path.relative_to(REPO).with_suffix("").as_posix().replace("/", ".").removesuffix(".__init__")
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets.add(node.module)
+                targets.update(f"{node.module}.{a.name}" for a in node.names)  # from modelzoo import x
+        graph[name] = {t for t in targets if t in modules and t != name and t != "modelzoo"}
+    return graph
+
+
+def test_modelzoo_has_no_import_cycle():
+    graph = modelzoo_import_graph()
+    assert graph["modelzoo.embedding_variables"] >= {"modelzoo.features"}  # the graph sees real edges
+    state = {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycle = path[path.index(nxt):] + [nxt]
+                pytest.fail("import cycle in modelzoo: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
