@@ -144,7 +144,8 @@ class ClusterWorld(World):
 
 
 def init(args):
-    """Start Horovod when --hvd is given and fix the per-process batch size from the global one."""
+    """Start Horovod when --hvd is given. (The per-process batch is fixed by options.Options.from_args,
+    which refuses a --global_batch_size that does not split over the processes.)"""
     if not args.hvd:
         return World()
     try:
@@ -152,16 +153,7 @@ def init(args):
     except ImportError as err:
         raise DataParallelError(f"--hvd needs Horovod, which is not installed ({err}). {INSTALL_HINT}") from None
     hvd.init()
-    world = World(hvd)
-    if args.global_batch_size:
-        if args.global_batch_size % world.size:
-            raise DataParallelError(f"--global_batch_size {args.global_batch_size} does not split evenly over "
-                                    f"{world.size} processes; give a multiple of {world.size}")
-        args.batch_size = args.global_batch_size // world.size
-    if args.micro_batch and args.micro_batch > args.batch_size:
-        raise DataParallelError(f"--micro_batch {args.micro_batch} is larger than the per-process batch "
-                                f"{args.batch_size}")
-    return world
+    return World(hvd)
 
 
 def variables_digest(session, variables):
