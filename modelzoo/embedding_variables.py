@@ -26,6 +26,7 @@ import weakref
 import tensorflow as tf
 
 from modelzoo import incremental_ckpt
+from modelzoo.incremental_ckpt import TABLES_COLLECTION  # the training graph's DynamicTable objects (incremental saves)
 from modelzoo.features import KEY_SPACE, ColumnTables, keys_of  # noqa: F401 (keys_of: the tables' key function)
 from modelzoo.options import EVOptions  # noqa: F401 (the tables' options, also imported from here)
 
@@ -34,7 +35,6 @@ tf1 = tf.compat.v1
 BANK_ROWS = 4096  # DeepRec's default_value_dim: a new id starts from row id % 4096 of the bank ...
 SIGN_SHIFT = 12  # ... with the signs of its elements set by the id's next bits (bits 12..62)
 EVICT_COLLECTION = "modelzoo_ev_evict"  # the eviction op, found by the checkpoint listener
-TABLES_COLLECTION = "modelzoo_ev_tables"  # the training graph's DynamicTable objects (incremental saves)
 
 
 def _tfra_compat():
