@@ -10,6 +10,9 @@ summaries, the SavedModel and result.json.
 import hashlib
 import math
 
+from modelzoo import distributed
+from modelzoo.workqueue import WorkQueue
+
 INSTALL_HINT = ("Horovod is an optional extra built from source: run `make horovod` (or, in the venv, "
                 "HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 "
                 "HOROVOD_WITHOUT_MXNET=1 pip install --no-build-isolation horovod==0.28.1)")
@@ -41,7 +44,8 @@ class World:
         return self.is_chief
 
     def input_partitioner(self, args):
-        """Partitioners slice variables across PS tasks: there are none outside a PS job."""
+        """Partitioners slice variables across PS tasks: there are none outside a PS job. (`args`: the
+        flags or options.DistributedOptions: both name --input_layer_partitioner and --dense_layer_partitioner.)"""
         return None
 
     def dense_partitioner(self, args):
@@ -111,19 +115,15 @@ class ClusterWorld(World):
         return True  # each pod's log shows its own steps
 
     def input_partitioner(self, args):
-        from modelzoo.distributed import partitioner
-        return partitioner(args.input_layer_partitioner, 20, self.cluster.num_ps)  # MB
+        return distributed.partitioner(args.input_layer_partitioner, 20, self.cluster.num_ps)  # MB
 
     def dense_partitioner(self, args):
-        from modelzoo.distributed import partitioner
-        return partitioner(args.dense_layer_partitioner, 10, self.cluster.num_ps)  # KB
+        return distributed.partitioner(args.dense_layer_partitioner, 10, self.cluster.num_ps)  # KB
 
     def training_hooks(self):
-        from modelzoo.distributed import resume_report_hook
-        return [resume_report_hook(self.progress_slot, self.progress_prefix, self.cluster)]
+        return [distributed.resume_report_hook(self.progress_slot, self.progress_prefix, self.cluster)]
 
     def workqueue_lines(self, data):
-        from modelzoo.workqueue import WorkQueue
         return WorkQueue.for_trainer(self.cluster, data).lines()
 
     def workqueue_hooks(self, args, data, steps, checkpoint=None):
@@ -131,7 +131,6 @@ class ClusterWorld(World):
         restored checkpoint's record when PS 0 was restarted)."""
         if not (args.workqueue and self.is_chief):
             return []
-        from modelzoo.workqueue import WorkQueue
         return [WorkQueue.for_trainer(self.cluster, data).fill_hook(steps * args.batch_size, args.batch_size,
                                                                     args.seed, checkpoint)]
 
@@ -139,12 +138,12 @@ class ClusterWorld(World):
         """The chief records after each checkpoint what each trainer had taken from the --workqueue."""
         if not (args.workqueue and self.is_chief):
             return []
-        from modelzoo.workqueue import WorkQueue
         return [WorkQueue.for_trainer(self.cluster, data).record_listener(checkpoint, args.seed)]
 
 
 def init(args):
-    """Start Horovod when --hvd is given and fix the per-process batch size from the global one."""
+    """Start Horovod when --hvd is given. (The per-process batch is fixed by options.Options.from_args,
+    which refuses a --global_batch_size that does not split over the processes.)"""
     if not args.hvd:
         return World()
     try:
@@ -152,16 +151,7 @@ def init(args):
     except ImportError as err:
         raise DataParallelError(f"--hvd needs Horovod, which is not installed ({err}). {INSTALL_HINT}") from None
     hvd.init()
-    world = World(hvd)
-    if args.global_batch_size:
-        if args.global_batch_size % world.size:
-            raise DataParallelError(f"--global_batch_size {args.global_batch_size} does not split evenly over "
-                                    f"{world.size} processes; give a multiple of {world.size}")
-        args.batch_size = args.global_batch_size // world.size
-    if args.micro_batch and args.micro_batch > args.batch_size:
-        raise DataParallelError(f"--micro_batch {args.micro_batch} is larger than the per-process batch "
-                                f"{args.batch_size}")
-    return world
+    return World(hvd)
 
 
 def variables_digest(session, variables):

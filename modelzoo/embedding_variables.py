@@ -22,19 +22,19 @@ The SavedModel needs no TFRA: modelzoo/export.py freezes the tables into stock o
 """
 import math
 import weakref
-from dataclasses import dataclass
-from typing import List, Optional
 
 import tensorflow as tf
 
+from modelzoo import incremental_ckpt
+from modelzoo.incremental_ckpt import TABLES_COLLECTION  # the training graph's DynamicTable objects (incremental saves)
 from modelzoo.features import KEY_SPACE, ColumnTables, keys_of  # noqa: F401 (keys_of: the tables' key function)
+from modelzoo.options import EVOptions  # noqa: F401 (the tables' options, also imported from here)
 
 tf1 = tf.compat.v1
 
 BANK_ROWS = 4096  # DeepRec's default_value_dim: a new id starts from row id % 4096 of the bank ...
 SIGN_SHIFT = 12  # ... with the signs of its elements set by the id's next bits (bits 12..62)
 EVICT_COLLECTION = "modelzoo_ev_evict"  # the eviction op, found by the checkpoint listener
-TABLES_COLLECTION = "modelzoo_ev_tables"  # the training graph's DynamicTable objects (incremental saves)
 
 
 def _tfra_compat():
@@ -57,68 +57,6 @@ def _de():
 def load_kernels():
     """Register TFRA's ops in this process (a PS task's server runs them for the tables it holds)."""
     _de()
-
-
-@dataclass
-class EVOptions:
-    filter: Optional[str] = None  # None, "counter", "cbf"
-    filter_freq: int = 3
-    cbf_max_elements: int = 100_000
-    cbf_fpr: float = 0.01
-    elimination: Optional[str] = None  # None, "gstep", "l2"
-    steps_to_live: int = 4000
-    l2_threshold: float = 0.05
-    evict_steps: int = 1000
-    adaptive: bool = False
-    adaptive_threshold: int = 5
-    adaptive_buckets: int = 10_000
-    dynamic: bool = False
-    dynamic_dims: Optional[List[int]] = None
-    dynamic_freqs: Optional[List[int]] = None
-    track_updates: bool = False  # keep each row's last-updated step (gstep eviction, incremental saves)
-
-    @classmethod
-    def from_args(cls, args):
-        return cls(filter=args.ev_filter, filter_freq=args.ev_filter_freq,
-                   cbf_max_elements=args.ev_cbf_max_elements, cbf_fpr=args.ev_cbf_fpr,
-                   elimination=args.ev_elimination, steps_to_live=args.ev_steps_to_live,
-                   l2_threshold=args.ev_l2_threshold, evict_steps=args.ev_evict_steps,
-                   adaptive=args.adaptive_emb, adaptive_threshold=args.adaptive_emb_threshold,
-                   adaptive_buckets=args.adaptive_emb_buckets, dynamic=args.dynamic_ev,
-                   dynamic_dims=args.dynamic_ev_dims, dynamic_freqs=args.dynamic_ev_freqs,
-                   track_updates=args.ev_elimination == "gstep" or bool(args.incremental_ckpt))
-
-    def widths(self, dim):
-        """Row widths from rare to frequent ids; the last is the table's width. --dynamic_ev_dims are
-        given for the model's width; a table of another width (W&D has 64 and 128) scales them."""
-        if not self.dynamic or dim < 2:
-            return [dim]
-        dims = self.dynamic_dims or [max(1, dim // 4), dim]
-        if dims[-1] != dim:
-            dims = sorted({max(1, round(d * dim / dims[-1])) for d in dims})
-        return dims
-
-    def promotions(self, dim):
-        """Sightings that move an id to the next width (one fewer than the widths)."""
-        steps = len(self.widths(dim)) - 1
-        freqs = self.dynamic_freqs or [10 * (k + 1) for k in range(steps)]
-        return freqs[:steps]
-
-    @property
-    def counting(self):
-        """An exact count per id is kept (counter filter, adaptive embedding, dynamic dimension)."""
-        return self.filter == "counter" or self.adaptive or self.dynamic
-
-    @property
-    def admission_freq(self):
-        return self.adaptive_threshold if self.adaptive else self.filter_freq
-
-    def layout(self):
-        """What shapes the checkpoint's variables (a checkpoint restores only into the same layout)."""
-        return {"filter": self.filter, "cbf": [self.cbf_max_elements, self.cbf_fpr] if self.filter == "cbf" else None,
-                "adaptive_buckets": self.adaptive_buckets if self.adaptive else None,
-                "dynamic_dims": (self.dynamic_dims or "default") if self.dynamic else None,
-                "tracks_updates": self.track_updates}
 
 
 def describe(args, schema):
@@ -537,7 +475,7 @@ class DynamicEmbeddingTables(ColumnTables):
         for table in self.all_tables:
             ops += table.finish(optimizers, global_step, after)
             tf1.add_to_collection(TABLES_COLLECTION, table)
-        if self.options.elimination or self.options.dynamic:
+        if self.options.evicts:
             evicted = tf.add_n([t.evict(global_step) for t in self.all_tables])
             tf1.add_to_collection(EVICT_COLLECTION, evicted)
         return ops
@@ -548,6 +486,30 @@ class DynamicEmbeddingTables(ColumnTables):
         if self.options.elimination or self.options.dynamic:
             hooks.insert(0, EvictionHook(self.options, every_steps=self.options.evict_steps))
         return hooks
+
+    # -- the tables interface the runner's model_fn calls (features.ColumnTables: no-ops for fixed tables) --
+    keyed = True  # looked up by the raw 64-bit keys, not by hash-bucket ids
+
+    def wrap_optimizer(self, optimizer):
+        """TFRA's wrapper: the slots as tables, the updated rows written back to the tables."""
+        return _de().DynamicEmbeddingOptimizer(optimizer)
+
+    def training_hooks(self, report, model_dir, last_step):
+        """The chief's hooks: --incremental_ckpt's delta writer (the deltas are restored by `saver`), then
+        the eviction and the end-of-training report (`hooks`)."""
+        hooks = []
+        if self.options.incremental_secs:
+            hooks.append(incremental_ckpt.IncrementalCheckpointHook(model_dir, self.options.incremental_secs,
+                                                                    last_step))
+        return hooks + self.hooks(report)
+
+    def saver(self, keep_checkpoint_max):
+        """--incremental_ckpt: the training Saver whose restore applies the deltas after the full checkpoint."""
+        return incremental_ckpt.training_saver(keep_checkpoint_max) if self.options.incremental_secs else None
+
+    def warm_start_tables(self):
+        """The DynamicTable objects a --warm_start_from loads rows into."""
+        return self.root.all_tables
 
 
 def _salt(name):

@@ -221,7 +221,34 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
     return ds.prefetch(ahead)
 
 
-class ColumnTables(abc.ABC):
+class TrainingInterface:
+    """What the runner's model_fn asks of every kind of tables besides the lookups, so that it builds one
+    training step for all of them: fixed tables (these no-ops) and --ev's dynamic ones
+    (embedding_variables.DynamicEmbeddingTables, which override them)."""
+
+    keyed = False  # the ids are hash-bucket (or vocabulary) indexes, not raw 64-bit keys
+
+    def wrap_optimizer(self, optimizer):
+        return optimizer
+
+    def finish(self, optimizers, global_step, after=None):
+        """Ops to group with the train op, after the optimizers."""
+        return []
+
+    def training_hooks(self, report, model_dir, last_step):
+        """The chief's hooks; `report` receives the tables' end-of-training figures (result.json)."""
+        return []
+
+    def saver(self, keep_checkpoint_max):
+        """A training Saver other than the Estimator's default (None: the default)."""
+        return None
+
+    def warm_start_tables(self):
+        """Tables (not variables) a --warm_start_from loads rows into."""
+        return []
+
+
+class ColumnTables(TrainingInterface, abc.ABC):
     """The lookups every kind of embedding table shares: one table per categorical column, or with
     `fused` one table per embedding width holding all columns of that width (--emb_fusion).
     Subclasses give the scope, a column's lookup and a fused group's lookup."""
@@ -296,7 +323,7 @@ class EmbeddingTables(ColumnTables):
         return tf1.get_variable(name, [rows, dim], tf.float32, initializer=self.initializer)
 
 
-class FeatureColumnTables:
+class FeatureColumnTables(TrainingInterface):
     """--tf, the stock TensorFlow baseline (DeepRec's --tf): every categorical column is a
     `categorical_column_with_hash_bucket` (or `_with_vocabulary_list`) of the raw strings, embedded
     by an `embedding_column` through `input_layer`, as stock TensorFlow's recipes build them: the

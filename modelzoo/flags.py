@@ -8,6 +8,8 @@ accepted and silently ignored. This module does not import TensorFlow, so that t
 import argparse
 import sys
 
+from modelzoo.options import EVOptions
+
 
 # The optimizers of --optimizer (DeepRec names); modelzoo/optimizers.py builds them.
 OPTIMIZERS = ("adam", "adamasync", "adagraddecay", "adagrad", "gradientdescent", "ftrl")
@@ -470,7 +472,6 @@ def validate_with_schema(args, schema, model_name, uses_crosses):
         raise FlagError(f"--schema {schema.source}: its crosses ({', '.join(x.name for x in schema.crosses)}) "
                         f"feed a wide (linear) part, which {model_name} has not; remove 'crosses' from the schema")
     if args.ev and args.dynamic_ev and args.dynamic_ev_dims:
-        from modelzoo.embedding_variables import EVOptions
         dims, widths = args.dynamic_ev_dims, sorted({c.embedding_dim for c in schema.categorical})
         if widths and dims[-1] not in widths:
             raise FlagError(f"--dynamic_ev_dims {','.join(map(str, dims))}: the last width must be the model's "

@@ -25,7 +25,7 @@ class ThroughputMeter:
         self.last_loss = None
         self.span = None  # (global step, wall time) at this process's first and last step
         self.own_samples_per_sec = None  # this process's own steps only (a PS job's trainers add up)
-        self.variable_bytes = None  # runner.variable_bytes of the training graph
+        self.variable_bytes = None  # run/graph.variable_bytes of the training graph
 
     def cluster_samples_per_sec(self, batch_size, spans=()):
         """Samples/s of every trainer together: the global step's rate from the first step to the

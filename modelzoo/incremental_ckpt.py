@@ -47,6 +47,8 @@ from modelzoo.io_utils import atomic_writer
 
 tf1 = tf.compat.v1
 
+TABLES_COLLECTION = "modelzoo_ev_tables"  # the training graph's DynamicTable objects (embedding_variables adds them)
+
 FOLDER = "incremental"
 FORMAT = 1
 _DELTA = re.compile(r"^delta-(\d+)\.npz$")
@@ -243,7 +245,6 @@ class IncrementalCheckpointHook(tf1.train.SessionRunHook):
 
     # -- SessionRunHook --------------------------------------------------------------------------------------
     def begin(self):
-        from modelzoo.embedding_variables import TABLES_COLLECTION
         graph = tf1.get_default_graph()
         tables = tf1.get_collection(TABLES_COLLECTION)
         if any(t.status is None for t in tables):

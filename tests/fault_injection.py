@@ -52,7 +52,8 @@ def kill_in_export():
 
 
 def kill_in_result():
-    from modelzoo import io_utils, runner
+    from modelzoo import io_utils
+    from modelzoo.run import report
 
     def write(path, obj):
         with io_utils.atomic_writer(path) as f:
@@ -60,7 +61,7 @@ def kill_in_result():
             f.flush()
             print("fault_injection: SIGKILL while result.json is written", flush=True)
             die()
-    runner.atomic_write_json = write
+    report.atomic_write_json = write
 
 
 def kill_in_gdmix_move(n):

@@ -1,4 +1,4 @@
-"""The checkpoint identity (runner.checkpoint_identity, check_checkpoint): a resume with a flag that changes
+"""The checkpoint identity (modelzoo/run/checkpoints.py: checkpoint_identity, check_checkpoint): a resume with a flag that changes
 the variables (--optimizer, the embedding-variable options, the model's shape flags, --emb_fusion's per-column
 filters) is refused in one line naming the flag, the checkpoint's value and this run's; a record written
 before a key existed is refused by name when its value is known, else the restore's own failure is."""
@@ -9,6 +9,7 @@ import pytest
 
 from conftest import read_result, run_train
 from modelzoo import runner
+from modelzoo.run import checkpoints
 from modelzoo.schema import load_schema
 
 
@@ -19,13 +20,13 @@ def identity(**flags):
     spec = load_train_module("dlrm").SPEC
     args = flaglib.parse(spec.name, [a for k, v in flags.items() for a in (f"--{k}", str(v))], spec.defaults,
                          spec.speed_defaults, spec.add_flags)
-    return runner.checkpoint_identity(spec, args, runner.model_schema(spec, args))
+    return checkpoints.checkpoint_identity(spec, args, runner.model_schema(spec, args))
 
 
 def refusal(tmp_path, theirs, ours):
     (tmp_path / "run_config.json").write_text(json.dumps(theirs))
     with pytest.raises(runner.CheckpointMismatch) as err:
-        runner.check_checkpoint(str(tmp_path), ours)
+        checkpoints.check_checkpoint(str(tmp_path), ours)
     return str(err.value)
 
 
@@ -46,9 +47,9 @@ def test_each_flag_that_changes_the_variables_is_refused_by_name(tmp_path):
 
 def test_evaluate_and_predict_ignore_the_optimizer(tmp_path):
     (tmp_path / "run_config.json").write_text(json.dumps(identity(optimizer="adagrad")))
-    runner.check_checkpoint(str(tmp_path), identity(optimizer="adam", evaluate="true"))  # accepted
+    checkpoints.check_checkpoint(str(tmp_path), identity(optimizer="adam", evaluate="true"))  # accepted
     with pytest.raises(runner.CheckpointMismatch):
-        runner.check_checkpoint(str(tmp_path), identity(optimizer="adam"))
+        checkpoints.check_checkpoint(str(tmp_path), identity(optimizer="adam"))
 
 
 def older(record):
@@ -69,7 +70,7 @@ def test_older_records_without_the_new_keys(tmp_path):
     # the same record without cbf (and one without --ev): nothing of theirs differs; optimizer not recorded
     for flags in ({"ev": True}, {}):
         (tmp_path / "run_config.json").write_text(json.dumps(older(identity(**flags))))
-        runner.check_checkpoint(str(tmp_path), identity(optimizer="adam", **flags))
+        checkpoints.check_checkpoint(str(tmp_path), identity(optimizer="adam", **flags))
 
 
 @pytest.fixture(scope="module")

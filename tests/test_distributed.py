@@ -266,7 +266,7 @@ def test_cluster_from_tf_config():
 
 
 def test_tf_error_line_names_what_failed():
-    from modelzoo.runner import tf_error_line
+    from modelzoo.run.checkpoints import tf_error_line
     message = ("Graph execution error:\n\nDetected at node 'X' defined at (most recent call last):\n  File ...\n"
                "Node: 'X'\nNo OpKernel was registered to support Op 'X'\n\t [[X]]")
     assert tf_error_line(message) == "No OpKernel was registered to support Op 'X'"

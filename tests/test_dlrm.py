@@ -71,14 +71,15 @@ def test_saved_model_scores_equal_estimator_predict(real_run):
     from modelzoo import flags
     from modelzoo.datafiles import Slice
     from modelzoo.features import make_dataset
-    from modelzoo.runner import build_estimator
+    from modelzoo.run.context import RunContext
+    from modelzoo.run.graph import build_estimator
     from modelzoo.schema import load_schema
 
     args = flags.parse("dlrm", ["--batch_size", "256"], speed_defaults=dlrm.SPEC.speed_defaults,
                        add_model_flags=dlrm.add_flags)
     schema = load_schema("criteo").with_embedding_dim(dlrm.EMBEDDING_DIM)
     rows = Slice(str(sample), 9899, 9999)
-    estimator = build_estimator(dlrm.SPEC, args, schema, str(ckpt))
+    estimator = build_estimator(RunContext.create(dlrm.SPEC, args, schema), str(ckpt))
     predicted = np.array([p["probabilities"] for p in estimator.predict(
         lambda: make_dataset([rows], schema, "\t", 64, training=False, smartstaged=True).map(lambda f, y: f))])
 

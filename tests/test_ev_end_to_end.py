@@ -122,22 +122,24 @@ RESTORE = r"""
 import importlib.util, json, sys
 import numpy as np
 import tensorflow as tf
-from modelzoo import flags, runner
+from modelzoo import flags
 from modelzoo.datafiles import resolve
 from modelzoo.hooks import ThroughputMeter
+from modelzoo.run.context import RunContext
+from modelzoo.run.graph import input_fn, make_model_fn
 tf1 = tf.compat.v1
 argv, ckpt, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 spec = importlib.util.spec_from_file_location("dlrm_train", "dlrm/train.py")
 dlrm = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(dlrm)
 args = flags.parse("dlrm", argv, dlrm.SPEC.defaults, dlrm.SPEC.speed_defaults, dlrm.add_flags)
-schema = runner.model_schema(dlrm.SPEC, args)
-data = resolve(args, schema)
+ctx = RunContext.create(dlrm.SPEC, args)
+ctx.data = data = resolve(args, ctx.schema)
 with tf.Graph().as_default():
     # the training graph the resumed run builds (the estimator's model_fn), restored by a default Saver
     features, labels = tf1.data.make_one_shot_iterator(
-        runner.input_fn(args, schema, data, data.train, True)()).get_next()
-    model_fn = runner.make_model_fn(dlrm.SPEC, args, schema, ThroughputMeter(), (0, args.steps))
+        input_fn(ctx, data.train, True)()).get_next()
+    model_fn = make_model_fn(ctx, ThroughputMeter(), (0, args.steps))
     model_fn(features, labels, tf.estimator.ModeKeys.TRAIN, {"model_dir": ckpt})
     tables = {s.name: s.op.export() for s in tf1.get_collection(tf1.GraphKeys.SAVEABLE_OBJECTS)
               if hasattr(s.op, "export")}
@@ -213,13 +215,14 @@ def estimator_predict(ckpt, raw):
     from tensorflow_recommenders_addons import dynamic_embedding  # noqa: F401
     from modelzoo import flags
     from modelzoo.features import raw_dtypes
-    from modelzoo.runner import build_estimator, model_schema
+    from modelzoo.run.context import RunContext
+    from modelzoo.run.graph import build_estimator
     dlrm = load_train_module("dlrm")
     args = flags.parse("dlrm", ["--ev", *map(str, EV_FLAGS)],
                        speed_defaults=dlrm.SPEC.speed_defaults, add_model_flags=dlrm.add_flags)
-    schema = model_schema(dlrm.SPEC, args)
-    dtypes = raw_dtypes(schema)
-    estimator = build_estimator(dlrm.SPEC, args, schema, str(ckpt))
+    ctx = RunContext.create(dlrm.SPEC, args)
+    dtypes = raw_dtypes(ctx.schema)
+    estimator = build_estimator(ctx, str(ckpt))
 
     def input_fn():
         return tf.data.Dataset.from_tensor_slices({k: tf.constant(v, dtypes[k]) for k, v in raw.items()}).batch(64)

@@ -41,7 +41,9 @@ def train_one_step(model, extra, data, schema_file, model_dir):
     """Build MODEL's training graph as train.py does (flags, schema, input, model_fn) and run one step;
     returns (loss, global step before, global step after, the graph's ops)."""
     import tensorflow as tf
-    from modelzoo import flags, runner
+    from modelzoo import flags
+    from modelzoo.run.context import RunContext
+    from modelzoo.run.graph import input_fn, make_model_fn, session_config
     from modelzoo.datafiles import resolve
     from modelzoo.hooks import ThroughputMeter
     tf1 = tf.compat.v1
@@ -49,17 +51,17 @@ def train_one_step(model, extra, data, schema_file, model_dir):
     argv = ["--train_files", str(data), "--schema", str(schema_file), "--batch_size", str(BATCH),
             "--steps", "1", "--seed", "1", "--no_eval", *extra]
     args = flags.parse(spec.name, argv, spec.defaults, spec.speed_defaults, spec.add_flags)
-    schema = runner.model_schema(spec, args)
-    files = resolve(args, schema)
+    ctx = RunContext.create(spec, args)
+    ctx.data = files = resolve(args, ctx.schema)
     with tf.Graph().as_default():
         tf1.set_random_seed(args.seed)
-        batch = runner.input_fn(args, schema, files, files.train, True)()
+        batch = input_fn(ctx, files.train, True)()
         features, labels = tf1.data.make_one_shot_iterator(batch).get_next()
-        model_fn = runner.make_model_fn(spec, args, schema, ThroughputMeter(), (0, 1))
+        model_fn = make_model_fn(ctx, ThroughputMeter(), (0, 1))
         est = model_fn(features, labels, tf.estimator.ModeKeys.TRAIN, {"model_dir": str(model_dir)})
         step = tf1.train.get_global_step()
         with tf1.train.MonitoredTrainingSession(hooks=est.training_hooks, checkpoint_dir=None,
-                                                config=runner.session_config(args)) as sess:
+                                                config=session_config(ctx.opts.speed)) as sess:
             before = sess.run(step)
             _, loss = sess.run([est.train_op, est.loss])
             after = sess.run(step)

@@ -295,10 +295,12 @@ def test_bf16_mode_needs_bf16(capsys):
 
 def test_bf16_mode_grappler_turns_the_onednn_pass_on_and_the_model_builds_float32():
     from tensorflow.core.protobuf import rewriter_config_pb2
-    from modelzoo.runner import session_config
+    from modelzoo.options import Options
+    from modelzoo.run.graph import session_config
     on = rewriter_config_pb2.RewriterConfig.ON
     grappler = flags.parse("dlrm", ["--bf16", "--bf16_mode", "grappler"])
     casts = flags.parse("dlrm", ["--bf16"])
+    grappler, casts = (Options.from_args(args, "dlrm").speed for args in (grappler, casts))
     assert session_config(grappler).graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 == on
     assert session_config(casts).graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 != on
 

@@ -36,7 +36,8 @@ import tensorflow as tf
 from modelzoo import data_parallel, flags
 from modelzoo.datafiles import resolve
 from modelzoo.hooks import ThroughputMeter
-from modelzoo.runner import input_fn, make_model_fn, model_schema
+from modelzoo.run.context import RunContext
+from modelzoo.run.graph import input_fn, make_model_fn
 train_py, argv = sys.argv[1], sys.argv[2:]
 out = argv.pop()
 found = importlib.util.spec_from_file_location("model", train_py)
@@ -45,8 +46,8 @@ found.loader.exec_module(model)
 spec = model.SPEC
 args = flags.parse(spec.name, argv, spec.defaults, spec.speed_defaults, spec.add_flags)
 world = data_parallel.init(args)
-schema = model_schema(spec, args)
-data = resolve(args, schema)
+ctx = RunContext.create(spec, args, world=world)
+ctx.data = data = resolve(args, ctx.schema)
 seen, average = {}, world.average_gradients
 def recording(grads_and_vars):
     seen["local"], seen["averaged"] = grads_and_vars, average(grads_and_vars)
@@ -55,9 +56,9 @@ world.average_gradients = recording
 tf1 = tf.compat.v1
 with tf.Graph().as_default():
     tf1.set_random_seed(args.seed)
-    batch = input_fn(args, schema, data, data.train, True, shard=(world.size, world.rank))()
+    batch = input_fn(ctx, data.train, True, shard=(world.size, world.rank))()
     features, labels = tf1.data.make_one_shot_iterator(batch).get_next()
-    step = make_model_fn(spec, args, schema, ThroughputMeter(), (0, 1), world)(
+    step = make_model_fn(ctx, ThroughputMeter(), (0, 1))(
         features, labels, tf.estimator.ModeKeys.TRAIN, {"model_dir": None})
     variables = [v for _, v in seen["local"]]
     local = [tf.convert_to_tensor(g) for g, _ in seen["local"]]

@@ -11,13 +11,14 @@ def one_step_variables(micro_batch, small_schema, data, model_dir, learning_rate
     from modelzoo import flags
     from modelzoo.datafiles import Slice
     from modelzoo.features import make_dataset
-    from modelzoo.runner import build_estimator
+    from modelzoo.run.context import RunContext
+    from modelzoo.run.graph import build_estimator
     from modelzoo.schema import load_schema
     argv = ["--optimizer", "gradientdescent", "--learning_rate", str(learning_rate), "--batch_size", "1000",
             "--micro_batch", str(micro_batch), "--seed", "7"]
     args = flags.parse("dlrm", argv, speed_defaults=dlrm.SPEC.speed_defaults, add_model_flags=dlrm.add_flags)
     schema = load_schema(str(small_schema)).with_embedding_dim(dlrm.EMBEDDING_DIM)
-    estimator = build_estimator(dlrm.SPEC, args, schema, str(model_dir))
+    estimator = build_estimator(RunContext.create(dlrm.SPEC, args, schema), str(model_dir))
     estimator.train(lambda: make_dataset([Slice(str(data), 0, 1000)], schema, "\t", 1000, training=False,
                                          smartstaged=True), max_steps=1)
     return {name: estimator.get_variable_value(name) for name in estimator.get_variable_names()

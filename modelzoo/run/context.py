@@ -1,0 +1,63 @@
+"""The one object a run's steps share, instead of long parameter lists."""
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from modelzoo import flags as flaglib
+from modelzoo.data_parallel import World
+from modelzoo.options import Options
+from modelzoo.schema import load_schema
+
+
+def model_schema(spec, args):
+    """The model's schema (or --schema) with the widths the model imposes, checked against the flags."""
+    schema = load_schema(args.schema or spec.schema)
+    schema = schema.with_embedding_dim(spec.embedding_dim) if spec.embedding_dim else schema
+    flaglib.validate_with_schema(args, schema, spec.name, spec.uses_crosses)
+    return schema
+
+
+@dataclass
+class RunContext:
+    """One run: what it is (spec, flags, option groups, schema, processes), then what it finds (the data,
+    the steps to train, the CPU). `args` stays for the model's own flags (build_logits, optimizers,
+    shape_flags) and for result.json's "flags"; the runner reads the option groups in `opts`."""
+    spec: Any  # modelzoo.runner.ModelSpec
+    args: Any  # the parsed argparse Namespace (never changed after flags.parse)
+    opts: Options
+    schema: Any  # modelzoo.schema.Schema
+    world: Any = field(default_factory=World)  # data_parallel.World (or ClusterWorld)
+    data: Any = None  # datafiles.DataSpec, once found
+    steps: int = 0  # the global step training stops at
+    cpu: Optional[dict] = None  # system.cpu_info()
+    wall_start: float = field(default_factory=time.time)
+
+    @classmethod
+    def create(cls, spec, args, schema=None, world=None, wall_start=None):
+        """The context of `args` (flags.parse) for `world`'s processes; the schema is the model's unless given."""
+        world = world or World()
+        opts = Options.from_args(args, spec.name, world.size)
+        schema = schema if schema is not None else model_schema(spec, args)
+        return cls(spec, args, opts, schema, world, wall_start=wall_start or time.time())
+
+    @property
+    def checkpoint(self):
+        return self.opts.checkpoint.folder
+
+    @property
+    def global_batch(self):
+        """Samples per step over every process of a Horovod job (a PS job's trainers step on their own)."""
+        return self.opts.data.batch_size * self.world.size
+
+    def result_flags(self):
+        """The flags as result.json records them: the parsed ones, with the per-process batch."""
+        return {**vars(self.args), "batch_size": self.opts.data.batch_size}
+
+
+@dataclass
+class Trained:
+    """What training leaves for the evaluation and the report."""
+    estimator: Any
+    meter: Any  # hooks.ThroughputMeter
+    digests: Optional[list] = None  # with several Horovod processes: each one's variables' sha256, in rank order
+    ev_report: dict = field(default_factory=dict)  # --ev: the tables' figures (result.json's ev_tables)

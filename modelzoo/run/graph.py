@@ -1,0 +1,276 @@
+"""The graph of a run: the session settings, the model_fn (its tables, micro-batches and optimizer groups),
+the Estimator, the input pipeline and the SavedModel export."""
+import dataclasses
+import os
+
+import tensorflow as tf
+from tensorflow.core.protobuf import rewriter_config_pb2
+
+from modelzoo import features as F
+from modelzoo.data_parallel import World
+from modelzoo.distributed import progress_variable
+from modelzoo.embedding_variables import DynamicEmbeddingTables, ps_devices
+from modelzoo.export import export_saved_model, warm_start
+from modelzoo.hooks import TRAINING_LOSS, ThroughputHook, ThroughputMeter
+from modelzoo.layers import precision
+from modelzoo.metrics import eval_metrics, streaming_sum
+from modelzoo.optimizers import build_optimizer
+from modelzoo.run.report import describe_variable_bytes
+from modelzoo.run.spec import ModelInputs
+
+tf1 = tf.compat.v1
+
+
+def session_config(speed, cluster=None):
+    """The session of options.SpeedOptions `speed` (--inter/--intra, --op_fusion, --bf16_mode, --xla)."""
+    config = tf1.ConfigProto(allow_soft_placement=True, inter_op_parallelism_threads=speed.inter,
+                             intra_op_parallelism_threads=speed.intra)
+    if cluster is not None:  # a trainer's session sees the PS tasks and itself, never another worker
+        config.device_filters.extend(cluster.device_filters())
+    rewrite = config.graph_options.rewrite_options
+    # Stock TensorFlow runs the remapper by default; --op_fusion false (and --tf) turn it off.
+    rewrite.remapping = rewriter_config_pb2.RewriterConfig.ON if speed.op_fusion else \
+        rewriter_config_pb2.RewriterConfig.OFF
+    if speed.bf16 and speed.bf16_mode == "grappler":
+        # the model graph stays float32; Grappler's oneDNN pass puts its allow-listed ops in bfloat16
+        rewrite.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
+    if speed.xla:
+        config.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1
+    return config
+
+
+def _cross_entropy(labels, logits):
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def micro_batched_gradients(forward, features, labels, micro_batches, loss_of=None):
+    """Gradients of the full-batch mean loss, computed one micro-batch after another.
+
+    Each micro-batch's forward pass waits for the previous one's gradients, so only one
+    micro-batch's activations are alive at a time. Dense gradients are summed; sparse (embedding)
+    gradients are concatenated, never densified. Returns (loss, [(grad, var)]).
+    """
+    batch = tf.shape(labels)[0]
+    base, rest = batch // micro_batches, batch % micro_batches
+    total_loss, sums, previous, variables = 0.0, None, [], None
+    for i in range(micro_batches):
+        with tf.control_dependencies(previous):
+            start = i * base + tf.minimum(i, rest)
+            size = base + tf.cast(i < rest, tf.int32)
+            part = {k: v[start:start + size] for k, v in features.items()}
+            # this micro-batch's share of the full-batch mean (an empty micro-batch adds 0, not NaN)
+            if loss_of is None or loss_of is _cross_entropy:
+                weighted = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(
+                    labels=labels[start:start + size], logits=forward(part))) / tf.cast(batch, tf.float32)
+            else:  # a mean loss weighted by the micro-batch's share of the batch
+                weighted = loss_of(labels[start:start + size], forward(part)) * \
+                    tf.cast(size, tf.float32) / tf.cast(batch, tf.float32)
+            if variables is None:
+                variables = tf1.trainable_variables()
+            grads = tf.gradients(weighted, variables)
+        total_loss += weighted
+        previous = [g.values if isinstance(g, tf.IndexedSlices) else g for g in grads if g is not None]
+        if sums is None:
+            sums = list(grads)
+            continue
+        for k, g in enumerate(grads):
+            if g is None:
+                continue
+            if sums[k] is None:
+                sums[k] = g
+            elif isinstance(g, tf.IndexedSlices):
+                sums[k] = tf.IndexedSlices(tf.concat([sums[k].values, g.values], 0),
+                                           tf.concat([sums[k].indices, g.indices], 0), g.dense_shape)
+            else:
+                sums[k] = sums[k] + g
+    return total_loss, [(g, v) for g, v in zip(sums, variables) if g is not None]
+
+
+def default_optimizers(args, global_step, lr_factor):
+    return [(None, build_optimizer(args.optimizer, args.learning_rate * lr_factor, global_step=global_step))]
+
+
+def variable_bytes(grads_and_vars, groups):
+    """Bytes of the variables training holds, read from the graph: the tables (the variables updated by
+    sparse gradients: embeddings and wide weights) and the dense layers, each with its optimizer slots.
+    Dynamic embedding variables (--ev) grow with the ids admitted: only their count is given."""
+    sizes = {"tables": 0, "table_slots": 0, "dense": 0, "dense_slots": 0, "dynamic_tables": 0}
+
+    def nbytes(var):
+        return var.shape.num_elements() * var.dtype.base_dtype.size
+
+    for grad, var in grads_and_vars:
+        if type(var).__name__ == "TrainableWrapper":  # TFRA: a lookup's rows, the table lives elsewhere
+            sizes["dynamic_tables"] += 1
+            continue
+        kind = "tables" if isinstance(grad, tf.IndexedSlices) else "dense"
+        sizes[kind] += nbytes(var)
+        slot_key = "table_slots" if kind == "tables" else "dense_slots"
+        for _, opt in groups:
+            slots = [opt.get_slot(var, name) for name in opt.get_slot_names()]
+            sizes[slot_key] += sum(nbytes(slot) for slot in slots if slot is not None)
+    return sizes
+
+
+def apply_by_group(groups, grads_and_vars, global_step):
+    """Each variable is updated by the optimizer of the first group whose prefix its name starts with
+    (the group with prefix None takes the rest); the global step then advances once."""
+    fallback = [k for k, (prefix, _) in enumerate(groups) if prefix is None]
+    buckets = [[] for _ in groups]
+    for grad, var in grads_and_vars:
+        matches = [k for k, (prefix, _) in enumerate(groups) if prefix and var.op.name.startswith(prefix)]
+        if not matches and not fallback:
+            raise ValueError(f"no optimizer group takes variable {var.op.name}")
+        buckets[(matches or fallback)[0]].append((grad, var))
+    updates = [opt.apply_gradients(gv) for (_, opt), gv in zip(groups, buckets) if gv]
+    with tf.control_dependencies(updates):
+        return tf1.assign_add(global_step, 1).op
+
+
+def make_tables(ctx, training, frozen=None):
+    """The run's embedding tables: --ev's dynamic hash tables, --tf's feature columns, or fixed tables.
+    Every kind gives the lookups and features.TrainingInterface, so the model_fn has one path."""
+    opts = ctx.opts
+    if opts.ev is not None:
+        return DynamicEmbeddingTables(ctx.schema, opts.speed.emb_fusion, opts.ev, training,
+                                      devices=ps_devices(training), frozen=frozen)
+    tables = F.FeatureColumnTables(ctx.schema) if opts.speed.tf else \
+        F.EmbeddingTables(ctx.schema, fused=opts.speed.emb_fusion)
+    tables.partitioner = ctx.world.input_partitioner(opts.distributed)
+    return tables
+
+
+def make_model_fn(ctx, meter, steps_range, ev_report=None):
+    """The Estimator's model_fn; `steps_range` = (the step training starts at, the step it stops at)."""
+    spec, args, schema, world, opts = ctx.spec, ctx.args, ctx.schema, ctx.world, ctx.opts
+    loss_of = spec.loss or _cross_entropy
+    ev_report = {} if ev_report is None else ev_report
+
+    def model_fn(features, labels, mode, params):
+        features = dict(features)
+        bad_rows = features.pop(F.BAD_ROWS, None)
+        label_passed = features.pop(F.LABEL, None)  # --predict writes it next to the score
+        training = mode == tf.estimator.ModeKeys.TRAIN
+        tables = make_tables(ctx, training, params.get("frozen"))
+
+        def forward(feats):
+            if F.is_raw(feats):  # (always with --tf: it turns --smartstaged off)
+                feats = F.transform(feats, schema, keyed=tables.keyed, stock_columns=opts.speed.tf)
+            inputs = ModelInputs(feats.get(F.DENSE), feats[F.IDS], tables, schema, feats.get(F.CROSS_IDS))
+            # --dense_layer_partitioner: every other variable of the model (its tables set their own);
+            # --bf16: the precision scope every modelzoo.layers.mlp reads (so no model can forget it), except
+            # under --bf16_mode grappler, where the model builds float32 and session_config's pass converts it
+            with tf1.variable_scope(tf1.get_variable_scope(), partitioner=world.dense_partitioner(opts.distributed)), \
+                    precision(tf.bfloat16 if opts.speed.bf16_casts else tf.float32):
+                return tf.reshape(spec.build_logits(inputs, args, training), [-1])
+
+        if mode == tf.estimator.ModeKeys.PREDICT:
+            logits = forward(features)
+            probs = tf.sigmoid(logits)
+            predictions = {"probabilities": probs, "logits": logits}
+            if label_passed is not None:
+                predictions["label"] = label_passed
+            return tf.estimator.EstimatorSpec(
+                mode, predictions=predictions,
+                export_outputs={"serving_default": tf.estimator.export.PredictOutput({"probabilities": probs})})
+        if mode == tf.estimator.ModeKeys.EVAL:
+            logits = forward(features)
+            metrics = eval_metrics(labels, tf.sigmoid(logits))
+            if bad_rows is not None:
+                metrics["bad_rows_skipped"] = streaming_sum(bad_rows)
+            return tf.estimator.EstimatorSpec(mode, loss=loss_of(labels, logits),
+                                              eval_metric_ops=metrics)
+        global_step = tf1.train.get_or_create_global_step()
+        groups = (spec.optimizers or default_optimizers)(args, global_step,
+                                                         world.lr_factor(opts.distributed.lr_scaling))
+        if opts.speed.micro_batch:
+            loss, grads_and_vars = micro_batched_gradients(forward, features, labels, opts.speed.micro_batch,
+                                                           loss_of)
+        else:
+            loss = loss_of(labels, forward(features))
+            variables = tf1.trainable_variables()
+            grads_and_vars = [(g, v) for g, v in zip(tf.gradients(loss, variables), variables) if g is not None]
+        grads_and_vars = world.average_gradients(grads_and_vars)
+        groups = [(prefix, tables.wrap_optimizer(opt)) for prefix, opt in groups]
+        train_op = apply_by_group(groups, grads_and_vars, global_step)
+        meter.variable_bytes = variable_bytes(grads_and_vars, groups)
+        if world.is_chief:
+            print(describe_variable_bytes(meter.variable_bytes), flush=True)
+        after_update = tables.finish([opt for _, opt in groups], global_step, after=train_op)
+        if after_update:
+            train_op = tf.group(train_op, *after_update)
+        # Always present (0 unless --bad_rows skip), so checkpoints resume across that flag.
+        counter = tf1.get_variable("bad_rows_skipped", [], tf.int64, tf1.zeros_initializer(), trainable=False)
+        if bad_rows is not None:
+            train_op = tf.group(train_op, counter.assign_add(world.sum(bad_rows, "bad_rows")))
+        # the rows this trainer has consumed (every step's batch is full: the training input repeats)
+        progress = progress_variable()
+        train_op = tf.group(train_op, tf1.scatter_add(progress, [world.progress_slot], [ctx.global_batch]))
+        hooks = [ThroughputHook(meter, loss, ctx.global_batch, steps_range[0], steps_range[1],
+                                opts.checkpoint.log_steps if world.logs_progress else 0, world.progress_prefix,
+                                trainers=world.cluster.trainers if world.cluster else 1)]
+        tf1.add_to_collection(TRAINING_LOSS, loss)  # for FiniteLossHook
+        hooks += world.training_hooks()
+        if world.is_chief:
+            hooks += tables.training_hooks(ev_report, params["model_dir"], steps_range[1])
+        if opts.checkpoint.timeline and world.is_chief:
+            hooks.append(tf1.train.ProfilerHook(save_steps=opts.checkpoint.timeline, output_dir=os.path.join(
+                params["model_dir"], "timeline"), show_memory=True))
+        saver = tables.saver(opts.checkpoint.keep_checkpoint_max)
+        scaffold = tf1.train.Scaffold(saver=saver) if saver is not None else None
+        if opts.checkpoint.warm_start_from:  # (its init_fn runs only when no checkpoint of this run is restored)
+            scaffold = tf1.train.Scaffold(saver=saver, init_fn=warm_start(
+                opts.checkpoint.warm_start_from, tables.warm_start_tables()))
+        return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op, training_hooks=hooks,
+                                          scaffold=scaffold)
+
+    return model_fn
+
+
+def build_estimator(ctx, model_dir, meter=None, steps_range=(0, 1), ev_report=None):
+    """The Estimator of the run in `model_dir` (the checkpoint folder, or a Horovod rank's scratch folder)."""
+    opts, world = ctx.opts, ctx.world
+    if opts.train.benchmark:  # no checkpoint, no summaries
+        saving = dict(save_checkpoints_steps=None, save_checkpoints_secs=None, save_summary_steps=0)
+    elif world.is_chief or world.cluster:  # (a PS job's non-chief tasks write nothing: the Estimator knows)
+        saving = dict(save_checkpoints_steps=opts.checkpoint.save_steps or 10 ** 12, save_checkpoints_secs=None,
+                      save_summary_steps=max(opts.checkpoint.log_steps, 100))
+    else:  # only rank 0 writes checkpoints and summaries (`model_dir` is a scratch folder here)
+        saving = dict(save_checkpoints_steps=None, save_checkpoints_secs=None, save_summary_steps=0)
+    config = tf.estimator.RunConfig(
+        model_dir=model_dir, tf_random_seed=opts.data.seed, session_config=session_config(opts.speed, world.cluster),
+        keep_checkpoint_max=opts.checkpoint.keep_checkpoint_max, log_step_count_steps=None,
+        experimental_max_worker_delay_secs=0, **saving)
+    model_fn = make_model_fn(ctx, meter or ThroughputMeter(), steps_range, ev_report)
+    return tf.estimator.Estimator(model_fn, config=config, params={"model_dir": model_dir})
+
+
+def export_model(ctx):
+    """The latest checkpoint as a SavedModel of stock TensorFlow ops (modelzoo/export.py), on this
+    machine: the raw input columns in, `probabilities` out. Returns its folder."""
+    local = dataclasses.replace(ctx, world=World())  # one process, no partitioners
+    model_fn = make_model_fn(local, ThroughputMeter(), (0, 1))
+    return export_saved_model(model_fn, ctx.schema, tf.train.latest_checkpoint(ctx.checkpoint),
+                              os.path.join(ctx.checkpoint, "export"))
+
+
+def input_fn(ctx, slices, training, shard=(1, 0), with_label=False, skip_rows=0):
+    """The Estimator's input. A training input skips `skip_rows` already-trained rows; in a PS job
+    it reads the trainer's own shard (or the --workqueue's items) and skips the rows its slot of
+    `input_progress` counts, read from the PS when the iterator starts (a restarted worker resumes)."""
+    data, world, opts = ctx.data, ctx.world, ctx.opts.data
+
+    def fn():
+        trainer_shard, lines = (1, 0), None
+        skip = skip_rows
+        if training and world.cluster:
+            skip = progress_variable()[world.progress_slot]
+            if opts.workqueue:
+                lines = world.workqueue_lines(data)
+            else:
+                trainer_shard = (world.cluster.trainers, world.progress_slot)
+        ds = F.make_dataset(slices, ctx.schema, data.delimiter, opts.batch_size, training, opts.smartstaged,
+                            opts.bad_rows, seed=opts.seed, shard=shard, keyed=opts.keyed,
+                            trainer_shard=trainer_shard, skip_rows=skip, lines=lines, layout=data.layout(ctx.schema))
+        return ds.map(lambda f, y: ({**f, F.LABEL: y}, y)) if with_label else ds
+    return fn

@@ -1,0 +1,209 @@
+"""The run of one process or of a Horovod job (--hvd): find the data, train (resuming the checkpoint),
+evaluate, export and report; --evaluate, --predict, --export_only and --benchmark. A parameter-server
+job's tasks (cluster.py) reuse these steps."""
+import dataclasses
+import math
+import os
+import shutil
+import signal
+import tempfile
+
+import tensorflow as tf
+
+from modelzoo import data_parallel
+from modelzoo.datafiles import DataError, diagnose, resolve
+from modelzoo.embedding_variables import saving_listeners
+from modelzoo.export import warm_start_source
+from modelzoo.hooks import FiniteCheckpointGuard, FiniteLossHook, StopRequest, ThroughputMeter
+from modelzoo.incremental_ckpt import IncrementalCheckpointListener
+from modelzoo.io_utils import atomic_writer
+from modelzoo.run import report
+from modelzoo.run.checkpoints import (CheckpointMismatch, check_checkpoint, checkpoint_identity, claim_checkpoint,
+                                      global_step_of, guarded_training, restore_problem, resume_step, rows_consumed,
+                                      tf_error_line)
+from modelzoo.run.context import RunContext, Trained
+from modelzoo.run.graph import build_estimator, export_model, input_fn
+from modelzoo.synthetic import generate_criteo
+from modelzoo.system import cpu_info
+
+
+def generate_criteo_sample(path, rows, seed):
+    return generate_criteo(path, rows, seed=seed)
+
+
+def data_generator(schema):
+    """What generates a sample where --data_location holds no data (the Criteo schema's only)."""
+    return generate_criteo_sample if schema.name == "criteo" else None
+
+
+def run_reading(ctx, slices, call):
+    """Run estimator.train/evaluate; a malformed row becomes a DataError naming file, line and problem."""
+    try:
+        return call()
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.NotFoundError) as err:
+        mismatch = restore_problem(err)
+        if mismatch is not None:
+            raise mismatch from None
+        if isinstance(err, tf.errors.NotFoundError):
+            raise
+        problem = diagnose(slices, ctx.data.layout(ctx.schema), ctx.data.delimiter)
+        first = tf_error_line(err.message or str(err))
+        raise DataError(problem or f"reading {slices[0].path}: {first}") from None
+
+
+def prepare(ctx):
+    """Check the checkpoint folder and find (or generate) the data: rank 0 first, the others after it."""
+    identity = checkpoint_identity(ctx.spec, ctx.args, ctx.schema)
+    generate = data_generator(ctx.schema)
+    data = None
+    if ctx.world.is_chief:
+        claim_checkpoint(ctx.checkpoint, identity)
+        data = resolve(ctx.args, ctx.schema, generate)
+    ctx.world.barrier("rank 0 stopped while checking the checkpoint and the data (its message says why)")
+    if not ctx.world.is_chief:
+        check_checkpoint(ctx.checkpoint, identity, record_new=False)
+        data = resolve(ctx.args, ctx.schema, generate)
+    return data
+
+
+def checkpoint_listeners(ctx):
+    """The chief's saving listeners: --ev's eviction at each checkpoint, --incremental_ckpt's notice of each
+    full checkpoint, and the guard that keeps a non-finite model out of the checkpoints."""
+    if not ctx.world.is_chief:
+        return []
+    ev = ctx.opts.ev
+    incremental = [IncrementalCheckpointListener()] if ev is not None and ev.incremental_secs else []
+    return [*saving_listeners(ctx.args), *incremental, FiniteCheckpointGuard()]
+
+
+def train(ctx):
+    """Train to ctx.steps (resuming the checkpoint); returns a Trained with, with several processes, each
+    process's digest of its variables after training (in rank order)."""
+    checkpoint, world, opts, data, steps = ctx.checkpoint, ctx.world, ctx.opts, ctx.data, ctx.steps
+    full_step = global_step_of(checkpoint)  # rank 0's checkpoint: every process decides alike
+    start_step = resume_step(checkpoint, opts.ev)  # (with --incremental_ckpt: the deltas after the full one)
+    trained = Trained(None, ThroughputMeter())
+    model_dir = checkpoint if world.is_chief else tempfile.mkdtemp(prefix=f"{ctx.spec.name}-rank{world.rank}-")
+    try:
+        trained.estimator = estimator = build_estimator(ctx, model_dir, trained.meter, (start_step, steps),
+                                                        trained.ev_report)
+        if full_step >= steps:  # (a delta at or past --steps is restored, then saved as a full checkpoint)
+            if world.is_chief:
+                print(f"checkpoint {checkpoint} is already at step {start_step:,} >= --steps {steps:,}: "
+                      "nothing to train", flush=True)
+        else:
+            if start_step and world.is_chief:
+                print(f"resuming from step {start_step:,}", flush=True)
+            consumed = rows_consumed(checkpoint, incremental=bool(opts.ev and opts.ev.incremental_secs))
+            if consumed and world.is_chief:
+                print(f"input: skipping the {consumed:,} rows trained on before", flush=True)
+            train_input = input_fn(ctx, data.train, True, shard=(world.size, world.rank), skip_rows=consumed)
+            listeners = [] if opts.train.benchmark else checkpoint_listeners(ctx)
+            # Horovod's processes must stop at the same step: a SIGTERM there ends them at once (the
+            # last checkpoint is resumed); one process (or a PS job's task) stops after its step
+            with StopRequest(signals=() if world.size > 1 else (signal.SIGTERM,)) as stop, \
+                    guarded_training(checkpoint, stop):
+                run_reading(ctx, data.train, lambda: estimator.train(train_input, max_steps=steps,
+                                                                     hooks=[FiniteLossHook(), stop.hook()],
+                                                                     saving_listeners=listeners))
+        trained.digests = world.gather(world.digest) if world.size > 1 else None
+    finally:
+        if not world.is_chief:
+            shutil.rmtree(model_dir, ignore_errors=True)
+    return trained
+
+
+def evaluate(ctx, estimator):
+    """The eval data's metrics (none with --no_eval or without evaluation data)."""
+    if ctx.opts.train.no_eval or not ctx.data.eval:
+        return {}
+    return run_reading(ctx, ctx.data.eval, lambda: estimator.evaluate(input_fn(ctx, ctx.data.eval, False)))
+
+
+def finish(ctx, trained, metrics, only=None, extra=None):
+    """The chief's last part: export the SavedModel (unless `only` evaluates or predicts), write result.json
+    and print the summary."""
+    export_dir = None if only else export_model(ctx)
+    return report.write_result(ctx, trained, metrics, export_dir, only, extra)
+
+
+def write_predictions(ctx, estimator):
+    """--predict: label and probability per eval row, in file order, to CHECKPOINT/predictions.csv."""
+    path = os.path.join(ctx.checkpoint, "predictions.csv")
+
+    def write():  # streams batch by batch; the file appears only when every row is written
+        rows = 0
+        with atomic_writer(path) as out:
+            out.write("label,probability\n")
+            for batch in estimator.predict(input_fn(ctx, ctx.data.eval, False, with_label=True),
+                                           yield_single_examples=False):
+                out.writelines(f"{int(label)},{prob:.6f}\n"
+                               for label, prob in zip(batch["label"], batch["probabilities"]))
+                rows += len(batch["label"])
+        return rows
+
+    rows = run_reading(ctx, ctx.data.eval, write)
+    print(f"predictions: {rows:,} eval rows scored by {estimator.latest_checkpoint()} -> {path}", flush=True)
+    return 0
+
+
+def export_only(ctx):
+    """--export_only: the latest checkpoint (a parameter-server job's too) exported on this machine."""
+    latest = tf.train.latest_checkpoint(ctx.checkpoint)
+    if not latest:
+        raise CheckpointMismatch(f"--export_only needs a trained model in --checkpoint {ctx.checkpoint}, which "
+                                 "holds no checkpoint; train first or give the folder of a trained one")
+    check_checkpoint(ctx.checkpoint, checkpoint_identity(ctx.spec, ctx.args, ctx.schema), record_new=False)
+    export_dir = export_model(ctx)
+    print(f"SavedModel: {export_dir} (from {latest})", flush=True)
+    return 0
+
+
+def run(spec, args, wall_start):
+    """One process, or one of a Horovod job's."""
+    world = data_parallel.init(args)
+    ctx = RunContext.create(spec, args, world=world, wall_start=wall_start)
+    opts, checkpoint = ctx.opts, ctx.checkpoint
+    if opts.train.export_only:
+        return export_only(ctx)
+    if opts.checkpoint.warm_start_from:
+        warm_start_source(opts.checkpoint.warm_start_from)  # a missing or unreadable source is refused before any work
+    ctx.data = data = prepare(ctx)
+    ctx.steps = opts.train.steps or math.ceil(data.train_rows / ctx.global_batch)
+    ctx.cpu = cpu_info()
+    if world.is_chief:
+        report.announce(ctx)
+
+    only = opts.train.only
+    if only:
+        if not tf.train.latest_checkpoint(checkpoint):
+            raise CheckpointMismatch(f"--{only} needs a trained model in --checkpoint {checkpoint}, which holds "
+                                     "no checkpoint; train first or give the folder of a trained one")
+        if not data.eval:
+            raise DataError(f"--{only} needs evaluation data; {data.description} has none")
+        estimator = build_estimator(ctx, checkpoint)
+        if opts.train.predict:
+            return write_predictions(ctx, estimator)
+        trained = Trained(estimator, ThroughputMeter())
+    else:
+        trained = train(ctx)
+    if not world.is_chief:
+        return 0  # rank 0 evaluates, exports and reports
+    return finish(ctx, trained, evaluate(ctx, trained.estimator), only)
+
+
+def benchmark(spec, args, wall_start):
+    """--benchmark (NVIDIA's flag): --steps training steps in a temporary folder, timed as the throughput
+    hook does (steady state, warm-up excluded); no evaluation, export or checkpoint is written."""
+    ctx = RunContext.create(spec, args, wall_start=wall_start)
+    workdir = tempfile.mkdtemp(prefix=f"{spec.name}-benchmark-")
+    ctx.opts = dataclasses.replace(ctx.opts, checkpoint=dataclasses.replace(ctx.opts.checkpoint, folder=workdir))
+    ctx.steps = ctx.opts.train.steps
+    try:
+        ctx.data = prepare(ctx)
+        ctx.cpu = cpu_info()
+        report.announce(ctx)
+        meter = train(ctx).meter
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return report.write_benchmark(ctx, meter)
