@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup horovod jemalloc train test test-fast bench lint clean-venv
+.PHONY: setup horovod jemalloc train test test-fast bench lint lint-py clean-venv
 
 HOROVOD_BUILD := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
 	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
@@ -47,7 +47,7 @@ jemalloc: setup
 train: setup
 	$(PY) dlrm/train.py $(ARGS)
 
-test: setup horovod jemalloc
+test: setup horovod jemalloc lint-py
 	$(PY) -m pytest -q -rs tests $(ARGS)
 
 # The fast tier: the tests marked `fast` (pyproject.toml), in-process, under 3 minutes; CI runs `make test`.
@@ -57,7 +57,11 @@ test-fast: setup
 bench: setup
 	$(PY) benchmarks/matrix.py $(ARGS)
 
-lint: setup
+# ruff (pinned in requirements-dev.txt, configured in pyproject.toml); `make test` runs it first.
+lint-py: setup
+	$(VENV)/bin/ruff check .
+
+lint: lint-py
 	$(VENV)/bin/hadolint Dockerfile
 
 clean-venv:
