@@ -242,20 +242,7 @@ PS_REPLICA = """\
   replicas: {{replicas}}
   {{restart_note}}
   restartPolicy: OnFailure
-  template:
-    metadata:
-      labels:
-        app.kubernetes.io/name: {{app}}
-        app.kubernetes.io/part-of: modelzoo
-    spec:
-      securityContext:
-        runAsNonRoot: true
-        runAsUser: 1000
-        runAsGroup: 1000
-        fsGroup: 1000
-        fsGroupChangePolicy: OnRootMismatch
-        seccompProfile:
-          type: RuntimeDefault
+  {{pod_head}}
       affinity:
         podAntiAffinity:
           {{affinity_note}}
@@ -303,25 +290,8 @@ PS_REPLICA = """\
             - name: tfjob-port
               containerPort: 2222
           {{resources_note}}
-          resources:
-            requests:
-              cpu: "8"
-              memory: {{memory}}
-            limits:
-              cpu: "8"
-              memory: {{memory}}
-          securityContext:
-            allowPrivilegeEscalation: false
-            capabilities:
-              drop:
-                - ALL
-          volumeMounts:
-            - name: modelzoo-data
-              mountPath: /mnt/modelzoo
-      volumes:
-        - name: modelzoo-data
-          persistentVolumeClaim:
-            claimName: modelzoo-data"""
+          {{container_tail}}
+      {{pod_volumes}}"""
 
 PS_NOTES = ("restart_note", "affinity_note", "container_note", "workdir_note", "job_name_note", "allocator_note",
             "command_note", "ports_note", "resources_note")
@@ -352,6 +322,63 @@ PS_REPLICAS = (  # (type, replicas, notes)
     ("PS", 2, {"resources_note": "The PS hold the tables and their optimizer slots (see the Chief's note on memory)."}),
     ("Evaluator", 1, {"restart_note": "One at most (TensorFlow's evaluator task); not in TF_CONFIG's cluster."}),
 )
+# The end of every training container (8 whole cores, the model's memory, no privileges, the shared volume
+# mounted) and the pod's volume: one text for the TFJob replicas and the MPIJob workers.
+CONTAINER_TAIL = """\
+resources:
+  requests:
+    cpu: "8"
+    memory: {memory}
+  limits:
+    cpu: "8"
+    memory: {memory}
+securityContext:
+  allowPrivilegeEscalation: false
+  capabilities:
+    drop:
+      - ALL
+volumeMounts:
+  - name: modelzoo-data
+    mountPath: /mnt/modelzoo"""
+
+POD_VOLUMES = """\
+volumes:
+  - name: modelzoo-data
+    persistentVolumeClaim:
+      claimName: modelzoo-data"""
+
+
+# The head of every pod template: the model's labels and the pod's security context (not root, the
+# runtime's seccomp profile, the volume writable by the image's user).
+POD_HEAD = """\
+template:
+  metadata:
+    labels:
+      app.kubernetes.io/name: {app}
+      app.kubernetes.io/part-of: modelzoo
+  spec:
+    securityContext:
+      runAsNonRoot: true
+      runAsUser: 1000
+      runAsGroup: 1000
+      fsGroup: 1000
+      fsGroupChangePolicy: OnRootMismatch
+      seccompProfile:
+        type: RuntimeDefault"""
+
+
+def pod_parts(model):
+    """The pod_head, container_tail and pod_volumes blocks of a model's pods."""
+    return dict(pod_head=POD_HEAD.format(app=model.app), container_tail=CONTAINER_TAIL.format(memory=model.memory),
+                pod_volumes=POD_VOLUMES)
+
+
+def twin_line(other, bf16):
+    """The header line naming the file's FP32/BF16 twin."""
+    return (f"{other} is this file without --bf16 and with other names." if bf16
+            else f"{other} is this file with --bf16 and other names.")
+
+
 CHIEF_RESOURCES_NOTE = "requests = limits: Guaranteed QoS, whole cores for --intra 8 (no CFS throttling)."
 
 
@@ -369,16 +396,15 @@ def ps_tfjob(model, prec, path):
         notes = dict(notes)
         if rtype == "Chief":
             notes["resources_note"] = CHIEF_RESOURCES_NOTE + "\n" + model.memory_note
-        replicas.append(indent(fill(PS_REPLICA, rtype=rtype, replicas=str(count), app=model.app, job=job,
-                                    folder=model.folder, memory=model.memory, train_args=items(train_args),
+        replicas.append(indent(fill(PS_REPLICA, rtype=rtype, replicas=str(count), job=job,
+                                    folder=model.folder, train_args=items(train_args), **pod_parts(model),
                                     **{k: comment(notes.get(k, "")) for k in PS_NOTES}), 4))
     rel = path.relative_to(REPO).as_posix()
     without_operator = f"distribute_k8s/without_operator/{model.folder}_indexed_jobs.yaml"
     return fill(
         PS_HEADER, generated=GENERATED, title=model.title, prec=prec, path=rel, job=job, app=model.app,
         folder=model.folder, bf16_note=comment(model.bf16_note) if bf16 else "",
-        twin=f"{other} is this file without --bf16 and with other names." if bf16
-        else f"{other} is this file with --bf16 and other names.",
+        twin=twin_line(other, bf16),
         follow=padded([(f"#   kubectl logs -f {job}-chief-0", "progress, evaluation, summary"),
                        (f"#   kubectl get tfjob {job}", "Succeeded when the chief has finished")], 2),
         without_operator=comment(f"\nOn a cluster without the training operator: the same tasks as plain Kubernetes "
@@ -421,20 +447,7 @@ spec:
     Launcher:
       replicas: 1
       restartPolicy: OnFailure
-      template:
-        metadata:
-          labels:
-            app.kubernetes.io/name: {{app}}
-            app.kubernetes.io/part-of: modelzoo
-        spec:
-          securityContext:
-            runAsNonRoot: true
-            runAsUser: 1000
-            runAsGroup: 1000
-            fsGroup: 1000
-            fsGroupChangePolicy: OnRootMismatch
-            seccompProfile:
-              type: RuntimeDefault
+      {{pod_head}}
           containers:
             - name: mpi-launcher
               image: modelzoo/modelzoo-horovod:0.1.0
@@ -484,20 +497,7 @@ spec:
                 claimName: modelzoo-data
     Worker:
       replicas: 2
-      template:
-        metadata:
-          labels:
-            app.kubernetes.io/name: {{app}}
-            app.kubernetes.io/part-of: modelzoo
-        spec:
-          securityContext:
-            runAsNonRoot: true
-            runAsUser: 1000
-            runAsGroup: 1000
-            fsGroup: 1000
-            fsGroupChangePolicy: OnRootMismatch
-            seccompProfile:
-              type: RuntimeDefault
+      {{pod_head}}
           affinity:
             podAntiAffinity:
               # One worker per node where the cluster allows it: the ranks then do not share cores.
@@ -531,25 +531,8 @@ spec:
                 periodSeconds: 5
               # One rank per worker (slotsPerWorker: 1) with --intra 8: requests = limits, so the
               # rank gets 8 whole cores and no throttling.
-              resources:
-                requests:
-                  cpu: "8"
-                  memory: {{memory}}
-                limits:
-                  cpu: "8"
-                  memory: {{memory}}
-              securityContext:
-                allowPrivilegeEscalation: false
-                capabilities:
-                  drop:
-                    - ALL
-              volumeMounts:
-                - name: modelzoo-data
-                  mountPath: /mnt/modelzoo
-          volumes:
-            - name: modelzoo-data
-              persistentVolumeClaim:
-                claimName: modelzoo-data
+              {{container_tail}}
+          {{pod_volumes}}
 """
 
 
@@ -566,9 +549,8 @@ def horovod_mpijob(model, prec, path):
                     (f"#   kubectl logs -f job/{job}-launcher", "every rank's output"),
                     (f"#   kubectl delete -f {rel}", "when done")], 4)
     return fill(HOROVOD, generated=GENERATED, title=model.title, prec=prec, operator_line=operator_line,
-                howto=howto, folder=model.folder, job=job, app=model.app, memory=model.memory,
-                twin=f"{other} is this file without --bf16 and with other names." if bf16
-                else f"{other} is this file with --bf16 and other names.",
+                howto=howto, folder=model.folder, job=job, app=model.app, twin=twin_line(other, bf16),
+                **pod_parts(model),
                 train_args=items(list(model.horovod_args) + (["--bf16"] if bf16 else [])))
 
 
