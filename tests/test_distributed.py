@@ -18,6 +18,7 @@ sys.path.insert(0, str(REPO))
 
 DLRM = REPO / "dlrm" / "distribute_k8s" / "distribute_k8s_FP32.yaml"
 WDL_BF16 = REPO / "wide_and_deep" / "distribute_k8s" / "distribute_k8s_BF16.yaml"
+DCN_V2_BF16 = REPO / "dcn_v2" / "distribute_k8s" / "distribute_k8s_BF16.yaml"
 BATCH = 256
 # small and quick: one thread each (six processes share the machine), the evaluator looks every 2 s
 TRAIN = ["--generate_rows", 20000, "--batch_size", BATCH, "--log_steps", 20, "--intra", 1, "--inter", 1,
@@ -105,6 +106,18 @@ def test_dlrm_job_writes_checkpoint_savedmodel_and_the_evaluators_auc(dlrm_job):
     final = re.findall(r"evaluator: step ([\d,]+): AUC ([\d.]+) .*\(final\)", evaluator_log)
     assert final and abs(float(final[-1][1]) - result["auc"]) < 5e-5, f"auc {result['auc']}; {why}"
     assert set(job["trainer_reports"]) == {"chief-0", "worker-0", "worker-1"}
+
+
+def test_dcn_v2_bf16_manifest_runs_as_a_ps_job_and_exports(tmp_path, small_schema):
+    """The generated manifest of the fourth model runs a PS job end to end with no PS code of its own."""
+    proc, summary = local_run(DCN_V2_BF16, tmp_path, ["--workers", 1, "--ps", 1],
+                              [*TRAIN, "--schema", small_schema, "--steps", 40, "--save_steps", 20])
+    assert_clean_success(proc, summary)
+    checkpoint = checkpoint_dir(tmp_path, "dcn-v2-bf16", "dcn_v2")
+    result = json.loads((checkpoint / "result.json").read_text())
+    assert result["model"] == "dcn_v2" and result["steps"] >= 40 and result["flags"]["bf16"]
+    assert result["parameter_server_job"]["evaluated_by"] == "evaluator" and 0.5 < result["auc"] < 1.0
+    assert list((checkpoint / "export").glob("*/saved_model.pb"))
 
 
 def test_trainers_share_the_steps_and_count_their_rows(dlrm_job):

@@ -10,12 +10,11 @@ import math
 import pytest
 
 from conftest import REPO, load_train_module
+from modelzoo.models import ESTIMATOR_MODELS
 
 pytestmark = pytest.mark.fast
 
-# The models with a train.py built on modelzoo.runner. (A registry, modelzoo/models.py, is being added;
-# this list then becomes its names.)
-MODELS = ("dlrm", "wide_and_deep")
+MODELS = ESTIMATOR_MODELS  # every registered model with a train.py built on modelzoo.runner
 VARIANTS = {"default": [], "bf16": ["--bf16"], "ev": ["--ev"]}
 TINY_BUCKETS = 50  # every categorical table capped at this many rows
 BATCH = 32
@@ -37,9 +36,11 @@ def tiny_data(tmp_path_factory):
     return data, schema
 
 
-def train_one_step(model, extra, data, schema_file, model_dir):
-    """Build MODEL's training graph as train.py does (flags, schema, input, model_fn) and run one step;
-    returns (loss, global step before, global step after, the graph's ops)."""
+def train_one_step(model, extra, data, schema_file, model_dir, spec_changes=None):
+    """Build MODEL's training graph as train.py does (flags, schema, input, model_fn) and run one step
+    (with `spec_changes` replaced in its ModelSpec); returns (loss, global step before, global step after,
+    the graph's ops)."""
+    import dataclasses
     import tensorflow as tf
     from modelzoo import flags
     from modelzoo.run.context import RunContext
@@ -47,7 +48,7 @@ def train_one_step(model, extra, data, schema_file, model_dir):
     from modelzoo.datafiles import resolve
     from modelzoo.hooks import ThroughputMeter
     tf1 = tf.compat.v1
-    spec = load_train_module(model).SPEC
+    spec = dataclasses.replace(load_train_module(model).SPEC, **(spec_changes or {}))
     argv = ["--train_files", str(data), "--schema", str(schema_file), "--batch_size", str(BATCH),
             "--steps", "1", "--seed", "1", "--no_eval", *extra]
     args = flags.parse(spec.name, argv, spec.defaults, spec.speed_defaults, spec.add_flags)
@@ -82,3 +83,36 @@ def test_model_trains_one_step(model, variant, tiny_data, tmp_path):
     assert bool(bf16) == (variant == "bf16"), f"{model} {variant}: bfloat16 MatMuls {bf16[:5]}"
     tfra = [op.name for op in ops if op.type.startswith("TFRA")]
     assert bool(tfra) == (variant == "ev"), f"{model} {variant}: TFRA ops {tfra[:5]}"
+
+
+def test_a_specs_custom_loss_is_the_loss_that_is_trained(tiny_data, tmp_path):
+    """ModelSpec.loss replaces the binary cross-entropy: three times it gives three times the first loss."""
+    import tensorflow as tf
+    data, schema = tiny_data
+    default, _, _, _ = train_one_step("dlrm", [], data, schema, tmp_path / "a")
+    tripled = lambda labels, logits: 3.0 * tf.reduce_mean(  # noqa: E731
+        tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+    custom, _, _, _ = train_one_step("dlrm", [], data, schema, tmp_path / "b", {"loss": tripled})
+    # (two builds' first losses differ by up to ~0.5% here: the first batch is not bitwise the same; the
+    # factor of 3 is far outside that)
+    assert custom == pytest.approx(3 * default, rel=0.03), (default, custom)
+
+
+def test_mlp_follows_the_precision_scope_and_keeps_float32_variables():
+    """Inside precision(bfloat16) an mlp's matmuls are bfloat16 (over float32 variables); outside, float32;
+    the logit layer stays float32 inside the scope."""
+    import tensorflow as tf
+    from modelzoo.layers import logit, mlp, precision
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default() as graph:
+        x = tf1.placeholder(tf.float32, [None, 8])
+        with precision(tf.bfloat16):
+            scoped = mlp(x, [4, 2], "scoped")
+            out = logit(scoped, "out")
+        plain = mlp(x, [4, 2], "plain")
+        matmuls = {op.name: op.get_attr("T") for op in graph.get_operations() if op.type == "MatMul"}
+        assert scoped.dtype == plain.dtype == out.dtype == tf.float32
+        assert {n: t for n, t in matmuls.items() if n.startswith("scoped/")} and \
+            all(t == tf.bfloat16 for n, t in matmuls.items() if n.startswith("scoped/"))
+        assert all(t == tf.float32 for n, t in matmuls.items() if not n.startswith("scoped/"))
+        assert all(v.dtype.base_dtype == tf.float32 for v in tf1.global_variables())

@@ -159,6 +159,17 @@ def test_dlrm_trains_with_hvd_too_and_a_rerun_resumes_rank0s_checkpoint_on_every
     assert int(tf.train.load_variable(latest, "global_step")) == 20
 
 
+def test_dcn_v2_trains_with_hvd_through_the_registry_with_identical_ranks(tmp_path, generated_criteo):
+    """--hvd is the runner's, not the model's: DCN-v2 (no Horovod code) gets it too."""
+    schema = small_schema_file(tmp_path / "small.json")
+    run = horovodrun("dcn_v2", ["--train_files", generated_criteo, "--schema", schema, "--checkpoint",
+                                tmp_path / "c", "--global_batch_size", 512, "--no_eval", "--steps", 8])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = read_result(tmp_path / "c")
+    assert result["model"] == "dcn_v2" and result["steps"] == 8
+    assert result["horovod"]["processes"] == 2 and result["horovod"]["identical_variables"]
+
+
 def test_one_step_applies_the_mean_of_the_two_processes_gradients(tmp_path, generated_criteo):
     """The digests show the ranks stay identical, not that they apply the right update: here each process
     runs one step of DLRM's real model_fn (plain gradient descent, learning rate 0.5) on its own half of

@@ -27,6 +27,7 @@ RUNS = {  # name: (model, flags); a small schema for the hash-bucket runs (--ev 
     "wide_and_deep": ("wide_and_deep", ["--schema", "SMALL"]),
     "wide_and_deep_ev": ("wide_and_deep", ["--ev", "--adaptive_emb", "--adaptive_emb_threshold", 2,
                                            "--adaptive_emb_buckets", 50]),
+    "dcn_v2_ev": ("dcn_v2", ["--ev"]),  # the fourth model's --ev tables and export through the shared runner
 }
 
 
