@@ -27,6 +27,7 @@ from typing import List, Optional
 
 import tensorflow as tf
 
+from modelzoo import tf_config
 from modelzoo.features import KEY_SPACE, ColumnTables, keys_of  # noqa: F401 (keys_of: the tables' key function)
 
 tf1 = tf.compat.v1
@@ -151,10 +152,8 @@ def ps_devices(training=True):
     local session, which has no /job:ps devices. Those graphs get as many shards on this process's
     CPU, so they restore the training checkpoint's `_mht_KofN` tables and the SavedModel needs no cluster.
     """
-    import json
-    import os
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
-    tasks = len(cluster.get("ps", []))
+    config = tf_config.from_environment()
+    tasks = len(config.addresses("ps")) if config else 0
     if not training:
         return ["/device:CPU:0"] * tasks or None
     return [f"/job:ps/replica:0/task:{i}/device:CPU:0" for i in range(tasks)] or None
