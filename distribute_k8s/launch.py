@@ -42,8 +42,12 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Run as a script (python distribute_k8s/launch.py): modelzoo from the repository. tf_config is pure
+# Python, so no TensorFlow is imported before the script runs.
+sys.path.insert(0, REPO)
+from modelzoo.tf_config import TASK_TYPES, TFConfigError, parse as parse_tf_config  # noqa: E402
+
 EXIT_USAGE = 2
-TASK_TYPES = ("chief", "worker", "ps", "evaluator", "master")
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 JEMALLOC_SONAME = "libjemalloc.so.2"
 # Debian/Ubuntu's libjemalloc2 (what the image installs), x86-64 and arm64.
@@ -140,37 +144,12 @@ def resolve_script(opts, environ):
 
 
 def check_tf_config(text):
-    """TF_CONFIG parsed and checked: {"cluster": {type: [host:port, ...]}, "task": {"type", "index"}}.
-
-    The evaluator is outside the cluster (the operator leaves it out, as tf.estimator wants), so its
-    index is not checked against the cluster."""
+    """TF_CONFIG parsed and checked (modelzoo/tf_config.py): {"cluster": {type: [host:port, ...]}, "task":
+    {"type", "index"}}. `master` (the legacy chief) passes here; the trainer decides whether it runs under it."""
     try:
-        config = json.loads(text)
-    except ValueError as err:
-        raise LaunchError(f"TF_CONFIG is not JSON ({err}): {text[:200]!r}") from None
-    if not isinstance(config, dict):
-        raise LaunchError(f"TF_CONFIG: expected a JSON object with cluster and task, got {text[:200]!r}")
-    cluster, task = config.get("cluster"), config.get("task")
-    if not isinstance(cluster, dict) or not cluster:
-        raise LaunchError("TF_CONFIG: expected \"cluster\": {\"chief\": [\"host:port\"], \"worker\": [...], ...}, "
-                          f"got {json.dumps(cluster)}")
-    for kind, addresses in cluster.items():
-        if kind not in TASK_TYPES:
-            raise LaunchError(f"TF_CONFIG: cluster type {kind!r} is not one of {', '.join(TASK_TYPES)} (lowercase)")
-        if not isinstance(addresses, list) or not all(isinstance(a, str) and ":" in a for a in addresses):
-            raise LaunchError(f"TF_CONFIG: cluster.{kind}: expected a list of \"host:port\" strings, "
-                              f"got {json.dumps(addresses)}")
-    if not isinstance(task, dict):
-        raise LaunchError(f"TF_CONFIG: expected \"task\": {{\"type\": ..., \"index\": ...}}, got {json.dumps(task)}")
-    kind, index = task.get("type"), task.get("index")
-    if kind not in TASK_TYPES:
-        raise LaunchError(f"TF_CONFIG: task.type {json.dumps(kind)} is not one of {', '.join(TASK_TYPES)}")
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise LaunchError(f"TF_CONFIG: task.index {json.dumps(index)} is not an integer >= 0")
-    if kind != "evaluator" and index >= len(cluster.get(kind, [])):
-        raise LaunchError(f"TF_CONFIG: task {kind}:{index} is not in the cluster "
-                          f"({', '.join(f'{k}:{len(v)}' for k, v in cluster.items())})")
-    return config
+        return dict(parse_tf_config(text).raw)
+    except TFConfigError as err:
+        raise LaunchError(str(err)) from None
 
 
 def parse_replicas(text):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from modelzoo import tf_config
 from modelzoo.datafiles import DataError
 from modelzoo.io_utils import atomic_writer, atomic_write_json
 
@@ -39,29 +40,19 @@ class World:
 
 
 def world_from_tf_config(text):
-    """Rank and size among the chief and the workers of TF_CONFIG (chief first). gdmix_lr has no parameter
-    servers and no separate evaluator: the chief reports the validation metrics."""
-    if not text:
+    """Rank and size among the chief (or master, its legacy name) and the workers of TF_CONFIG
+    (modelzoo/tf_config.py), chief first. gdmix_lr has no parameter servers and no separate evaluator:
+    the chief reports the validation metrics."""
+    if not text or not text.strip():
         return World()
     try:
-        config = json.loads(text)
-        cluster, task = config["cluster"], config["task"]
-        kind, index = task["type"], int(task["index"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise ClusterError(f"TF_CONFIG: expected JSON with cluster and task {{type, index}}: {err}") from None
-    chiefs = list(cluster.get("chief", [])) + list(cluster.get("master", []))
-    workers = list(cluster.get("worker", []))
-    if kind in ("chief", "master"):
-        rank = index
-    elif kind == "worker":
-        rank = len(chiefs) + index
-    else:
-        raise ClusterError(f"TF_CONFIG: task type {kind!r}: gdmix_lr runs as Chief and Worker replicas only "
-                           "(no parameter servers; the chief evaluates), see gdmix_lr/distribute_k8s/")
-    size = len(chiefs) + len(workers)
-    if not 0 <= rank < size:
-        raise ClusterError(f"TF_CONFIG: task {kind}:{index} is not in the cluster ({size} chief and worker tasks)")
-    return World(rank, size, f"{kind}:{index}")
+        config = tf_config.parse(text)
+    except tf_config.TFConfigError as err:
+        raise ClusterError(str(err)) from None
+    if config.trainer_index is None:
+        raise ClusterError(f"TF_CONFIG: task type {config.task_type!r}: gdmix_lr runs as Chief and Worker replicas "
+                           "only (no parameter servers; the chief evaluates), see gdmix_lr/distribute_k8s/")
+    return World(config.trainer_index, len(config.trainers), f"{config.task_type}:{config.task_index}")
 
 
 class Exchange:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.optimize
 import scipy.special
-import scipy.stats
 import tensorflow.compat.v1 as tf
 
 # The most padded cells (entities x rows x features) one batched Newton solve holds: 2^22 float64
@@ -49,17 +48,6 @@ def penalty_mask(dim, regularize_intercept):
     if not regularize_intercept:
         mask[0] = 0.0
     return mask
-
-
-def roc_auc(scores, labels):
-    """Exact ROC AUC (the Mann-Whitney statistic, ties at their average rank; scikit-learn's number)."""
-    labels = np.asarray(labels, dtype=np.float64)
-    positives = labels.sum()
-    negatives = labels.size - positives
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    ranks = scipy.stats.rankdata(scores)
-    return float((ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def objective_numpy(coefficients, x, labels, weights, offsets, l2, mask):

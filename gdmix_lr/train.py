@@ -38,9 +38,11 @@ from modelzoo import movielens  # noqa: E402
 from modelzoo.datafiles import DataError  # noqa: E402
 from modelzoo.flags import non_negative_int, positive_float, positive_int, probability, seed_int  # noqa: E402
 from modelzoo.io_utils import OutputError, atomic_write_json, probe_writable, write_problem  # noqa: E402
+from modelzoo.metrics import roc_auc  # noqa: E402
 from modelzoo.system import cpu_info, peak_rss_mb  # noqa: E402
 
 MODEL = "gdmix_lr"
+AUC_UNDEFINED = "one class in the validation labels"  # result.json then says "auc": null and why
 DEFAULT_CONFIG = REPO / "gdmix_lr" / "configs" / "movielens.yaml"
 
 
@@ -341,16 +343,16 @@ def run(args, world, say):
                 offsets = (total[0] - own[c.name][0], total[1] - own[c.name][1])
                 own[c.name] = coords.fit(c, sweep, offsets)
                 total = [offsets[0] + own[c.name][0], offsets[1] + own[c.name][1]]
-                auc = glmix.roc_auc(total[1], data.validation.label)
+                auc = roc_auc(data.validation.label, total[1])
                 state = coords.state[c.name]
                 record["coordinates"][c.name] = dict(
                     state, auc=auc, own=own[c.name], cumulative=(total[0].copy(), total[1].copy()))
                 say(f"sweep {sweep} | {c.name} ({c.type}{', ' + c.entity if c.entity else ''}): "
-                    f"validation AUC {auc:.4f} | {state['seconds']:.2f}s")
-            record["auc"] = glmix.roc_auc(total[1], data.validation.label)
+                    f"validation AUC {auc_text(auc)} | {state['seconds']:.2f}s")
+            record["auc"] = roc_auc(data.validation.label, total[1])
             sweeps.append({"sweep": sweep, "auc": record["auc"],
                            "coordinate_auc": {k: v["auc"] for k, v in record["coordinates"].items()}})
-            if best is None or record["auc"] > best["auc"]:
+            if best is None or (record["auc"] is not None and (best["auc"] is None or record["auc"] > best["auc"])):
                 # Coordinates not refitted in this sweep (score files) keep their first record.
                 best = {**record, "coordinates": {**(best or {}).get("coordinates", {}), **record["coordinates"]}}
             if not trained:
@@ -368,6 +370,10 @@ def run(args, world, say):
                 "wall_seconds": round(time.time() - wall_start, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
                 "cpu": cpu_info(),
             }
+            if best["auc"] is None:
+                result["auc_undefined"] = AUC_UNDEFINED
+                print(f"warning: AUC undefined: the {n_val:,} validation rows hold one class only (every label the "
+                      "same); result.json has \"auc\": null", file=sys.stderr, flush=True)
             import tensorflow as tf
             result["tf_version"] = tf.__version__
             atomic_write_json(os.path.join(args.output_dir, "result.json"), result)
@@ -379,13 +385,18 @@ def run(args, world, say):
     return 0
 
 
+def auc_text(auc):
+    """An AUC for the log: None (labels of one class, metrics.roc_auc) says so."""
+    return "n/a: one class" if auc is None else f"{auc:.4f}"
+
+
 def print_summary(r, output_dir):
     print("\n==== summary ====")
     print(f"model {r['model']} | {r['train_rows']:,} training rows, {r['validation_rows']:,} validation rows"
           + (" (generated)" if r["generated_data"] else "") + f" | {r['workers']} worker(s)")
     for c in r["coordinates"]:
-        print(f"  + {c['name']:<12} cumulative validation AUC {c['validation_auc']:.4f}  ({c['seconds']:.2f}s)")
-    print(f"best sweep {r['best_sweep']} of {len(r['sweeps'])}: AUC {r['auc']:.4f} | wall {r['wall_seconds']:.1f}s | "
+        print(f"  + {c['name']:<12} cumulative validation AUC {auc_text(c['validation_auc'])}  ({c['seconds']:.2f}s)")
+    print(f"best sweep {r['best_sweep']} of {len(r['sweeps'])}: AUC {auc_text(r['auc'])} | wall {r['wall_seconds']:.1f}s | "
           f"peak RSS {r['peak_rss_mb']:,.0f} MB")
     print(f"outputs: {output_dir}/<coordinate>/ | result: {os.path.join(output_dir, 'result.json')}", flush=True)
 

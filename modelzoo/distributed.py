@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List
 
+from modelzoo import tf_config
+
 TRAINER_TYPES = ("chief", "worker")
 DONE_QUEUE = "modelzoo_training_done_ps{}"  # shared_name of each PS's end-of-training queue
 RESTORED = -1  # on a DONE_QUEUE: (RESTORED, step): the chief restored checkpoint `step` into this (restarted) PS
@@ -92,36 +94,24 @@ class Cluster:
 
 
 def from_environment(environ=os.environ):
-    """The Cluster of a parameter-server job from TF_CONFIG; None when there is none (one process).
+    """The Cluster of a parameter-server job from TF_CONFIG (modelzoo/tf_config.py); None when there is
+    none (one process).
 
     A TF_CONFIG without ps tasks is not a parameter-server job: a one-task cluster runs as one
-    process (what tf.estimator does too); anything larger is refused with the reason.
+    process (what tf.estimator does too); anything larger is refused with the reason. So is `master`,
+    the legacy name of the chief: the Estimator's PS training knows the chief only as `chief`.
     """
-    text = environ.get("TF_CONFIG", "").strip()
-    if not text:
-        return None
     try:
-        config = json.loads(text)
-    except ValueError as err:
-        raise ClusterError(f"TF_CONFIG is not JSON ({err}): {text[:200]!r}") from None
-    config = config if isinstance(config, dict) else {"cluster": config}
-    cluster, task = config.get("cluster") or {}, config.get("task") or {}
-    if not isinstance(cluster, dict) or not isinstance(task, dict) or \
-            not all(isinstance(a, list) and all(isinstance(x, str) for x in a) for a in cluster.values()):
-        raise ClusterError("TF_CONFIG: expected {\"cluster\": {\"chief\": [\"host:port\"], ...}, \"task\": "
-                           "{\"type\": ..., \"index\": ...}}")
-    unknown = sorted(set(cluster) - {"chief", "worker", "ps", "evaluator"})
-    if unknown:
-        raise ClusterError(f"TF_CONFIG: cluster job(s) {unknown} are not known; expected chief, worker, ps "
-                           "(the evaluator stays outside the cluster)")
-    spec = {job: list(addresses) for job, addresses in cluster.items() if job != "evaluator" and addresses}
-    task_type, index = task.get("type"), task.get("index", 0)
-    if task_type not in ("chief", "worker", "ps", "evaluator") or not isinstance(index, int) or index < 0:
-        raise ClusterError(f"TF_CONFIG: task {task} is not one of chief, worker, ps, evaluator with an index >= 0")
-    if task_type != "evaluator" and index >= len(spec.get(task_type, [])):
-        raise ClusterError(f"TF_CONFIG: task {task_type}:{index} is not in the cluster {spec}")
-    if len(spec.get("chief", [])) > 1:
-        raise ClusterError("TF_CONFIG: a cluster has at most one chief")
+        config = tf_config.from_environment(environ)
+    except tf_config.TFConfigError as err:
+        raise ClusterError(str(err)) from None
+    if config is None:
+        return None
+    if config.names_master:
+        raise ClusterError("TF_CONFIG names a master task (the legacy name of the chief): parameter-server "
+                           "training needs it as chief (the TFJob replica type Chief, not Master)")
+    spec = {job: list(addresses) for job, addresses in config.cluster.items() if job != "evaluator" and addresses}
+    task_type, index = config.task_type, config.task_index
     if not spec.get("ps"):
         if sum(len(v) for v in spec.values()) <= 1 and task_type != "evaluator":
             return None  # one task: a single-process run

@@ -25,7 +25,7 @@ import weakref
 
 import tensorflow as tf
 
-from modelzoo import incremental_ckpt
+from modelzoo import incremental_ckpt, tf_config
 from modelzoo.incremental_ckpt import TABLES_COLLECTION  # the training graph's DynamicTable objects (incremental saves)
 from modelzoo.features import KEY_SPACE, ColumnTables, keys_of  # noqa: F401 (keys_of: the tables' key function)
 from modelzoo.options import EVOptions  # noqa: F401 (the tables' options, also imported from here)
@@ -89,10 +89,8 @@ def ps_devices(training=True):
     local session, which has no /job:ps devices. Those graphs get as many shards on this process's
     CPU, so they restore the training checkpoint's `_mht_KofN` tables and the SavedModel needs no cluster.
     """
-    import json
-    import os
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
-    tasks = len(cluster.get("ps", []))
+    config = tf_config.from_environment()
+    tasks = len(config.addresses("ps")) if config else 0
     if not training:
         return ["/device:CPU:0"] * tasks or None
     return [f"/job:ps/replica:0/task:{i}/device:CPU:0" for i in range(tasks)] or None

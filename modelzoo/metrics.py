@@ -1,11 +1,14 @@
-"""Evaluation metrics: exact AUC, log loss and accuracy as tf.compat.v1 streaming metrics.
+"""Evaluation metrics: the one exact AUC (numpy), and log loss, accuracy and AUC as tf.compat.v1
+streaming metrics.
 
 `tf.metrics.auc` approximates the ROC curve with 200 thresholds; on CTR data whose scores sit in a
-narrow band that error reaches the third decimal. `exact_auc` keeps every (score, label) pair of the
-evaluation and computes the Mann-Whitney statistic with tied scores sharing their average rank, the
-same number as scikit-learn's `roc_auc_score`. With labels of one class the AUC is undefined
-(scikit-learn raises): it is NaN here, and the runner reports it as such (result.json: null).
+narrow band that error reaches the third decimal. `roc_auc` is the Mann-Whitney statistic with tied
+scores sharing their average rank, the same number as scikit-learn's `roc_auc_score`; `exact_auc`
+keeps every (score, label) pair of an evaluation and runs it. With labels of one class the AUC is
+undefined: `roc_auc` returns None (scikit-learn raises), `exact_auc`'s tensor holds NaN (a tensor
+cannot be None) and the runner reports it as null with the reason in result.json; so does gdmix_lr.
 """
+import numpy as np
 import tensorflow as tf
 
 tf1 = tf.compat.v1
@@ -18,22 +21,31 @@ def _growing_local(name, dtype):
                         collections=[tf1.GraphKeys.LOCAL_VARIABLES, tf1.GraphKeys.METRIC_VARIABLES])
 
 
-def auc_from_scores(scores, labels):
-    """Exact ROC AUC of float64 `scores` against 0/1 `labels` (ties get their average rank); NaN when
-    the labels hold one class only (no positive-negative pair to rank)."""
-    order = tf.argsort(scores, stable=True)
-    sorted_scores = tf.gather(scores, order)
-    sorted_labels = tf.gather(labels, order)
-    n = tf.size(scores)
-    ranks = tf.cast(tf.range(1, n + 1), tf.float64)
-    _, tie_group = tf.unique(sorted_scores)
-    mean_rank = tf.math.unsorted_segment_mean(ranks, tie_group, tf.reduce_max(tie_group) + 1)
-    ranks = tf.gather(mean_rank, tie_group)
-    positives = tf.reduce_sum(sorted_labels)
-    negatives = tf.cast(n, tf.float64) - positives
-    u = tf.reduce_sum(ranks * sorted_labels) - positives * (positives + 1.0) / 2.0
-    pairs = positives * negatives
-    return tf.where(pairs > 0, tf.math.divide_no_nan(u, pairs), tf.constant(float("nan"), tf.float64))
+def roc_auc(labels, scores):
+    """Exact ROC AUC of `scores` against 0/1 `labels` (ties at their average rank); None when the labels
+    hold one class only (no positive-negative pair to rank)."""
+    labels = np.asarray(labels, dtype=np.float64).reshape(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if labels.shape != scores.shape:
+        raise ValueError(f"roc_auc: {labels.size} labels but {scores.size} scores")
+    if not np.isin(labels, (0.0, 1.0)).all():
+        raise ValueError(f"roc_auc: labels must be 0 or 1, got {np.unique(labels[~np.isin(labels, (0.0, 1.0))])[:5]}")
+    positives = labels.sum()
+    negatives = labels.size - positives
+    if positives == 0 or negatives == 0:
+        return None
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])  # each run of equal scores
+    ends = np.r_[starts[1:], scores.size]
+    ranks = np.repeat((starts + 1 + ends) / 2.0, ends - starts)  # ranks start+1..end share their mean
+    u = ranks[labels[order] == 1].sum() - positives * (positives + 1) / 2
+    return float(u / (positives * negatives))
+
+
+def _roc_auc_or_nan(labels, scores):
+    auc = roc_auc(labels, scores)
+    return np.float64("nan" if auc is None else auc)
 
 
 def exact_auc(labels, predictions, name="exact_auc"):
@@ -44,7 +56,9 @@ def exact_auc(labels, predictions, name="exact_auc"):
     update = tf.group(
         all_scores.assign(tf.concat([all_scores, tf.cast(tf.reshape(predictions, [-1]), tf.float64)], 0)),
         all_labels.assign(tf.concat([all_labels, tf.cast(tf.reshape(labels, [-1]), tf.float64)], 0)))
-    value = auc_from_scores(all_scores.read_value(), all_labels.read_value())
+    value = tf.numpy_function(_roc_auc_or_nan, [all_labels.read_value(), all_scores.read_value()], tf.float64,
+                              stateful=False, name="roc_auc")
+    value.set_shape([])
     return value, update
 
 

@@ -41,6 +41,7 @@ import pandas as pd
 
 from modelzoo.datafiles import DataError, open_binary
 from modelzoo.io_utils import atomic_write_text, atomic_writer
+from modelzoo.metrics import roc_auc
 
 __all__ = ["FORMAT", "DataError", "Split", "Dataset", "is_official_ml100k", "is_prepared", "prepare", "check_csv_text",
            "generate", "load", "wide_and_deep_schema", "GENRES", "OCCUPATIONS", "USER_FEATURES",
@@ -516,18 +517,6 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _auc(labels, scores):
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    ranks = pd.Series(ranks).groupby(scores).transform("mean").to_numpy()  # ties share their mean rank
-    pos = labels == 1
-    n_pos, n_neg = pos.sum(), (~pos).sum()
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def generate(out_dir, seed, users=ML100K_USERS, movies=ML100K_MOVIES, rows=ML100K_ROWS, train_fraction=0.8):
     """Write a prepared folder of generated data (ml-100k's schema) plus truth.json; returns a summary.
 
@@ -613,7 +602,7 @@ def generate(out_dir, seed, users=ML100K_USERS, movies=ML100K_MOVIES, rows=ML100
             "rows": rows_out, "positives": positives, "positive_rate": float(labels.mean()), "users": int(users),
             "movies": int(movies), "rows_per_user": {"min": int(per_user.min()), "median": float(np.median(per_user)),
                                                      "max": int(per_user.max())},
-            "truth_auc_validation": _auc(labels[valid], prob[valid]) if valid.any() else float("nan"),
+            "truth_auc_validation": roc_auc(labels[valid], prob[valid]),
             "seconds": round(time.perf_counter() - start, 3)}
 
 
@@ -860,7 +849,7 @@ def summary_text(summary):
     if "missing_release_dates" in summary:
         lines.append(f"movies without a release date (release_year 0.0): {summary['missing_release_dates']} "
                      f"({summary['rows_with_missing_release_date']:,} rows)")
-    if "truth_auc_validation" in summary:
+    if summary.get("truth_auc_validation") is not None:
         lines.append(f"AUC of the known model's probabilities on validation: {summary['truth_auc_validation']:.4f}; "
                      f"rows per user min {summary['rows_per_user']['min']}, median "
                      f"{summary['rows_per_user']['median']:g}, max {summary['rows_per_user']['max']}")

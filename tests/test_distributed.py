@@ -273,7 +273,11 @@ def test_cluster_from_tf_config():
                        (json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"]},
                                     "task": {"type": "worker", "index": 0}}), "names no ps tasks"),
                        (json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 5}}), "not in the cluster"),
-                       (json.dumps({"cluster": {**cluster, "master": ["m:1"]}, "task": {"type": "ps"}}), "not known")]:
+                       (json.dumps({"cluster": {**cluster, "boss": ["m:1"]}, "task": {"type": "ps"}}),
+                        "cluster type 'boss' is not one of"),
+                       # master, the legacy chief, is refused with a request for chief (modelzoo/tf_config.py)
+                       (json.dumps({"cluster": {"master": ["m:1"], "ps": ["d:1"]}, "task": {"type": "ps"}}),
+                        "names a master task .* needs it as chief")]:
         with pytest.raises(ClusterError, match=words):
             from_environment({"TF_CONFIG": bad})
 

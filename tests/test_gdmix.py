@@ -193,6 +193,25 @@ def test_no_data_location_generates_data_and_says_so(tmp_path):
     assert json.loads((tmp_path / "result.json").read_text())["generated_data"] is True
 
 
+def test_validation_labels_of_one_class_give_auc_null_and_the_reason(tmp_path):
+    """No AUC is defined when every validation label is the same: result.json says null and why (not NaN,
+    which is not JSON), the log says n/a."""
+    data = tmp_path / "data"
+    movielens.generate(data, seed=3, users=200, movies=300, rows=12000)
+    path = data / movielens.VALIDATION_FILE
+    lines = path.read_text().splitlines()
+    column = lines[0].split(",").index(movielens.LABEL)
+    path.write_text("\n".join([lines[0]] + [",".join(f[:column] + ["0"] + f[column + 1:])
+                                             for f in (line.split(",") for line in lines[1:])]) + "\n")
+    proc = run_train("gdmix_lr", ["--data_location", data, "--output_dir", tmp_path / "out", "--partitions", 2])
+    text = (tmp_path / "out" / "result.json").read_text()
+    assert "NaN" not in text
+    result = json.loads(text)
+    assert result["auc"] is None and result["auc_undefined"] == "one class in the validation labels"
+    assert all(c["validation_auc"] is None for c in result["coordinates"])
+    assert "AUC n/a: one class" in proc.stdout and "warning: AUC undefined" in proc.stderr
+
+
 def test_sweeps_keep_the_best_sweep(generated, tmp_path):
     run_train("gdmix_lr", ["--data_location", generated, "--output_dir", tmp_path, "--sweeps", 3])
     result = json.loads((tmp_path / "result.json").read_text())
