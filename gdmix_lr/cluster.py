@@ -13,11 +13,11 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
 
 import numpy as np
 
 from modelzoo import tf_config
+from modelzoo.world import World
 from modelzoo.datafiles import DataError
 from modelzoo.io_utils import atomic_writer, atomic_write_json
 
@@ -26,17 +26,6 @@ POLL_SECONDS = 0.2
 
 class ClusterError(DataError):
     """A TF_CONFIG this job cannot run under, a failed peer or a timeout; the message says which."""
-
-
-@dataclass(frozen=True)
-class World:
-    rank: int = 0
-    size: int = 1
-    task: str = "local"
-
-    @property
-    def chief(self):
-        return self.rank == 0
 
 
 def world_from_tf_config(text):
@@ -69,7 +58,7 @@ class Exchange:
 
     def _join(self):
         marker = os.path.join(self.root, "run.json")
-        if self.world.chief:
+        if self.world.is_chief:
             shutil.rmtree(self.root, ignore_errors=True)
             run_id = uuid.uuid4().hex[:12]
             os.makedirs(os.path.join(self.root, run_id), exist_ok=True)
@@ -136,6 +125,6 @@ class Exchange:
                 f.write(message)
 
     def finish(self):
-        if self.folder and self.world.chief:
+        if self.folder and self.world.is_chief:
             with atomic_writer(os.path.join(self.folder, "DONE")) as f:
                 f.write("done\n")

@@ -87,7 +87,7 @@ def obtain_data(args, world, exchange, say):
                         "prepared folder (features.json); leave --data_location out for generated data")
     if source and not os.path.isdir(source):
         raise DataError(f"{source}: no such folder (--data_location)")
-    if world.chief:
+    if world.is_chief:
         if source and movielens.is_official_ml100k(source):
             summary = movielens.prepare(source, prepared, args.seed, args.train_fraction)
             say(f"prepared ml-100k from {source} into {prepared}: {summary['rows']}")
@@ -191,7 +191,7 @@ class Coordinates:
     def _fixed_effect(self, c, sweep, offsets):
         x = self.x[c.feature_bag]
         key = f"{sweep}/{c.name}"
-        if self.world.chief:
+        if self.world.is_chief:
             previous = self.state.get(c.name, {}).get("coefficients")
             solution = glmix.solve_fixed_effect(x["train"], self.data.train.label, self.data.train.weight, offsets[0],
                                                 c.l2, c.regularize_intercept, c.max_iter, c.tolerance, previous,
@@ -263,17 +263,17 @@ def write_outputs(args, config, bags, data, coords, best, world, exchange, stagi
                 for kind, split in splits.items():
                     rows = np.flatnonzero(row_partition[kind] == p)
                     write_score_part(os.path.join(folder, kind, f"part-{p:05d}.avro"), split, rows, record, kind)
-        elif world.chief:
+        elif world.is_chief:
             if c.type == "fixed_effect":
                 photon.write_models(os.path.join(folder, "models", "part-00000.avro"), [c.name],
                                     record["coefficients"][None, :], columns)
             for kind, split in splits.items():
                 write_score_part(os.path.join(folder, kind, "part-00000.avro"), split,
                                  np.arange(len(split.uid)), record, kind)
-        if world.chief:
+        if world.is_chief:
             atomic_write_json(os.path.join(folder, "metric", "evalSummary.json"), {"auc": record["auc"]})
     exchange.barrier("outputs")
-    if world.chief:
+    if world.is_chief:
         # result.json, written last, says the coordinate folders are complete and of one run: it is
         # gone while they are replaced (a folder by two renames: a kill leaves whole files only)
         result = os.path.join(args.output_dir, "result.json")
@@ -320,7 +320,7 @@ def coordinate_report(c, record, coords, data):
 
 def run(args, world, say):
     wall_start = time.time()
-    if world.chief:
+    if world.is_chief:
         probe_writable(args.output_dir, "--output_dir")
     exchange = Exchange(args.output_dir, world, args.wait_timeout)
     try:
@@ -359,7 +359,7 @@ def run(args, world, say):
                 break
         staging = os.path.join(args.output_dir, f".staging-{exchange.run_id if world.size > 1 else 'local'}")
         write_outputs(args, config, bags, data, coords, best, world, exchange, staging)
-        if world.chief:
+        if world.is_chief:
             result = {
                 "model": MODEL, "flags": vars(args), "config": config.path, "data": data.source,
                 "generated_data": data.synthetic, "train_rows": n_train, "validation_rows": n_val,

@@ -10,7 +10,8 @@ summaries, the SavedModel and result.json.
 import hashlib
 import math
 
-from modelzoo import distributed
+from modelzoo import distributed, world
+from modelzoo.world import DataParallelError  # noqa: F401 (raised here, imported from here by callers)
 from modelzoo.workqueue import WorkQueue
 
 INSTALL_HINT = ("Horovod is an optional extra built from source: run `make horovod` (or, in the venv, "
@@ -18,26 +19,17 @@ INSTALL_HINT = ("Horovod is an optional extra built from source: run `make horov
                 "HOROVOD_WITHOUT_MXNET=1 pip install --no-build-isolation horovod==0.28.1)")
 
 
-class DataParallelError(Exception):
-    """--hvd cannot run: Horovod is missing, or the batch does not split over the processes."""
-
-
-class World:
-    """The processes of one synchronous job (size 1 without --hvd)."""
+class World(world.World):
+    """The processes of one synchronous job (size 1 without --hvd), with Horovod's collectives."""
 
     cluster = None  # a parameter-server job's modelzoo.distributed.Cluster (ClusterWorld)
     progress_slot = 0  # this process's slot of `input_progress` (Horovod's processes share slot 0)
     progress_prefix = ""  # before each progress line
 
     def __init__(self, hvd=None):
+        super().__init__(hvd.rank() if hvd else 0, hvd.size() if hvd else 1, "horovod" if hvd else "local")
         self.hvd = hvd
-        self.size = hvd.size() if hvd else 1
-        self.rank = hvd.rank() if hvd else 0
         self.digest = None  # sha256 of this process's variables when training ended (with --hvd)
-
-    @property
-    def is_chief(self):
-        return self.rank == 0
 
     @property
     def logs_progress(self):

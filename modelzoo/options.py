@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional
 
-from modelzoo.data_parallel import DataParallelError
+from modelzoo.world import DataParallelError
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,7 @@ def test_operator_tf_config_maps_the_tasks_to_distinct_ranks_0_to_n_minus_1(job)
     n = len(configs)
     assert sorted(w.rank for w in worlds.values()) == list(range(n))  # distinct: no partition solved twice
     assert {w.size for w in worlds.values()} == {n}
-    assert worlds[("Chief", 0)].rank == 0 and worlds[("Chief", 0)].chief
+    assert worlds[("Chief", 0)].rank == 0 and worlds[("Chief", 0)].is_chief
     assert [worlds[("Worker", i)].rank for i in range(replica(job, "Worker")["replicas"])] == list(range(1, n))
 
 
