@@ -3,7 +3,7 @@
 
 Why: tests, examples and benchmarks of mixed models (gdmix_lr) need data without the real files,
 and a known truth to check against: a fitted per-user or per-movie model should recover the
-coefficients the labels were drawn from. The generator lives in modelzoo/movielens.py (numpy +
+coefficients the labels were drawn from. The generator lives in modelzoo/datasets/movielens.py (numpy +
 pandas); this is its command line.
 
     python data/generate_movielens.py --output_dir /tmp/movielens_gen
@@ -23,7 +23,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from modelzoo.flags import non_negative_int, positive_int, probability  # noqa: E402
-from modelzoo.movielens import (  # noqa: E402
+from modelzoo.datasets.movielens import (  # noqa: E402
     ML100K_MOVIES, ML100K_ROWS, ML100K_USERS, DataError, generate, is_prepared, summary_text)
 
 

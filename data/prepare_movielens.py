@@ -4,7 +4,7 @@
 Why: GDMix's movieLens example trains a global logistic regression plus one per user and one per
 movie on the ratings of ml-100k; this writes those rows (label = rating > 3, user and movie
 features, a seeded random 80/20 split) once, checked, in the formats the zoo reads.
-The work is done by modelzoo/movielens.py (numpy + pandas); this is its command line.
+The work is done by modelzoo/datasets/movielens.py (numpy + pandas); this is its command line.
 
     python data/prepare_movielens.py --source ~/Downloads/ml-100k --output_dir /tmp/movielens
     python data/prepare_movielens.py --source ../shared/data/ml-100k --output_dir /tmp/ml --seed 1
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from modelzoo.movielens import ML100K_URL, DataError, download_ml100k, is_prepared, prepare, summary_text  # noqa: E402
+from modelzoo.datasets.movielens import ML100K_URL, DataError, download_ml100k, is_prepared, prepare, summary_text  # noqa: E402
 from modelzoo.flags import non_negative_int, probability  # noqa: E402
 
 

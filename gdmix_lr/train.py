@@ -34,7 +34,7 @@ import pandas as pd  # noqa: E402
 from gdmix_lr import glmix, photon  # noqa: E402
 from gdmix_lr.cluster import Exchange, world_from_tf_config  # noqa: E402
 from gdmix_lr.config import check_against, load_config  # noqa: E402
-from modelzoo import movielens  # noqa: E402
+from modelzoo.datasets import movielens  # noqa: E402
 from modelzoo.datafiles import DataError  # noqa: E402
 from modelzoo.flags import non_negative_int, positive_float, positive_int, probability, seed_int  # noqa: E402
 from modelzoo.io_utils import OutputError, atomic_write_json, probe_writable, write_problem  # noqa: E402

@@ -3,7 +3,7 @@
 lines, bytes and documents never end any other way.
 
 Readers: the Criteo reader of the Estimator models (modelzoo/datafiles.py checks and names, the
-tf.data pipeline of modelzoo/features.py reads), data/prepare_criteo.py, MovieLens (modelzoo/movielens.py:
+tf.data pipeline of modelzoo/features.py reads), data/prepare_criteo.py, MovieLens (modelzoo/datasets/movielens.py:
 `prepare` of the official files, `load` of a prepared folder), gdmix_lr's config (gdmix_lr/config.py) and
 score files (gdmix_lr/train.py), feature schemas (modelzoo/schema.py) and TFJob manifests
 (distribute_k8s/local_run.py). Cases tests/test_data.py, test_prepare_criteo.py, test_movielens.py,
@@ -35,7 +35,7 @@ from conftest import REPO, load_train_module, read_result, run_train
 from distribute_k8s import local_run
 from gdmix_lr.config import ConfigError, load_config
 from modelzoo import datafiles
-from modelzoo import movielens as ml
+from modelzoo.datasets import movielens as ml
 from modelzoo.datafiles import DataError, Slice
 from modelzoo.schema import SchemaError, load_schema, parse_schema
 
@@ -465,7 +465,7 @@ def test_property_prepare_keeps_exactly_the_rows_the_models_accept(tmp, data):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# MovieLens (modelzoo/movielens.py): `prepare` reads the official u.data/u.user/u.item, `load` a prepared
+# MovieLens (modelzoo/datasets/movielens.py): `prepare` reads the official u.data/u.user/u.item, `load` a prepared
 # folder (gdmix_lr's input). Already in tests/test_movielens.py: wrong field counts, non-integer and unknown
 # ids, out-of-range ratings, genders, dates and genre flags, a missing u.data, bad values in the prepared
 # CSVs (non-numeric, nan, inf, empty), duplicate uids, an empty line, a missing column, missing files and

@@ -17,7 +17,7 @@ from conftest import REPO, SHARED_DATA, load_train_module, run_train
 from gdmix_lr import glmix, photon
 from gdmix_lr.cluster import ClusterError, world_from_tf_config
 from gdmix_lr.config import ConfigError, load_config
-from modelzoo import movielens
+from modelzoo.datasets import movielens
 
 ML100K = SHARED_DATA / "ml-100k"
 CONFIG = REPO / "gdmix_lr" / "configs" / "movielens.yaml"

@@ -1,4 +1,4 @@
-"""Tests of modelzoo/movielens.py: MovieLens 100k prepared for mixed models (gdmix_lr) and Wide & Deep.
+"""Tests of modelzoo/datasets/movielens.py: MovieLens 100k prepared for mixed models (gdmix_lr) and Wide & Deep.
 
 Why: gdmix_lr trains one model per user and per movie on these rows, so a wrong split, a feature
 in the wrong column, a label off by one rating or a truth.json that does not describe the
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SHARED_DATA, run_train
-from modelzoo import movielens as ml
+from modelzoo.datasets import movielens as ml
 from modelzoo.metrics import roc_auc
 from modelzoo.schema import load_schema
 
@@ -186,7 +186,7 @@ def test_real_wide_and_deep_csv_has_the_same_rows_in_the_same_order(real):
 def test_schema_file_is_the_one_the_module_describes():
     path = REPO / "modelzoo" / "schemas" / "movielens.json"
     assert path.read_text() == ml.wide_and_deep_schema_text(), \
-        "regenerate with: python -c 'from modelzoo import movielens; movielens.write_wide_and_deep_schema()'"
+        "regenerate with: python -c 'from modelzoo.datasets import movielens; movielens.write_wide_and_deep_schema()'"
     schema = load_schema("movielens")
     assert schema.columns[0].kind == "label"
     assert [c.name for c in schema.numeric] == ml.WD_NUMERIC
