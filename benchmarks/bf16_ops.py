@@ -12,7 +12,6 @@ pass, the gradients and the optimizer, next to the float32 op types of the same 
 import argparse
 import collections
 import glob
-import json
 import os
 import subprocess
 import sys

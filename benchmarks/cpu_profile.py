@@ -30,8 +30,10 @@ FAMILIES = (
     # TensorFlow's Eigen contraction (MatMul) calls on x86 (perf shows it as [JIT])
     ("matrix products (JIT-generated sgemm kernels, Eigen's contraction and packing)",
      r"^0x[0-9a-f]+$|gebp|gemm|TensorContraction|general_matrix_matrix|FusedMatMul|MatMul"),
-    ("embedding gathers and optimizer scatters", r"HandleCopies|Gather|Scatter|Unique|SparseApply|ApplyAdam|SegmentSum"),
-    ("input: reading, CSV decoding, hashing", r"DecodeCSV|ReadLine|BufferedInputStream|Hash|Fingerprint|farmhash|StringToHash"
+    ("embedding gathers and optimizer scatters",
+     r"HandleCopies|Gather|Scatter|Unique|SparseApply|ApplyAdam|SegmentSum"),
+    ("input: reading, CSV decoding, hashing",
+     r"DecodeCSV|ReadLine|BufferedInputStream|Hash|Fingerprint|farmhash|StringToHash"
      r"|tstring|strtol|strtod|safe_strto"),
     ("memory copies and fills", r"memmove|memcpy|memset|TensorBlockIO|Copy"),
     ("allocator (malloc/free)", r"malloc|free|unlink_chunk|je_|arena|tcache|sdallocx"),

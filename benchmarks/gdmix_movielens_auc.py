@@ -74,14 +74,16 @@ def wide_and_deep_row(prepared, work, seed, epochs, schema):
     train_rows = sum(1 for _ in open(wd_data / "train.csv", encoding="utf-8"))
     steps = max(1, epochs * train_rows // 2048)
     seconds = run(common + ["--data_location", wd_data, "--steps", steps, "--no_eval"], "Wide & Deep training")
-    seconds += run(common + ["--predict", "--train_files", wd_data / "train.csv", "--eval_files", wd_data / "train.csv"],
+    seconds += run(common + ["--predict", "--train_files", wd_data / "train.csv",
+                             "--eval_files", wd_data / "train.csv"],
                    "Wide & Deep scoring of the training rows")
     train_scores = Path(work) / "wd_train_predictions.csv"
     (checkpoint / "predictions.csv").rename(train_scores)
     seconds += run(common + ["--data_location", wd_data, "--predict"], "Wide & Deep scoring of the validation rows")
     config = Path(work) / "wide_and_deep.yaml"
     config.write_text(CONFIG.read_text().replace(
-        "  - name: global\n    type: fixed_effect\n    feature_bag: global\n    l2: 1.0\n    regularize_intercept: false\n",
+        "  - name: global\n    type: fixed_effect\n    feature_bag: global\n    l2: 1.0\n"
+        "    regularize_intercept: false\n",
         f"  - name: wide_and_deep\n    type: scores\n    training_scores: {train_scores}\n"
         f"    validation_scores: {checkpoint / 'predictions.csv'}\n"))
     row = gdmix(prepared, Path(work) / "gdmix_wd", seed, ["--config", config])

@@ -44,7 +44,8 @@ from modelzoo.system import cpu_info  # noqa: E402
 TRAINERS = ESTIMATOR_MODELS  # the Estimator models (the shared train.py flags): modelzoo/models.py
 MODELS = (*TRAINERS, *OTHER_MODELS)
 ALLOCATORS = {"glibc": "close", "jemalloc": "jemalloc"}  # config -> launch.py's MEM_USAGE_STRATEGY
-FIXED = {"tf": ["--tf"], "default": [], "bf16": ["--bf16"], "bf16_grappler": ["--bf16", "--bf16_mode", "grappler"], "ev": ["--ev"],
+FIXED = {"tf": ["--tf"], "default": [], "bf16": ["--bf16"], "bf16_grappler": ["--bf16", "--bf16_mode", "grappler"],
+         "ev": ["--ev"],
          "ev_filter": ["--ev", "--ev_filter", "counter"], "glibc": [], "jemalloc": []}
 FULL_CONFIGS = ("tf", "default", "bf16", "ev", "ev_filter", "op_fusion_toggled", "smartstaged_toggled",
                 "glibc", "jemalloc")
@@ -204,10 +205,10 @@ def summarize(runs_by_key, flags_by_key):
             "min": min(speeds), "max": max(speeds), "spread": spread(speeds),
             "onednn": records[-1].get("onednn"), "auc": statistics.median(aucs) if aucs else None,
             "peak_rss_mb": statistics.median(rss) if rss else None, "per_run": records}
-    for model, configs in summary.items():
+    for configs in summary.values():
         base = configs.get("tf", {}).get("samples_per_sec")
         default = configs.get("default", {})
-        for label, s in configs.items():
+        for s in configs.values():
             s["ratio_to_tf"] = s["samples_per_sec"] / base if base else None
             s["ratio_to_default"] = s["samples_per_sec"] / default["samples_per_sec"] if default else None
             s["auc_vs_default"] = (s["auc"] - default["auc"]) if s["auc"] is not None and default.get("auc") \
@@ -444,7 +445,8 @@ def main(argv=None):
                 else:
                     run_steps = steps.get(model)
                 r = run_once(model, flags, strategy, processes, batch, run_steps, data, workdir, gdmix_rows)
-                r.update(run=rep + 1, steps=run_steps, batch_size=batch, command_flags=flags, launcher_strategy=strategy)
+                r.update(run=rep + 1, steps=run_steps, batch_size=batch, command_flags=flags,
+                         launcher_strategy=strategy)
                 by_key.setdefault((model, label), []).append(r)
                 flags_by_key[(model, label)] = shown_flags(model, label, flags, strategy, processes)
                 print(f"run {rep + 1}/{args.runs} {model:>13} {label:>20}: {r['samples_per_sec']:>11,.0f} samples/s"

@@ -53,7 +53,8 @@ def folder_bytes(path):
 
 def measure(cmd, interval=0.2, env=None, watch=None):
     """Run `cmd`, sampling its RSS every `interval` s; returns (rc, samples, log events, output tail).
-    A sample is (seconds since start, RSS, anonymous, file-backed bytes, bytes under `watch`); an event is (seconds, the child's log line)."""
+    A sample is (seconds since start, RSS, anonymous, file-backed bytes, bytes under `watch`); an event is
+    (seconds, the child's log line)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
     events, tail = [], []
@@ -105,7 +106,8 @@ def main(argv=None):
         "model": a.model, "command": " ".join(cmd[1:]), "rows": a.rows, "steps": a.steps,
         "variable_bytes": sizes, "variables_and_slots_gb": round(var_bytes / 1e9, 3),
         "peak_rss_gb": round(peak / 1e9, 3), "peak_at_s": peak_t,
-        "peak_anon_gb": round(peak_anon / 1e9, 3), "peak_file_gb": round(peak_file / 1e9, 3), "ratio": round(peak / var_bytes, 3),
+        "peak_anon_gb": round(peak_anon / 1e9, 3), "peak_file_gb": round(peak_file / 1e9, 3),
+        "ratio": round(peak / var_bytes, 3),
         "result_peak_rss_mb": result.get("peak_rss_mb"), "wall_s": samples[-1][0] if samples else None,
         "samples_per_sec": result.get("samples_per_sec"), "cpu": result.get("cpu"),
         "onednn": result.get("onednn"),

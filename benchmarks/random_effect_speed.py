@@ -234,24 +234,29 @@ def main(argv=None):
 
     lines = [f"GLMix random-effect coordinate: batched Newton (`solve_random_effect`) vs one `scipy_solve` per entity; "
              f"{cpu['model']}, {cpu['cores']} vCPU; TF {tf.__version__}, numpy {np.__version__}, scipy "
-             f"{scipy.__version__}; l2 {args.l2:g}, intercept {'penalized' if args.regularize_intercept else 'unpenalized'}; "
+             f"{scipy.__version__}; l2 {args.l2:g}, "
+             f"intercept {'penalized' if args.regularize_intercept else 'unpenalized'}; "
              f"seed {args.seed}; {doc['date']}.", "",
              f"Command: `{doc['command']}`", "",
              "| entities | rows | features | batched s (median) | scipy loop s | speedup | max coef diff vs loop "
              "| vs tight scipy |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|",
-             f"| {E:,} | {R} | {F} | {batched_median:.2f} | {scipy_seconds:.1f}{' (extrapolated)' if extrapolated else ''} "
+             f"| {E:,} | {R} | {F} | {batched_median:.2f} | "
+             f"{scipy_seconds:.1f}{' (extrapolated)' if extrapolated else ''} "
              f"| {speedup:.1f}x | {fmt_diff(vs_loop)} | {fmt_diff(vs_strict)} |", "",
              "| target | measured | result |", "|---|---:|---|",
-             f"| batched < {SECONDS_TARGET:.0f} s | {batched_median:.2f} s | {pass_fail(batched_median < SECONDS_TARGET)} |",
+             f"| batched < {SECONDS_TARGET:.0f} s | {batched_median:.2f} s | "
+             f"{pass_fail(batched_median < SECONDS_TARGET)} |",
              f"| speedup >= {SPEEDUP_TARGET:.0f}x | {speedup:.1f}x | {pass_fail(speedup >= SPEEDUP_TARGET)} |", "",
-             f"- Batched: {args.repeats} run(s) {', '.join(format(r['seconds'], '.2f') for r in runs)} s (each a full call: "
+             f"- Batched: {args.repeats} run(s) {', '.join(format(r['seconds'], '.2f') for r in runs)} s "
+             "(each a full call: "
              f"graph, session, solve); Newton iterations max {doc['batched']['newton_iterations_max']}, median "
              f"{doc['batched']['newton_iterations_median']:g}; converged {doc['batched']['converged_fraction']:.4%}; "
              f"peak RSS {doc['batched']['peak_rss_mb']:,.0f} MB ({rss_after_data:,.0f} MB after generating the data).",
              f"- Scipy loop ({settings_text}): {scipy_note}: {measured:.2f} s for {n_scipy:,} entities, "
              f"{1000 * measured / n_scipy:.2f} ms each, one process. GDMix runs {GDMIX_CONSUMERS} consumer processes "
-             f"by default: against the loop ideally split over {GDMIX_CONSUMERS} the speedup is {speedup_consumers:.1f}x.",
+             f"by default: against the loop ideally split over {GDMIX_CONSUMERS} the speedup is "
+             f"{speedup_consumers:.1f}x.",
              f"- Coefficient differences over entities with both labels: vs the timed loop {fmt_diff(vs_loop)} "
              f"({int(compared.sum()):,} entities); vs a tight scipy_solve (tolerance 1e-10) {fmt_diff(vs_strict)} "
              f"({check_ids.size:,} entities)."]

@@ -173,7 +173,7 @@ def _convert(lines, out, bad_rows, path, first_line, skipped):
         return 0
     joined = b'\n'.join(lines)
     if b'\r' in joined:  # CRLF line ends; a stray CR is dropped too, as the models' reader drops it
-        lines = [l.replace(b'\r', b'') for l in lines]
+        lines = [line.replace(b'\r', b'') for line in lines]
         joined = b'\n'.join(lines)
     n = len(lines)
     if (list(map(bytes.count, lines, repeat(b'\t', n))).count(FIELDS - 1) == n
@@ -303,7 +303,7 @@ def _fraction(text):
     try:
         return Fraction(text)  # accepts 1/7 as well as 0.142857
     except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError('not a fraction: %r' % text)
+        raise argparse.ArgumentTypeError('not a fraction: %r' % text) from None
 
 
 def _terminate(signum, frame):

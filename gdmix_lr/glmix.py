@@ -303,7 +303,7 @@ def solve_random_effect(x, labels, weights, offsets, entity_rows, num_entities, 
     solver = solver or BatchedNewton(dim, regularize_intercept, threads)
     runs = 0
     try:
-        for block, length, rows in padded_blocks(entity_rows, num_entities, dim):
+        for block, _length, rows in padded_blocks(entity_rows, num_entities, dim):
             present = rows >= 0
             safe = np.maximum(rows, 0)
             block_x = np.where(present[:, :, None], x[safe], 0.0)

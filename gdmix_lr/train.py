@@ -396,7 +396,8 @@ def print_summary(r, output_dir):
           + (" (generated)" if r["generated_data"] else "") + f" | {r['workers']} worker(s)")
     for c in r["coordinates"]:
         print(f"  + {c['name']:<12} cumulative validation AUC {auc_text(c['validation_auc'])}  ({c['seconds']:.2f}s)")
-    print(f"best sweep {r['best_sweep']} of {len(r['sweeps'])}: AUC {auc_text(r['auc'])} | wall {r['wall_seconds']:.1f}s | "
+    print(f"best sweep {r['best_sweep']} of {len(r['sweeps'])}: AUC {auc_text(r['auc'])} | "
+          f"wall {r['wall_seconds']:.1f}s | "
           f"peak RSS {r['peak_rss_mb']:,.0f} MB")
     print(f"outputs: {output_dir}/<coordinate>/ | result: {os.path.join(output_dir, 'result.json')}", flush=True)
 

@@ -331,7 +331,7 @@ class DynamicTable:
             if after is not None:
                 with tf.control_dependencies([after]):
                     stamp = tf.identity(global_step.read_value()) - 1
-            for wrapper, keys in self.trained:
+            for _wrapper, keys in self.trained:
                 step = tf.fill([tf.size(keys), 1], tf.cast(stamp, tf.int64))
                 ops.append(self.status.upsert(keys, step))
         return ops

@@ -415,7 +415,8 @@ def validate_cluster(args, given):
     for name in ("hvd", "evaluate", "predict", "export_only"):
         if getattr(args, name):
             raise FlagError(f"--{name} is refused: TF_CONFIG names a parameter-server job "
-                            f"({cluster.name}); {'Horovod trains without PS' if name == 'hvd' else 'it runs in one process'}"
+                            f"({cluster.name}); "
+                            f"{'Horovod trains without PS' if name == 'hvd' else 'it runs in one process'}"
                             "; unset TF_CONFIG")
     if "eval_throttle_secs" in given and args.no_eval:
         raise FlagError("--eval_throttle_secs spaces the evaluator's evaluations, and --no_eval turns them off; "

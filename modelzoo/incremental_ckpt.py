@@ -31,8 +31,8 @@ intact.
 The restore happens when the training session is created, in the training graph's Saver.restore (the
 runner gives the Estimator `training_saver`): the full checkpoint, then its deltas, before any hook runs, so
 training goes on from the last delta's step with the input skipping the rows that step had trained on. In a
-parameter-server job the chief does it, into the PS tasks (a restarted chief, or a restarted PS). `latest_step(checkpoint)` is that step, for the
-runner's "resuming from step" and its step count.
+parameter-server job the chief does it, into the PS tasks (a restarted chief, or a restarted PS).
+`latest_step(checkpoint)` is that step, for the runner's "resuming from step" and its step count.
 """
 import json
 import os
@@ -471,7 +471,7 @@ class IncrementalCheckpointHook(tf1.train.SessionRunHook):
         dense = {n: np.array(v, copy=True) for n, v in
                  session.run({n: d.var for n, d in self.dense.items()}).items()}
         touched = set()
-        for step, path, _ in chain:
+        for _step, path, _ in chain:
             meta, arrays = read_delta(path)
             feed, ops = {}, []
             for entry in meta["tables"]:

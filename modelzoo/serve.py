@@ -4,7 +4,8 @@
 
 ROWS_FILE holds lines in the model's schema (tab- or comma-separated, detected from the first line),
 with or without the leading label; a header line (most of line 1 is the schema's column names) has
-the columns matched by name, in any order, as the training reader's --header does. Prints (or writes to --output, atomically) `probability` per row,
+the columns matched by name, in any order, as the training reader's --header does. Prints (or writes to
+--output, atomically) `probability` per row,
 in file order, with the label first when the rows have one. `--request` also writes the rows as a
 TF Serving REST `:predict` request body (columnar "inputs" of the serving_default signature), which
 `POST http://HOST:8501/v1/models/NAME:predict` answers with {"outputs": {"probabilities": [...]}}.

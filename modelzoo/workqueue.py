@@ -86,7 +86,8 @@ class WorkQueue:
         # what the trainers hold beyond their steps: the shuffle buffer, the batches decoded ahead and
         # the item being read, each; one epoch more for what a restarted worker reads again
         from modelzoo.features import WORKQUEUE_READ_AHEAD, WORKQUEUE_SHUFFLE_BUFFER
-        ahead = self.cluster.trainers * (WORKQUEUE_SHUFFLE_BUFFER + 2 * WORKQUEUE_READ_AHEAD * batch_size + self.item_rows)
+        per_trainer = WORKQUEUE_SHUFFLE_BUFFER + 2 * WORKQUEUE_READ_AHEAD * batch_size + self.item_rows
+        ahead = self.cluster.trainers * per_trainer
         epochs = math.ceil((rows_needed + ahead) / total) + 1
         trainers = self.cluster.trainers
 

@@ -3,14 +3,12 @@ the variables (--optimizer, the embedding-variable options, the model's shape fl
 filters) is refused in one line naming the flag, the checkpoint's value and this run's; a record written
 before a key existed is refused by name when its value is known, else the restore's own failure is."""
 import json
-from types import SimpleNamespace
 
 import pytest
 
 from conftest import read_result, run_train
 from modelzoo import runner
 from modelzoo.run import checkpoints
-from modelzoo.schema import load_schema
 
 
 def identity(**flags):

@@ -360,7 +360,7 @@ def test_gstep_eviction_removes_rows_not_updated_in_the_last_steps():
         assert _keys(sess, h.table.status) == [4, 9]
         assert int(sess.run(h.evict)) == 0  # nothing more is due
         assert int(sess.run(h.table.evicted)) == 3
-        for step in range(6, 10):
+        for _ in range(6, 10):
             _step(sess, h, [9])
         assert int(sess.run(h.evict)) == 1  # key 4 (step 4 < 10 - 2)
         assert int(sess.run(h.table.evicted)) == 4  # the variable accumulates

@@ -253,7 +253,7 @@ def test_saved_model_in_a_fresh_process_scores_like_the_estimator_and_unseen_ids
             break
     assert base is not None, "no held-out row with three trained ids"
     for tag in ("a", "b"):
-        for k, values in raw.items():
+        for _k, values in raw.items():
             values.append(values[base])
         for c in columns:
             raw[c][-1] = f"never-seen-{tag}-{c}"  # not hex: no Criteo id looks like it

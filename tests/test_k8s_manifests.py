@@ -575,7 +575,8 @@ def test_ps_tfjob_train_flags_pass_train_py_validation_under_the_operators_tf_co
     except flags.FlagError as err:
         if "not implemented yet" in err.message:  # modelzoo/flags.py before the parameter-server flags landed
             pytest.xfail(f"refused until the parameter-server flags land: {err.message}")
-        raise AssertionError(f"{rel(PS_TFJOBS[(model, prec)])}: {rtype}: train.py refuses the flags: {err.message}")
+        raise AssertionError(f"{rel(PS_TFJOBS[(model, prec)])}: {rtype}: train.py refuses the flags: "
+                             f"{err.message}") from None
 
 
 def without_bf16_and_renamed(bf16_doc, fp32_name):
@@ -732,7 +733,7 @@ def test_without_operator_env_contract_gives_every_pod_its_own_task_and_reachabl
     pods = wo_pods()
     dns = {f"{hostname}.{job['spec']['template']['spec']['subdomain']}" for job, _, hostname, _ in pods}
     tasks = []
-    for job, i, hostname, env in pods:
+    for _job, _i, hostname, env in pods:
         unresolved = [k for k, v in env.items() if "$(" in v]
         assert not unresolved, (hostname, unresolved)  # every reference defined above its use
         assert env["POD_NAME"] == hostname  # the pod's hostname, as the launcher may parse it
@@ -998,7 +999,8 @@ def test_generated_bf16_differs_from_fp32_only_by_bf16_names_and_the_bf16_commen
         if "_BF16" not in path.name:
             continue
         fp32_text = generate_manifests.manifests()[path.with_name(path.name.replace("_BF16", "_FP32"))]
-        body = lambda t: [line for line in t.split("\n") if not line.lstrip().startswith("#")]
+        def body(t):
+            return [line for line in t.split("\n") if not line.lstrip().startswith("#")]
         flags = [line for line in body(text) if line.strip() == "- --bf16"]
         renamed = [line.replace("-bf16", "-fp32") for line in body(text) if line.strip() != "- --bf16"]
         assert renamed == body(fp32_text), rel(path)  # every other line the same, but the names

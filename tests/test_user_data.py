@@ -56,7 +56,7 @@ def test_wide_and_deep_on_an_inferred_schema_is_small_and_says_its_memory(avazu,
     assert result["peak_rss_mb"] < OLD_PEAK_MB / 4, result["peak_rss_mb"]
     sizes = result["variable_bytes"]
     assert {k: sizes[k] for k in ("tables", "table_slots", "dense", "dense_slots")} == checkpoint_bytes(ckpt)
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("variables: "))
+    line = next(out for out in proc.stdout.splitlines() if out.startswith("variables: "))
     mb = {k: f"{v / 2 ** 20:,.1f} MB" for k, v in sizes.items()}
     assert f"tables {mb['tables']} + optimizer slots {mb['table_slots']}; dense layers {mb['dense']}" in line
     assert "header line" in proc.stdout and "note: the schema's tables" not in proc.stdout

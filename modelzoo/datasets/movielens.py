@@ -195,7 +195,8 @@ def download_ml100k(dest_dir, url=ML100K_URL):
             zf.extractall(dest_dir, members=names)
     except (urllib.error.URLError, OSError, ValueError) as err:
         raise DataError(f"cannot download {url} ({getattr(err, 'reason', err)}); download ml-100k.zip from "
-                        "https://grouplens.org/datasets/movielens/100k/ yourself, unzip it and pass its folder") from None
+                        "https://grouplens.org/datasets/movielens/100k/ yourself, unzip it and pass its folder"
+                        ) from None
     except zipfile.BadZipFile:
         raise DataError(f"{url}: not a zip archive") from None
     finally:

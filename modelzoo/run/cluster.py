@@ -145,7 +145,8 @@ def run_cluster(spec, args, cluster, wall_start):
     metrics, evaluated_by = final_metrics(ctx, estimator, started)
     trainers = distributed.trainer_reports(checkpoint, cluster, started - 60, wait=TRAINER_REPORT_WAIT_SECS)
     meter.samples_per_sec = job_samples_per_sec(ctx, meter, trainers)
-    job = {"trainers": cluster.trainers, "trainer_reports": trainers, "ps": cluster.num_ps, "evaluated_by": evaluated_by,
+    job = {"trainers": cluster.trainers, "trainer_reports": trainers, "ps": cluster.num_ps,
+           "evaluated_by": evaluated_by,
            "evaluated_step": int(metrics["global_step"]) if "global_step" in metrics else None,
            "workqueue": opts.distributed.workqueue,
            "input_layer_partitioner_mb": opts.distributed.input_layer_partitioner,
