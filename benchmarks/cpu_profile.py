@@ -24,6 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from modelzoo.models import ESTIMATOR_MODELS  # noqa: E402 (the registered models)
+
 # (family, regular expression on the symbol), first match wins
 FAMILIES = (
     # code without a symbol in no library: the sgemm kernels oneDNN generates at run time, which
@@ -60,7 +62,7 @@ def bucket(report_lines):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="dlrm", choices=("dlrm", "wide_and_deep"))
+    p.add_argument("--model", default="dlrm", choices=ESTIMATOR_MODELS)
     p.add_argument("--flags", default="", help="train.py flags, space-separated (e.g. --flags=--tf)")
     p.add_argument("--seconds", type=float, default=8.0, help="seconds of samples")
     p.add_argument("--warmup", type=float, default=25.0, help="seconds after the start before recording")

@@ -21,6 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "data" / "criteo-kaggle-head10k" / "train.txt"
 sys.path.insert(0, str(REPO))
+
+from modelzoo.models import ESTIMATOR_MODELS  # noqa: E402 (the registered models)
 sys.path.insert(0, str(REPO / "data"))
 
 from modelzoo.io_utils import atomic_write_json  # noqa: E402
@@ -28,7 +30,7 @@ from modelzoo.io_utils import atomic_write_json  # noqa: E402
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="dlrm", choices=("dlrm", "wide_and_deep"))
+    p.add_argument("--model", default="dlrm", choices=ESTIMATOR_MODELS)
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--steps", type=int, default=100, help="0: one epoch")
     p.add_argument("--batch_size", type=int, default=256)

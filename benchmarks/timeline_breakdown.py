@@ -22,6 +22,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from modelzoo.models import ESTIMATOR_MODELS  # noqa: E402 (the registered models)
 
 INPUT_OPS = ("IteratorGetNext", "IteratorGetNextSync", "IteratorGetNextAsOptional")
 TRANSFORM_OPS = ("StringToHashBucketFast", "StringToHashBucket", "StringToHashBucketStrong", "Log1p", "DecodeCSV",
@@ -132,7 +135,7 @@ def print_summary(title, s):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("traces", nargs="*", help="trace files (timeline-STEP.json)")
-    p.add_argument("--run", choices=("dlrm", "wide_and_deep"), help="train this model and trace it instead")
+    p.add_argument("--run", choices=ESTIMATOR_MODELS, help="train this model and trace it instead")
     p.add_argument("--flags", default="", help="train.py flags for --run, space-separated (e.g. --flags=--tf)")
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--every", type=int, default=10, help="a trace every N steps")
