@@ -25,14 +25,15 @@ from modelzoo.system import cpu_info  # noqa: E402
 WIDE_AND_DEEP_INPUT = 18 * 64 + 8 * 128 + 13
 
 
-def measure(width, hidden, batch, repeats):
+def measure(width, hidden, batch, repeats, bf16=False):
     import tensorflow as tf
     tf1 = tf.compat.v1
-    from modelzoo.layers import mlp
+    from modelzoo.layers import logit, mlp, precision
     graph = tf.Graph()
     with graph.as_default():
         x = tf1.placeholder(tf.float32, [batch, width])
-        y = mlp(mlp(x, hidden, "dnn"), [1], "logit", last_activation=False)  # the models' own layers
+        with precision(tf.bfloat16 if bf16 else tf.float32):  # as the runner opens it for --bf16
+            y = logit(mlp(x, hidden, "dnn"), "logit")  # the models' own layers
         grads = tf.gradients(tf.reduce_sum(y), [x, *tf1.trainable_variables()])
         with tf1.Session(graph=graph) as sess:
             sess.run(tf1.global_variables_initializer())
@@ -56,13 +57,15 @@ def main():
     p.add_argument("--hidden", type=int, nargs="+", default=[1024, 512, 256])
     p.add_argument("--batch_size", type=int, default=2048)
     p.add_argument("--repeats", type=int, default=15, help="timed steps (median reported)")
+    p.add_argument("--bf16", action="store_true", help="the hidden layers in bfloat16, as with --bf16")
     p.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "dnn_ceiling.json"))
     args = p.parse_args()
-    r = measure(args.input, args.hidden, args.batch_size, args.repeats)
+    r = measure(args.input, args.hidden, args.batch_size, args.repeats, args.bf16)
     cpu = cpu_info()
-    r.update(input=args.input, hidden=args.hidden, batch_size=args.batch_size, repeats=args.repeats,
+    r.update(input=args.input, hidden=args.hidden, batch_size=args.batch_size, repeats=args.repeats, bf16=args.bf16,
              machine=f"{cpu['model']}, {cpu['cores']} vCPU, {' '.join(cpu['flags'])}")
-    print(f"MLP {args.input}-{'-'.join(map(str, args.hidden))}-1 at batch {args.batch_size}: "
+    shape = "-".join(map(str, [args.input, *args.hidden, 1]))
+    print(f"{'bfloat16' if args.bf16 else 'float32'} MLP {shape} at batch {args.batch_size}: "
           f"{r['mflop_per_sample']:.1f} MFLOP per training sample, step {r['step_ms']:.0f} ms, "
           f"{r['gflops']:.0f} GFLOP/s -> ceiling {r['samples_per_sec']:,.0f} samples/s")
     atomic_write_json(args.output, r)
