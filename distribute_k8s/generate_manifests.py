@@ -322,15 +322,15 @@ PS_REPLICAS = (  # (type, replicas, notes)
     ("PS", 2, {"resources_note": "The PS hold the tables and their optimizer slots (see the Chief's note on memory)."}),
     ("Evaluator", 1, {"restart_note": "One at most (TensorFlow's evaluator task); not in TF_CONFIG's cluster."}),
 )
-# The end of every training container (8 whole cores, the model's memory, no privileges, the shared volume
-# mounted) and the pod's volume: one text for the TFJob replicas and the MPIJob workers.
+# The end of every container (its cores and memory, no privileges, the shared volume mounted) and the pod's
+# volume: one text for the TFJob replicas, the MPIJob workers (8 whole cores) and its launcher.
 CONTAINER_TAIL = """\
 resources:
   requests:
-    cpu: "8"
+    cpu: {cpu_request}
     memory: {memory}
   limits:
-    cpu: "8"
+    cpu: {cpu_limit}
     memory: {memory}
 securityContext:
   allowPrivilegeEscalation: false
@@ -369,8 +369,12 @@ template:
 
 def pod_parts(model):
     """The pod_head, container_tail and pod_volumes blocks of a model's pods."""
-    return dict(pod_head=POD_HEAD.format(app=model.app), container_tail=CONTAINER_TAIL.format(memory=model.memory),
-                pod_volumes=POD_VOLUMES)
+    return dict(pod_head=POD_HEAD.format(app=model.app), pod_volumes=POD_VOLUMES,
+                container_tail=CONTAINER_TAIL.format(cpu_request='"8"', cpu_limit='"8"', memory=model.memory))
+
+
+# horovodrun's launcher only starts and watches the ranks: half a core, 2 GiB
+LAUNCHER_TAIL = CONTAINER_TAIL.format(cpu_request="500m", cpu_limit='"1"', memory="2Gi")
 
 
 def twin_line(other, bf16):
@@ -476,25 +480,8 @@ spec:
                 {{train_args}}
               # horovodrun only starts and watches the ranks (it imports TensorFlow once to check the
               # Horovod build); the training runs in the workers.
-              resources:
-                requests:
-                  cpu: 500m
-                  memory: 2Gi
-                limits:
-                  cpu: "1"
-                  memory: 2Gi
-              securityContext:
-                allowPrivilegeEscalation: false
-                capabilities:
-                  drop:
-                    - ALL
-              volumeMounts:
-                - name: modelzoo-data
-                  mountPath: /mnt/modelzoo
-          volumes:
-            - name: modelzoo-data
-              persistentVolumeClaim:
-                claimName: modelzoo-data
+              {{launcher_tail}}
+          {{pod_volumes}}
     Worker:
       replicas: 2
       {{pod_head}}
@@ -550,7 +537,7 @@ def horovod_mpijob(model, prec, path):
                     (f"#   kubectl delete -f {rel}", "when done")], 4)
     return fill(HOROVOD, generated=GENERATED, title=model.title, prec=prec, operator_line=operator_line,
                 howto=howto, folder=model.folder, job=job, app=model.app, twin=twin_line(other, bf16),
-                **pod_parts(model),
+                launcher_tail=LAUNCHER_TAIL, **pod_parts(model),
                 train_args=items(list(model.horovod_args) + (["--bf16"] if bf16 else [])))
 
 
