@@ -41,6 +41,10 @@ scatter ops, so they run anywhere stock TF runs (CPU or GPU).
 
 Stock Adagrad, FTRL and SGD already have row-sparse kernels, so they only
 touch the batch rows of an embedding table.
+
+Every optimizer here starts its slots through :class:`UnfoldedConstant`
+(:class:`UnfoldedSlots`): with stock slot initializers each slot of a table
+ends up holding two table-sized buffers (see the class docstring).
 """
 
 import tensorflow as tf
@@ -52,6 +56,10 @@ tf1 = tf.compat.v1
 __all__ = [
     "OPTIMIZERS",
     "LazyAdamOptimizer",
+    "AdamOptimizer",
+    "AdagradOptimizer",
+    "FtrlOptimizer",
+    "UnfoldedConstant",
     "AdagradDecayOptimizer",
     "build_optimizer",
     "describe",
@@ -69,6 +77,77 @@ _DESCRIPTIONS = {
     "gradientdescent": "Stock TF plain SGD.",
     "ftrl": "Stock TF FTRL-Proximal.",
 }
+
+
+class UnfoldedConstant:
+    """An initializer that fills a variable with one value through the stateful ``Empty`` op.
+
+    Why: Grappler's constant folding turns ``Fill(shape, value)`` (what ``zeros_initializer`` and
+    ``constant_initializer`` build) into a ``Const`` node as large as the variable. The init
+    executor's kernel keeps that tensor for the session's life, the variable starts out sharing its
+    buffer, and the first sparse update (``EnsureSparseVariableAccess``) copies the variable: two
+    table-sized buffers per optimizer slot, and checkpoints unchanged. ``Empty`` is stateful, so
+    nothing folds it (measured: benchmarks/results/peak_memory_wide_and_deep.json).
+    """
+
+    def __init__(self, value=0.0):
+        self.value = value
+
+    def __call__(self, shape, dtype=tf.float32, partition_info=None):
+        dtype = tf.as_dtype(dtype or tf.float32).base_dtype
+        dims = tf.constant(tf.TensorShape(shape).as_list(), tf.int32)
+        filled = tf.raw_ops.Empty(shape=dims, dtype=dtype, init=True)  # zeros, in a buffer of its own
+        return filled if self.value == 0 else filled + tf.constant(self.value, dtype)
+
+
+def _uniform_value(initializer):
+    """The one value a stock constant initializer fills with, or None for any other initializer."""
+    if isinstance(initializer, tf1.zeros_initializer):
+        return 0
+    if isinstance(initializer, tf1.constant_initializer) and getattr(initializer.value, "ndim", 0) == 0 \
+            and not isinstance(initializer.value, (list, tuple)):
+        return initializer.value
+    return None
+
+
+class UnfoldedSlots:
+    """Mixin for tf.compat.v1 optimizers: slots of a fixed shape that start at one value (Adam's m and
+    v, Adagrad's and FTRL's accumulators) are initialized by :class:`UnfoldedConstant`, so each slot
+    holds one buffer, not two. Slot names, values and checkpoints are the stock ones."""
+
+    def _zeros_slot(self, var, slot_name, op_name):
+        if _is_dynamic_rows(var) or not var.get_shape().is_fully_defined():
+            return super()._zeros_slot(var, slot_name, op_name)
+        return self._get_or_make_slot_with_initializer(var, UnfoldedConstant(0), var.get_shape(),
+                                                       var.dtype.base_dtype, slot_name, op_name)
+
+    def _get_or_make_slot_with_initializer(self, var, initializer, shape, dtype, slot_name, op_name):
+        value = _uniform_value(initializer)
+        if value is not None and not _is_dynamic_rows(var) and tf.TensorShape(shape).is_fully_defined():
+            initializer = UnfoldedConstant(value)
+        return super()._get_or_make_slot_with_initializer(var, initializer, shape, dtype, slot_name, op_name)
+
+
+class AdamOptimizer(UnfoldedSlots, tf1.train.AdamOptimizer):
+    """Stock Adam, its m and v slots initialized unfolded."""
+
+
+class AdagradOptimizer(UnfoldedSlots, tf1.train.AdagradOptimizer):
+    """Stock Adagrad, its accumulator initialized unfolded."""
+
+
+class FtrlOptimizer(UnfoldedSlots, tf1.train.FtrlOptimizer):
+    """Stock FTRL-Proximal, its accum and linear slots initialized unfolded."""
+
+    def _create_slots(self, var_list):
+        # the stock method, except that its accum initializer (ones * value, a local function) is ours
+        for v in var_list:
+            accum = UnfoldedConstant(self._initial_accumulator_value) \
+                if v.get_shape().is_fully_defined() and not _is_dynamic_rows(v) else \
+                tf1.constant_initializer(self._initial_accumulator_value)
+            self._get_or_make_slot_with_initializer(v, accum, v.shape, v.dtype, "accum",
+                                                    self._accum_name or self._name)
+            self._zeros_slot(v, "linear", self._linear_name or self._name)
 
 
 # --------------------------------------------------------------------------
@@ -102,7 +181,7 @@ def _assign_sub(var, value, resource, use_locking):
     return tf1.assign_sub(var, value, use_locking=use_locking)
 
 
-class LazyAdamOptimizer(tf1.train.AdamOptimizer):
+class LazyAdamOptimizer(UnfoldedSlots, tf1.train.AdamOptimizer):
     """Adam that updates only the rows present in a sparse gradient.
 
     Why: stock ``AdamOptimizer._apply_sparse`` multiplies the whole ``m`` and
@@ -167,7 +246,7 @@ class LazyAdamOptimizer(tf1.train.AdamOptimizer):
         return self._lazy_apply_sparse(grad, var, indices, resource=True)
 
 
-class AdagradDecayOptimizer(tf1.train.Optimizer):
+class AdagradDecayOptimizer(UnfoldedSlots, tf1.train.Optimizer):
     """Adagrad with a periodically decayed accumulator (DeepRec AdagradDecay).
 
     Why: plain Adagrad's accumulator only grows, so after weeks of
@@ -416,7 +495,7 @@ def build_optimizer(name, learning_rate, global_step=None):
     """
     key = _check_name(name)
     if key == "adam":
-        return tf1.train.AdamOptimizer(learning_rate)
+        return AdamOptimizer(learning_rate)
     if key == "adamasync":
         return LazyAdamOptimizer(learning_rate)
     if key == "adagraddecay":
@@ -424,10 +503,9 @@ def build_optimizer(name, learning_rate, global_step=None):
             global_step = tf1.train.get_or_create_global_step()
         return AdagradDecayOptimizer(learning_rate, global_step)
     if key == "adagrad":
-        return tf1.train.AdagradOptimizer(learning_rate,
-                                          initial_accumulator_value=0.1)
+        return AdagradOptimizer(learning_rate, initial_accumulator_value=0.1)
     if key == "gradientdescent":
         return tf1.train.GradientDescentOptimizer(learning_rate)
     if key == "ftrl":
-        return tf1.train.FtrlOptimizer(learning_rate)
+        return FtrlOptimizer(learning_rate)
     raise AssertionError("unreachable: %s" % key)  # pragma: no cover

@@ -48,11 +48,10 @@ def add_flags(group):
 
 def optimizers(args, global_step, lr_factor):
     """FTRL for the wide part, --optimizer for everything else (embeddings and DNN)."""
-    import tensorflow as tf
-    from modelzoo.optimizers import build_optimizer
-    ftrl = tf.compat.v1.train.FtrlOptimizer(args.linear_learning_rate * lr_factor,
-                                            l1_regularization_strength=args.linear_l1_regularization,
-                                            l2_regularization_strength=args.linear_l2_regularization)
+    from modelzoo.optimizers import FtrlOptimizer, build_optimizer
+    ftrl = FtrlOptimizer(args.linear_learning_rate * lr_factor,
+                         l1_regularization_strength=args.linear_l1_regularization,
+                         l2_regularization_strength=args.linear_l2_regularization)
     deep = build_optimizer(args.optimizer, args.learning_rate * lr_factor, global_step=global_step)
     return [(WIDE_SCOPE + "/", ftrl), (None, deep)]
 
