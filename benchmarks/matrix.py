@@ -107,6 +107,18 @@ def resolve_config(model, name):
     return name, FIXED[name], ALLOCATORS.get(name), 0
 
 
+def split_configs(text):
+    """--configs's comma-separated names; an ad-hoc NAME:--flag,--flag keeps its flags (a part that starts
+    with -- belongs to the ad-hoc configuration before it)."""
+    configs = []
+    for part in (p for p in text.split(",") if p):
+        if part.startswith("--") and configs and ":" in configs[-1]:
+            configs[-1] += "," + part
+        else:
+            configs.append(part)
+    return configs
+
+
 def plan(models, configs, mode):
     """The runs of one repetition: [(model, label, flags, strategy, processes, batch size)]."""
     runs = []
@@ -419,7 +431,7 @@ def main(argv=None):
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise SystemExit(f"--models: unknown {unknown}; expected some of {', '.join(MODELS)}")
-    configs = args.configs.split(",") if args.configs else list(mode["configs"])
+    configs = split_configs(args.configs) if args.configs else list(mode["configs"])
     steps = {m: args.steps or mode["steps"].get(m) for m in TRAINERS}
     rows = args.rows or mode["rows"]
     eval_rows = args.eval_rows or mode["eval_rows"]

@@ -126,6 +126,9 @@ def test_matrix_configurations_resolve_to_flags_and_launchers():
     assert matrix.resolve_config("dlrm", "hvd2") == ("hvd2", ["--hvd"], None, 2)
     assert matrix.resolve_config("dlrm", "mine:--emb_fusion,--intra=1") == ("mine", ["--emb_fusion", "--intra=1"],
                                                                           None, 0)
+    # --configs is comma-separated too: an ad-hoc configuration keeps all its flags
+    assert matrix.split_configs("tf,mine:--bf16,--emb_fusion,default,other:--xla") == \
+        ["tf", "mine:--bf16,--emb_fusion", "default", "other:--xla"]
     with pytest.raises(SystemExit, match="unknown configuration 'fast'"):
         matrix.resolve_config("dlrm", "fast")
     runs = matrix.plan(["dlrm", "gdmix_lr"], ["tf", "default", "bf16", "jemalloc"], matrix.MODES["full"])
