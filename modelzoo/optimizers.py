@@ -140,13 +140,11 @@ class FtrlOptimizer(UnfoldedSlots, tf1.train.FtrlOptimizer):
     """Stock FTRL-Proximal, its accum and linear slots initialized unfolded."""
 
     def _create_slots(self, var_list):
-        # the stock method, except that its accum initializer (ones * value, a local function) is ours
+        # the stock method, except that its accum initializer (ones * value, a local function the mixin
+        # cannot recognize) is a constant_initializer, which the mixin swaps for UnfoldedConstant
         for v in var_list:
-            accum = UnfoldedConstant(self._initial_accumulator_value) \
-                if v.get_shape().is_fully_defined() and not _is_dynamic_rows(v) else \
-                tf1.constant_initializer(self._initial_accumulator_value)
-            self._get_or_make_slot_with_initializer(v, accum, v.shape, v.dtype, "accum",
-                                                    self._accum_name or self._name)
+            self._get_or_make_slot_with_initializer(v, tf1.constant_initializer(self._initial_accumulator_value),
+                                                    v.shape, v.dtype, "accum", self._accum_name or self._name)
             self._zeros_slot(v, "linear", self._linear_name or self._name)
 
 
