@@ -182,7 +182,7 @@ def test_one_step_applies_the_mean_of_the_two_processes_gradients(tmp_path, gene
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [dict(np.load(tmp_path / f"step-{rank}.npz")) for rank in (0, 1)]
     names = sorted(k.split("/", 1)[1] for k in ranks[0] if k.startswith("local/"))
-    assert "bottom_mlp/layer0/kernel" in names and "embedding/C1" in names, names
+    assert "bottom_mlp/layer0/kernel" in names and "embedding/fused_dim16" in names, names
     for name in names:
         local = [r[f"local/{name}"] for r in ranks]
         assert not np.array_equal(local[0], local[1]), name  # two different halves of the batch

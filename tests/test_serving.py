@@ -261,7 +261,7 @@ def test_warm_start_from_a_checkpoint_without_ev(runs, tmp_path):
     assert "warm start: initialized from" in proc.stdout
     source = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(ckpt)))
     warm = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "warm")))
-    for name in ("embedding/C3", "top_mlp/layer1/kernel"):
+    for name in ("embedding/fused_dim16", "top_mlp/layer1/kernel"):
         np.testing.assert_allclose(warm.get_tensor(name), source.get_tensor(name), atol=1e-6, err_msg=name)
 
 
