@@ -306,8 +306,8 @@ def onednn_words(state):
     if not state:
         return "n/a"
     on = {True: "on", False: "off", None: "unknown"}[state.get("enabled")]
-    return f"{on} (TF_ENABLE_ONEDNN_OPTS {state['TF_ENABLE_ONEDNN_OPTS']}; BF16 CPU flags: " \
-        f"{', '.join(state.get('cpu_bf16') or []) or 'none'})"
+    bf16 = ", ".join(state.get("cpu_bf16") or []) or "none, so --bf16 is emulated"
+    return f"{on} (TF_ENABLE_ONEDNN_OPTS {state['TF_ENABLE_ONEDNN_OPTS']}; BF16 CPU flags: {bf16})"
 
 
 def batch_sweep(summary):

@@ -7,11 +7,11 @@ import sys
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_info():
+def cpu_info(cpuinfo="/proc/cpuinfo"):
     """CPU model, core count and the instruction-set flags that matter for this zoo."""
     model, flags = platform.processor() or platform.machine(), set()
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
+        with open(cpuinfo, encoding="utf-8") as f:
             for line in f:
                 key, _, value = line.partition(":")
                 if key.strip() == "model name":
