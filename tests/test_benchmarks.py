@@ -208,3 +208,22 @@ def test_matrix_asks_tensorflow_whether_onednn_is_on():
     import os
     state = matrix.onednn_state(dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0"))
     assert state["TF_ENABLE_ONEDNN_OPTS"] == "0" and state["enabled"] is False
+
+
+def test_the_pytorch_reference_trains_tables_of_the_zoos_criteo_sizes():
+    """The reference DLRM (benchmarks/pytorch_dlrm_reference.py) is compared with this zoo's DLRM, so its
+    26 tables are the ones the criteo schema gives DLRM."""
+    import pytorch_dlrm_reference
+    from modelzoo.schema import load_schema
+    assert pytorch_dlrm_reference.table_sizes() == [c.num_ids for c in load_schema("criteo").categorical]
+
+
+def test_the_pytorch_reference_without_pytorch_says_where_to_install_it(tmp_path):
+    import importlib.util
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("PyTorch is installed in this environment: the refusal cannot be seen")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "pytorch_dlrm_reference.py"), "--runs", "1",
+                           "--output", str(tmp_path / "out.json")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "PyTorch is not installed here; see this script's docstring for its own venv" in proc.stderr
+    assert not (tmp_path / "out.json").exists()
