@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from modelzoo.io_utils import atomic_write_json, write_report  # noqa: E402
+from modelzoo.models import load_spec  # noqa: E402
 from modelzoo.schema import load_schema  # noqa: E402
 from modelzoo.synthetic import CRITEO_KAGGLE_CARDINALITIES, generate_criteo  # noqa: E402
 
@@ -62,14 +63,6 @@ DEFAULT_CONFIGS = [c for c in CONFIGS if c != "hash_fusion"]
 OPTIMIZER_COPIES = 3  # a table and its two optimizer slots (LazyAdam m and v; FTRL accumulator and linear)
 PROCESS_BASE_MB = 1200  # a DLRM process without its tables (the shipped 1.8M-row schema peaks at ~1.4 GB)
 THROUGHPUT_TARGET = 0.70  # the issue: --ev within 30% of the hash-bucket path
-
-
-def load_spec(model):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f"{model}_train", REPO / model / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.SPEC
 
 
 def choose_configs(text):

@@ -11,7 +11,6 @@ cardinalities and power-law id frequencies) that are never read twice, so each d
     python benchmarks/incremental_ckpt_size.py --batch_size 2048 --delta_steps 50
 """
 import argparse
-import importlib.util
 import shutil
 import statistics
 import sys
@@ -25,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from modelzoo.io_utils import atomic_write_json  # noqa: E402
+from modelzoo.models import load_spec  # noqa: E402
 from modelzoo.synthetic import generate_criteo  # noqa: E402
 from modelzoo.system import cpu_info  # noqa: E402
 
@@ -64,9 +64,7 @@ def main():
 
     from modelzoo import incremental_ckpt as inc
     from modelzoo.runner import main as run_main
-    spec = importlib.util.spec_from_file_location("dlrm_train", REPO / "dlrm" / "train.py")
-    dlrm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(dlrm)
+    dlrm_spec = load_spec("dlrm")
 
     measured = []
 
@@ -101,7 +99,7 @@ def main():
         flags = ["--train_files", str(data), "--checkpoint", str(ckpt), "--batch_size", str(args.batch_size),
                  "--ev", "--no_eval", "--log_steps", "100", *args.extra.split()]
         # 1. the full checkpoint after --steps steps (--incremental_ckpt given so the layout is the same)
-        assert run_main(dlrm.SPEC, flags + ["--steps", str(args.steps), "--incremental_ckpt", "3600"]) == 0
+        assert run_main(dlrm_spec, flags + ["--steps", str(args.steps), "--incremental_ckpt", "3600"]) == 0
         full_bytes, meta_bytes = full_checkpoint_bytes(ckpt, args.steps)
         parts = full_checkpoint_parts(ckpt, args.steps)
         table_rows = _rows_in(ckpt / "result.json")
@@ -109,7 +107,7 @@ def main():
         inc.IncrementalCheckpointHook, original = MeasuredHook, inc.IncrementalCheckpointHook
         try:
             last = args.steps + args.delta_steps * args.deltas + 1  # (no delta at the last step: it saves in full)
-            assert run_main(dlrm.SPEC, flags + ["--steps", str(last), "--incremental_ckpt", "3600"]) == 0
+            assert run_main(dlrm_spec, flags + ["--steps", str(last), "--incremental_ckpt", "3600"]) == 0
         finally:
             inc.IncrementalCheckpointHook = original
     finally:

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from modelzoo.io_utils import write_report  # noqa: E402
-from modelzoo.models import ESTIMATOR_MODELS, OTHER_MODELS  # noqa: E402
+from modelzoo.models import ESTIMATOR_MODELS, OTHER_MODELS, load_spec  # noqa: E402
 from modelzoo.system import cpu_info  # noqa: E402
 
 TRAINERS = ESTIMATOR_MODELS  # the Estimator models (the shared train.py flags): modelzoo/models.py
@@ -83,11 +83,7 @@ TARGETS = (
 
 
 def model_speed_defaults(model):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f"{model}_train", REPO / model / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.SPEC.speed_defaults
+    return load_spec(model).speed_defaults
 
 
 def resolve_config(model, name):

@@ -1,10 +1,11 @@
 """PyTorch's DLRM on this machine: the reference issue 15's DLRM targets are stated against.
 
 The model is facebookresearch/dlrm's `DLRM_Net` as its Criteo Kaggle recipe configures it, written
-out here (not imported) in plain PyTorch: 26 `EmbeddingBag` tables of 16 (sum, sparse gradients) at
-the sizes of this zoo's criteo schema, bottom MLP 13-512-256-64-16, the dot interaction (the 351
-pairwise dots of the 27 vectors, below the diagonal, next to the bottom MLP's output), top MLP
-367-512-256-1 with a sigmoid, binary cross-entropy and SGD. Its input is random tensors already in
+out here (not imported) in plain PyTorch with the shape of this zoo's DLRM (dlrm/train.py and its
+criteo schema): 26 `EmbeddingBag` tables of 16 (sum, sparse gradients) at the schema's sizes, bottom
+MLP 13-512-256-64-16, the dot interaction (the 351 pairwise dots of the 27 vectors, below the
+diagonal, next to the bottom MLP's output), top MLP 367-512-256-1 with a sigmoid, binary
+cross-entropy and SGD. Its input is random tensors already in
 memory (no reading, decoding or hashing), as in the issue's figure: 41K fp32 and 83-96K
 `torch.autocast` bf16 samples/s on a Zen 5. This zoo's DLRM trains end to end from files.
 
@@ -14,7 +15,6 @@ PyTorch is not one of the project's requirements; run this in a virtual environm
     /tmp/torchvenv/bin/python benchmarks/pytorch_dlrm_reference.py [--runs 3] [--steps 60]
 """
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -23,16 +23,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from modelzoo.io_utils import atomic_write_json  # noqa: E402 (no TensorFlow in either)
+# none of these imports TensorFlow (dlrm/train.py imports it only to build its graph)
+from modelzoo.io_utils import atomic_write_json  # noqa: E402
+from modelzoo.models import load_module  # noqa: E402
+from modelzoo.schema import load_schema  # noqa: E402
 from modelzoo.system import cpu_info  # noqa: E402
 
-BOTTOM, TOP, DIM = (13, 512, 256, 64, 16), (512, 256, 1), 16
+DLRM = load_module("dlrm")
+SCHEMA = load_schema(DLRM.SPEC.schema)
+BOTTOM = (len(SCHEMA.numeric), *DLRM.BOTTOM_MLP)
+TOP, DIM = DLRM.TOP_MLP, DLRM.EMBEDDING_DIM
 
 
 def table_sizes():
-    """The hash-bucket sizes of the criteo schema's 26 categorical columns (this zoo's DLRM tables)."""
-    doc = json.loads((REPO / "modelzoo" / "schemas" / "criteo.json").read_text())
-    return [c["hash_buckets"] for c in doc["columns"] if c["kind"] == "categorical"]
+    """The sizes of this zoo's DLRM tables: its schema's 26 categorical columns."""
+    return [c.num_ids for c in SCHEMA.categorical]
 
 
 def build(torch, sizes):

@@ -21,6 +21,11 @@ def train_py(model):
 
 def load_spec(model):
     """The SPEC of an Estimator model's train.py, imported as a module (its main does not run)."""
+    return load_module(model).SPEC
+
+
+def load_module(model):
+    """An Estimator model's train.py as a module (its main does not run), once per process."""
     if model not in ESTIMATOR_MODELS:
         raise KeyError(f"{model!r} is not a registered Estimator model ({', '.join(ESTIMATOR_MODELS)}); "
                        "only those have a ModelSpec")
@@ -34,4 +39,4 @@ def load_spec(model):
         except BaseException:
             del sys.modules[name]
             raise
-    return sys.modules[name].SPEC
+    return sys.modules[name]
