@@ -305,27 +305,13 @@ def evaluator_alive(checkpoint):
         return False
 
 
-def eval_recorder(checkpoint):
-    """An EvalSpec exporter that records every evaluation's metrics (and whether it was the final
-    one) in CHECKPOINT/evaluator/eval.json, for the chief's result.json."""
-    import tensorflow as tf
+def record_evaluation(checkpoint, metrics, checkpoint_path, final):
+    """The evaluator's latest evaluation (its metrics, and whether it was of the last step) in
+    CHECKPOINT/evaluator/eval.json, for the chief's result.json."""
     from modelzoo.io_utils import atomic_write_json
-
-    class EvalRecorder(tf.estimator.Exporter):
-        @property
-        def name(self):
-            return "eval_record"
-
-        def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
-            record = {k: (v.item() if hasattr(v, "item") else v) for k, v in eval_result.items()}
-            record.update(checkpoint=checkpoint_path, final=bool(is_the_final_export), time=time.time())
-            atomic_write_json(os.path.join(evaluator_dir(checkpoint), "eval.json"), record)
-            print(f"evaluator: step {record.get('global_step')}: AUC {record.get('auc', float('nan')):.4f} "
-                  f"logloss {record.get('logloss', float('nan')):.4f}{' (final)' if record['final'] else ''}",
-                  flush=True)
-            return None
-
-    return EvalRecorder()
+    record = {k: (v.item() if hasattr(v, "item") else v) for k, v in metrics.items()}
+    record.update(checkpoint=checkpoint_path, final=bool(final), time=time.time())
+    atomic_write_json(os.path.join(evaluator_dir(checkpoint), "eval.json"), record)
 
 
 def wait_for_final_eval(checkpoint, final_step, started):

@@ -51,14 +51,24 @@ REFINES = {
     "dynamic_ev_freqs": (lambda a: a.dynamic_ev, "--ev --dynamic_ev"),
     "bf16_mode": (lambda a: a.bf16, "--bf16 (it picks how --bf16 runs the MLPs in bfloat16)"),
     "generate_rows": (lambda a: not a.train_files, "--data_location (it is not read with --train_files)"),
+    "early_stop_metric": (lambda a: not a.no_eval and (a.early_stop_patience or (
+        a.early_stop_patience is None and not a.steps and not a.epochs)),
+        "early stopping (--early_stop_patience N, or neither --steps nor --epochs: the run's default length)"),
 }
 # Flags that only act while training: refused with --evaluate and --predict
-TRAINING_ONLY = ("steps", "save_steps", "keep_checkpoint_max", "micro_batch", "timeline", "log_steps")
+TRAINING_ONLY = ("steps", "epochs", "eval_steps", "early_stop_patience", "early_stop_metric", "save_steps",
+                 "keep_checkpoint_max", "micro_batch", "timeline", "log_steps")
+# The run's length when neither --steps nor --epochs is given (modelzoo/run/schedule.py decides; measured in
+# benchmarks/small_data_auc.py): early stopping with this patience, capped at this many epochs.
+DEFAULT_PATIENCE = 2
+DEFAULT_MAX_EPOCHS = 100
+EARLY_STOP_METRICS = ("auc", "logloss")
 EV_FILTERS = ("counter", "cbf")
 BF16_MODES = ("casts", "grappler")
 # what --benchmark contradicts: it trains in a temporary folder and evaluates, exports and saves nothing
 BENCHMARK_CONFLICTS = ("evaluate", "predict", "export_only", "warm_start_from", "checkpoint", "save_steps",
-                       "keep_checkpoint_max", "timeline", "hvd", "incremental_ckpt")
+                       "keep_checkpoint_max", "timeline", "hvd", "incremental_ckpt", "epochs", "eval_steps",
+                       "early_stop_patience", "early_stop_metric")
 EV_ELIMINATIONS = ("gstep", "l2")
 
 DEEPREC_ONLY_PROTOCOLS = ("grpc++", "star_server", "star", "grpc+verbs", "grpc+mpi", "grpc+seastar")
@@ -207,8 +217,22 @@ def build_parser(model_name, defaults):
 
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=non_negative_int, default=0,
-                   help="total global steps to train (0: one epoch over the training data); a rerun "
-                        "resumes from the checkpoint and stops at this step")
+                   help="total global steps to train (0: see --epochs); a rerun resumes from the checkpoint and "
+                        "stops at this step")
+    g.add_argument("--epochs", type=positive_int, default=None,
+                   help="passes over the training rows, evaluated on the held-out rows at the end of each (or "
+                        "every --eval_steps). Without --steps or --epochs the run picks its length from the data "
+                        "(one epoch on large data; on small data up to %d epochs, stopped early on the held-out "
+                        "metric)" % DEFAULT_MAX_EPOCHS)
+    g.add_argument("--eval_steps", type=positive_int, default=None,
+                   help="evaluate the held-out rows every N steps (default: at the end of each epoch)")
+    g.add_argument("--early_stop_patience", type=non_negative_int, default=None,
+                   help="stop when N evaluations in a row have not improved on the best --early_stop_metric; the "
+                        "best checkpoint is kept in CHECKPOINT/best and exported (0: off; default %d when the "
+                        "run picks its length, else off)" % DEFAULT_PATIENCE)
+    g.add_argument("--early_stop_metric", choices=EARLY_STOP_METRICS, default="auc",
+                   help="the held-out metric that picks the best checkpoint: auc (higher is better) or logloss "
+                        "(lower is better)")
     g.add_argument("--batch_size", type=positive_int, default=None,
                    help=f"samples per step in each process (default {defaults.get('batch_size', 2048)})")
     add_bool(g, "no_eval", "skip evaluation after training")
@@ -359,6 +383,7 @@ def validate(args, speed_defaults, defaults=None):
             if name in given:
                 raise FlagError(f"--{name} acts on training, and --{'evaluate' if args.evaluate else 'predict'} "
                                 f"does not train; drop --{name}")
+    validate_length(args, given)
     if args.benchmark:
         clash = [f"--{n}" for n in BENCHMARK_CONFLICTS if n in given and getattr(args, n)]
         if clash:
@@ -400,6 +425,17 @@ def validate(args, speed_defaults, defaults=None):
     return args
 
 
+def validate_length(args, given):
+    """--steps, --epochs and the evaluations and early stopping between them."""
+    if args.steps and args.epochs:
+        raise FlagError(f"--steps {args.steps} and --epochs {args.epochs} both set the run's length; give one of them")
+    if args.no_eval:
+        for name in ("eval_steps", "early_stop_patience"):
+            if name in given:
+                raise FlagError(f"--{name} acts on the held-out evaluations, and --no_eval turns them off; drop one "
+                                "of them")
+
+
 def validate_cluster(args, given):
     """The flags that depend on whether this task belongs to a parameter-server job (TF_CONFIG)."""
     from modelzoo.distributed import ClusterError, from_environment
@@ -421,6 +457,12 @@ def validate_cluster(args, given):
     if "eval_throttle_secs" in given and args.no_eval:
         raise FlagError("--eval_throttle_secs spaces the evaluator's evaluations, and --no_eval turns them off; "
                         "drop one of them")
+    if "eval_steps" in given:
+        raise FlagError("--eval_steps is refused: TF_CONFIG names a parameter-server job, whose evaluator task "
+                        "evaluates the newest checkpoint at most every --eval_throttle_secs; give that instead")
+    if "early_stop_metric" in given and not args.early_stop_patience:
+        raise FlagError("--early_stop_metric needs --early_stop_patience N in a parameter-server job (it does not "
+                        "stop early by default); add that or drop --early_stop_metric")
     if args.global_batch_size:
         raise FlagError("--global_batch_size is refused: TF_CONFIG names a parameter-server job, whose trainers "
                         "step asynchronously with --batch_size each (it splits a synchronous Horovod step); "

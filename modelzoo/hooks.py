@@ -26,6 +26,9 @@ class ThroughputMeter:
         self.span = None  # (global step, wall time) at this process's first and last step
         self.own_samples_per_sec = None  # this process's own steps only (a PS job's trainers add up)
         self.variable_bytes = None  # run/graph.variable_bytes of the training graph
+        # training in segments between evaluations (run/schedule.py): the steady steps and seconds of the
+        # segments that ended, and the steps they ran
+        self.segments, self.done_steady_steps, self.done_steady_seconds, self.done_steps = 0, 0, 0.0, 0
 
     def cluster_samples_per_sec(self, batch_size, spans=()):
         """Samples/s of every trainer together: the global step's rate from the first step to the
@@ -56,6 +59,16 @@ class ThroughputHook(tf1.train.SessionRunHook):
         self.global_step = tf1.train.get_global_step()
         self.steps = 0
         self.t_start = self.t_window = self.last_seen = None
+        self.segment_steady = (0, 0.0)
+        # a later segment of the same run (after an evaluation) leaves out only its first step (the new session)
+        self.segment_warmup = self.warmup if self.meter.segments == 0 else 1
+        self.meter.segments += 1
+
+    def end(self, session):
+        steps, seconds = self.segment_steady
+        self.meter.done_steady_steps += steps
+        self.meter.done_steady_seconds += seconds
+        self.meter.done_steps += self.steps
 
     def before_run(self, run_context):
         return tf1.train.SessionRunArgs({"loss": self.loss, "step": self.global_step})
@@ -65,15 +78,18 @@ class ThroughputHook(tf1.train.SessionRunHook):
         self.steps += 1
         step = int(run_values.results["step"]) + 1  # a Python int: the span goes into JSON reports
         self.meter.last_loss = float(run_values.results["loss"])
-        self.meter.steps_run = self.steps
+        meter = self.meter
+        meter.steps_run = meter.done_steps + self.steps
         wall = time.time()  # comparable across a job's processes, unlike perf_counter
-        self.meter.span = ((self.meter.span or ((step, wall),))[0], (step, wall))
-        if self.steps == self.warmup:
+        meter.span = ((meter.span or ((step, wall),))[0], (step, wall))
+        if self.steps == self.segment_warmup:
             self.t_start, self.t_window, self.start_step, self.window_step = now, now, step, step
         elif self.t_start is not None and step > self.start_step:
-            self.meter.steady_steps = step - self.start_step
-            self.meter.samples_per_sec = self.meter.steady_steps * self.batch_size / (now - self.t_start)
-            self.meter.own_samples_per_sec = (self.steps - self.warmup) * self.batch_size / (now - self.t_start)
+            self.segment_steady = (step - self.start_step, now - self.t_start)
+            meter.steady_steps = meter.done_steady_steps + self.segment_steady[0]
+            meter.samples_per_sec = meter.steady_steps * self.batch_size / (
+                meter.done_steady_seconds + self.segment_steady[1])
+            meter.own_samples_per_sec = (self.steps - self.segment_warmup) * self.batch_size / (now - self.t_start)
         previous = step - 1 if self.last_seen is None else self.last_seen
         self.last_seen = step
         # a multiple of log_steps passed (in a PS job the global step jumps by the other trainers' steps)

@@ -124,7 +124,11 @@ class CheckpointOptions:
 
 @dataclass(frozen=True)
 class TrainOptions:
-    steps: int  # 0: one epoch
+    steps: int  # 0: --epochs, or the run's default length (modelzoo/run/schedule.py)
+    epochs: Optional[int]
+    eval_steps: Optional[int]  # None: evaluate at the end of each epoch
+    early_stop_patience: Optional[int]  # None: the default length's patience when no length is given, else off
+    early_stop_metric: str
     optimizer: str
     learning_rate: float
     no_eval: bool
@@ -185,7 +189,11 @@ class Options:
                                          save_steps=args.save_steps, keep_checkpoint_max=args.keep_checkpoint_max,
                                          log_steps=args.log_steps, timeline=args.timeline,
                                          warm_start_from=args.warm_start_from),
-            train=TrainOptions(steps=args.steps, optimizer=args.optimizer, learning_rate=args.learning_rate,
+            train=TrainOptions(steps=args.steps, epochs=getattr(args, "epochs", None),
+                               eval_steps=getattr(args, "eval_steps", None),
+                               early_stop_patience=getattr(args, "early_stop_patience", None),
+                               early_stop_metric=getattr(args, "early_stop_metric", "auc"), optimizer=args.optimizer,
+                               learning_rate=args.learning_rate,
                                no_eval=args.no_eval, evaluate=args.evaluate, predict=args.predict,
                                export_only=args.export_only, benchmark=getattr(args, "benchmark", False),
                                output_dir=args.output_dir),

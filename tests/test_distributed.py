@@ -75,10 +75,11 @@ def small_schema(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dlrm_job(tmp_path_factory):
-    """The DLRM FP32 manifest as CI runs it: chief + 2 workers + 1 PS + evaluator."""
+    """The DLRM FP32 manifest as CI runs it: chief + 2 workers + 1 PS + evaluator, two epochs of 16,128 training
+    rows (17,920 generated, the last 10% held out) at batch 256: 63 steps an epoch, 126 in all."""
     root = tmp_path_factory.mktemp("dlrm_job")
     proc, summary = local_run(DLRM, root, ["--workers", 2, "--ps", 1],
-                              [*TRAIN, "--steps", 120, "--save_steps", 60])
+                              [*TRAIN[2:], "--generate_rows", 17920, "--epochs", 2, "--save_steps", 60])
     return root, proc, summary
 
 
@@ -99,11 +100,11 @@ def test_dlrm_job_writes_checkpoint_savedmodel_and_the_evaluators_auc(dlrm_job):
     job = result["parameter_server_job"]
     evaluator_log = log(root, "evaluator-0")
     why = f"result.json: {json.dumps(job)}\nevaluator log:\n{evaluator_log[-3000:]}\nchief log:\n{log(root, 'chief-0')[-3000:]}"
-    assert step >= 120 and result["steps"] == step, f"checkpoint step {step}; {why}"
+    assert step == 126 and result["steps"] == step, f"checkpoint step {step}; {why}"
     assert list((checkpoint / "export").glob("*/saved_model.pb"))
-    assert job["evaluated_by"] == "evaluator" and job["evaluated_step"] >= 120, why
+    assert job["evaluated_by"] == "evaluator" and job["evaluated_step"] == 126, why
     assert 0.5 < result["auc"] < 1.0 and result["samples_per_sec"] > 0, why
-    final = re.findall(r"evaluator: step ([\d,]+): AUC ([\d.]+) .*\(final\)", evaluator_log)
+    final = re.findall(r"evaluator: eval at step ([\d,]+) \(epoch [\d.]+\): AUC ([\d.]+) .*\(final\)", evaluator_log)
     assert final and abs(float(final[-1][1]) - result["auc"]) < 5e-5, f"auc {result['auc']}; {why}"
     assert set(job["trainer_reports"]) == {"chief-0", "worker-0", "worker-1"}
 
@@ -122,11 +123,13 @@ def test_dcn_v2_bf16_manifest_runs_as_a_ps_job_and_exports(tmp_path, small_schem
 
 def test_trainers_share_the_steps_and_count_their_rows(dlrm_job):
     """Each trainer counts the rows it trained on in its slot of input_progress: the slots add up to
-    the global step's batches (give or take a step in flight on each of the two workers when the chief
-    saved: a step's variable updates on the PS are not one transaction), and both workers took part."""
+    the global step's batches, two passes over the 16,128 training rows (--epochs 2; give or take a step in
+    flight on each of the two workers when the chief saved: a step's variable updates on the PS are not one
+    transaction), and both workers took part."""
     root, _, _ = dlrm_job
     step, progress = input_progress(checkpoint_dir(root, "dlrm-fp32", "dlrm"))
-    assert abs(int(progress[:3].sum()) - step * BATCH) <= 2 * BATCH and not progress[3:].any()
+    assert step * BATCH == 2 * 16128
+    assert abs(int(progress[:3].sum()) - 2 * 16128) <= 2 * BATCH and not progress[3:].any()
     assert progress[1] > 0 and progress[2] > 0
 
 
@@ -378,3 +381,24 @@ def test_ev_incremental_ckpt_killed_chief_resumes_from_its_deltas(tmp_path):
 def tf_reader(prefix):
     import tensorflow as tf
     return tf.train.load_checkpoint(prefix)
+
+
+def test_ps_early_stopping_is_driven_by_the_evaluator_and_every_task_exits_0(tmp_path, small_schema):
+    """--early_stop_patience 1 in a PS job: the evaluator records each evaluation, keeps the best snapshot in
+    CHECKPOINT/best and, at the first evaluation without improvement, ends the job: the trainers stop (long
+    before --steps), every task exits 0 by itself, and the chief exports and reports the best evaluation."""
+    proc, summary = local_run(DLRM, tmp_path, ["--workers", 1, "--ps", 1],
+                              [*TRAIN, "--schema", small_schema, "--learning_rate", 0.01, "--steps", 3000,
+                               "--save_steps", 10, "--early_stop_patience", 1])
+    assert_clean_success(proc, summary)
+    checkpoint = checkpoint_dir(tmp_path, "dlrm-fp32", "dlrm")
+    result = json.loads((checkpoint / "result.json").read_text())
+    evaluations = result["evaluations"]
+    why = f"{json.dumps(evaluations)}\nevaluator log:\n{log(tmp_path, 'evaluator-0')[-3000:]}"
+    assert result["stopped_early_at_step"] == evaluations[-1]["step"] < 3000, why
+    assert evaluations[-1]["auc"] <= result["best"]["auc"] == result["auc"], why
+    assert result["best_step"] < result["stopped_early_at_step"] <= result["steps"] < 3000, why
+    assert (checkpoint / "best" / f"model.ckpt-{result['best_step']}.index").is_file()
+    assert "the evaluator's early stopping ended the job" in log(tmp_path, "chief-0")
+    assert "early stopping ended the job; exiting" in log(tmp_path, "evaluator-0")
+    assert list((checkpoint / "export").glob("*/saved_model.pb"))

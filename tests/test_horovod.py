@@ -82,7 +82,8 @@ def wd_runs(tmp_path_factory):
         pytest.skip(f"real Criteo sample not found at {CRITEO_SAMPLE} (../shared/data beside the checkout)")
     tmp = tmp_path_factory.mktemp("hvd")
     schema = small_schema_file(tmp / "small.json")
-    common = ["--train_files", CRITEO_SAMPLE, "--schema", schema, "--global_batch_size", 256, "--seed", 7]
+    common = ["--train_files", CRITEO_SAMPLE, "--schema", schema, "--global_batch_size", 256, "--seed", 7,
+              "--epochs", 1]
     two = horovodrun("wide_and_deep", [*common, "--checkpoint", tmp / "two"])
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     one = run_train("wide_and_deep", [*common, "--checkpoint", tmp / "one"])
@@ -214,3 +215,20 @@ def test_hvd_without_horovod_installed_says_how_to_install_it(tmp_path):
     assert proc.returncode == 1
     assert "--hvd needs Horovod" in proc.stderr and "make horovod" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_epochs_evaluate_between_segments_and_both_ranks_stop_together(tmp_path, generated_criteo):
+    """--epochs 3 with 2 processes: three segments of training, rank 0 evaluating between them while rank 1
+    waits for its decision; 1,800 training rows at global batch 200 make 9 steps an epoch, 27 in all, and the
+    checkpoint counts 3 x 1,800 rows read."""
+    data = tmp_path / "train.txt"
+    data.write_text("\n".join(Path(generated_criteo).read_text().splitlines()[:2000]) + "\n")
+    ckpt = tmp_path / "ckpt"
+    proc = horovodrun("dlrm", ["--train_files", data, "--schema", small_schema_file(tmp_path / "small.json"),
+                               "--checkpoint", ckpt, "--global_batch_size", 200, "--epochs", 3])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = read_result(ckpt)
+    assert result["steps"] == 27 and [e["step"] for e in result["evaluations"]] == [9, 18, 27]
+    assert result["horovod"]["identical_variables"]
+    progress = tf.train.load_variable(tf.train.latest_checkpoint(str(ckpt)), "input_progress")
+    assert int(progress[0]) == 3 * 1800

@@ -19,7 +19,7 @@ def real_run(tmp_path_factory):
         pytest.skip(f"real Criteo sample not found at {CRITEO_SAMPLE} (../shared/data beside the checkout)")
     ckpt = tmp_path_factory.mktemp("wd") / "ckpt"
     proc = run_train("wide_and_deep", ["--train_files", CRITEO_SAMPLE, "--checkpoint", ckpt,
-                                       "--batch_size", 256])
+                                       "--batch_size", 256, "--epochs", 1])
     return ckpt, proc
 
 

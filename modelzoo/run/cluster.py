@@ -2,8 +2,8 @@
 The trainers build the graph, the checkpoint listeners and the report of local.py; what differs is the
 start (the chief claims the folder and the data, the others wait for it), train_and_evaluate with an
 evaluator task, and the job's figures gathered from every trainer."""
-import math
 import os
+import shutil
 import time
 
 import tensorflow as tf
@@ -19,11 +19,11 @@ from modelzoo.run.checkpoints import (check_checkpoint, checkpoint_identity, cla
                                       guarded_training, resume_step)
 from modelzoo.run.context import RunContext, Trained
 from modelzoo.run.graph import build_estimator, input_fn
-from modelzoo.run.local import checkpoint_listeners, data_generator, finish, run_reading
+from modelzoo.run.local import checkpoint_listeners, data_generator, describe_evaluation, finish, run_reading
+from modelzoo.run.schedule import EvaluationRecord, keep_best, plan
 from modelzoo.system import cpu_info
 
 TRAINER_REPORT_WAIT_SECS = 30  # the workers end with the chief; their reports may come a little later
-EVALUATOR_RETRIES = 20  # an evaluation whose checkpoint the chief deleted is started again on the newest
 CLUSTER_WAIT_SECS = 900  # a non-chief task waits this long for the chief's checkpoint record and data
 
 
@@ -52,29 +52,102 @@ def cluster_data(ctx):
         raise last[0] if last else DataError("no data") from None
 
 
-def evaluator(ctx, estimator, train_spec, eval_spec):
-    """The evaluator task: every new checkpoint evaluated (tf.estimator's loop) until the final one."""
-    with distributed.Heartbeat(ctx.checkpoint):
-        for retry in range(EVALUATOR_RETRIES + 1):
-            try:
-                run_reading(ctx, ctx.data.eval,
-                            lambda: tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec))
-                break
-            except (ValueError, tf.errors.NotFoundError):
-                # the chief replaced the checkpoint (--keep_checkpoint_max) while it was being read
-                if retry == EVALUATOR_RETRIES or tf.train.latest_checkpoint(ctx.checkpoint) is None:
-                    raise
-                print("evaluator: the checkpoint was replaced while it was being read; evaluating the "
-                      "newest one", flush=True)
-    print("evaluator: evaluated the final checkpoint; exiting", flush=True)
+def evaluator(ctx, estimator):
+    """The evaluator task: the newest checkpoint evaluated at most every --eval_throttle_secs (and always the
+    last step's), each from a snapshot of its files (the chief may replace them meanwhile, --keep_checkpoint_max)
+    and recorded in CHECKPOINT/evaluations.json and evaluator/eval.json (the chief's final metrics). With early
+    stopping the best snapshot becomes CHECKPOINT/best, and the record's `stopped_early` stops the trainers
+    (EarlyStopWatch); the loop also ends when the chief has written result.json (the job ended)."""
+    checkpoint, schedule, throttle = ctx.checkpoint, ctx.schedule, ctx.opts.distributed.eval_throttle_secs
+    record = EvaluationRecord.load(checkpoint, schedule)
+    eval_input = input_fn(ctx, ctx.data.eval, False)
+    result = os.path.join(checkpoint, "result.json")
+    result_before, last, step = _mtime(result), None, 0
+    with distributed.Heartbeat(checkpoint):
+        while not record.should_stop(step):
+            latest = tf.train.latest_checkpoint(checkpoint)
+            if latest is None or latest == last:
+                if _mtime(result) != result_before:
+                    print("evaluator: the chief has written result.json (the job ended); exiting", flush=True)
+                    return 0
+                time.sleep(1)
+                continue
+            started, last = time.time(), latest
+            snapshot = snapshot_checkpoint(latest, os.path.join(distributed.evaluator_dir(checkpoint), "snapshot"))
+            if snapshot is None:  # replaced while it was copied: the next pass takes the newest
+                continue
+            step = int(snapshot.rsplit("-", 1)[1])  # (model.ckpt-STEP)
+            metrics = run_reading(ctx, ctx.data.eval,
+                                  lambda path=snapshot: estimator.evaluate(eval_input, checkpoint_path=path))
+            improved = record.add(step, metrics)
+            if improved and schedule.keeps_best:
+                keep_best(checkpoint, step, source=os.path.dirname(snapshot))
+            record.should_stop(step)
+            record.save()
+            distributed.record_evaluation(checkpoint, metrics, snapshot, final=step >= schedule.max_steps)
+            print(f"evaluator: {describe_evaluation(record, step, improved)}"
+                  f"{' (final)' if step >= schedule.max_steps else ''}", flush=True)
+            if not record.should_stop(step):
+                time.sleep(max(0.0, throttle - (time.time() - started)) if step < schedule.max_steps else 0)
+    print(f"evaluator: {'early stopping ended the job' if record.stopped_early else 'evaluated the last step'}; "
+          "exiting", flush=True)
     return 0
+
+
+def snapshot_checkpoint(prefix, folder):
+    """A copy of checkpoint `prefix`'s files in `folder` (replacing the last one); its prefix there, or None
+    when the chief removed the files before they were all copied."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    name = os.path.basename(prefix)
+    try:
+        files = [f for f in os.listdir(os.path.dirname(prefix)) if f.startswith(name + ".")]
+        for f in files:
+            shutil.copy2(os.path.join(os.path.dirname(prefix), f), folder)
+    except FileNotFoundError:
+        return None
+    if not any(f.endswith(".index") for f in files):
+        return None
+    with open(os.path.join(folder, "checkpoint"), "w", encoding="utf-8") as f:
+        f.write(f'model_checkpoint_path: "{name}"\n')
+    return os.path.join(folder, name)
+
+
+def _mtime(path):
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return None
+
+
+class EarlyStopWatch(tf.compat.v1.train.SessionRunHook):
+    """A trainer stops when the evaluator's record (CHECKPOINT/evaluations.json) says early stopping ended the
+    job; read every POLL_SECS. The chief then saves its last checkpoint and every task exits 0."""
+    POLL_SECS = 2
+
+    def __init__(self, ctx):
+        self.ctx, self.next_look = ctx, 0.0
+
+    def after_run(self, run_context, run_values):
+        if time.time() < self.next_look:
+            return
+        self.next_look = time.time() + self.POLL_SECS
+        record = EvaluationRecord.load(self.ctx.checkpoint, self.ctx.schedule)
+        if record.stopped_early:
+            print(f"{self.ctx.world.progress_prefix}the evaluator's early stopping ended the job at its evaluation of "
+                  f"step {record.stopped_early:,} (best: step {record.best['step']:,}); stopping", flush=True)
+            run_context.request_stop()
 
 
 def final_metrics(ctx, estimator, started):
     """The final checkpoint's metrics, from the evaluator task (or here when none runs), and who made them."""
     if ctx.opts.train.no_eval or not ctx.data.eval:
         return {}, None
-    metrics = distributed.wait_for_final_eval(ctx.checkpoint, ctx.steps, started)
+    record = EvaluationRecord.load(ctx.checkpoint, ctx.schedule)
+    if record.stopped_early:
+        return {**record.best, "global_step": record.best["step"]}, "evaluator"
+    # (the last checkpoint's step: the work queue may run out before --steps)
+    metrics = distributed.wait_for_final_eval(ctx.checkpoint, global_step_of(ctx.checkpoint), started)
     if metrics is not None:
         return metrics, "evaluator"
     print("chief: no evaluator is running; evaluating the final checkpoint here", flush=True)
@@ -104,7 +177,9 @@ def run_cluster(spec, args, cluster, wall_start):
     ctx = RunContext.create(spec, args, world=world, wall_start=wall_start)
     opts, checkpoint = ctx.opts, ctx.checkpoint
     ctx.data = data = cluster_data(ctx)
-    ctx.steps = steps = opts.train.steps or math.ceil(data.train_rows / opts.data.batch_size)
+    ctx.schedule = plan(opts.train, data.train_rows, opts.data.batch_size, bool(data.eval) and not opts.train.no_eval,
+                        evaluator_task=True)
+    ctx.steps = steps = ctx.schedule.max_steps
     ctx.cpu = cpu_info()
     if world.is_chief:
         report.announce(ctx)
@@ -115,19 +190,19 @@ def run_cluster(spec, args, cluster, wall_start):
     stop = StopRequest()  # SIGTERM: the chief saves a final checkpoint; every trainer exits 143
     train_spec = tf.estimator.TrainSpec(input_fn(ctx, data.train, True), max_steps=steps,
                                         hooks=[*world.workqueue_hooks(args, data, steps, checkpoint),
-                                               FiniteLossHook(world.progress_prefix), stop.hook()],
+                                               FiniteLossHook(world.progress_prefix), stop.hook(),
+                                               *([EarlyStopWatch(ctx)] if ctx.schedule.keeps_best else [])],
                                         saving_listeners=[*checkpoint_listeners(ctx),
                                                           *world.workqueue_listeners(args, data, checkpoint)]
                                         if world.is_chief else ())
-    eval_spec = tf.estimator.EvalSpec(input_fn(ctx, data.eval or data.train, False), steps=None,
-                                      start_delay_secs=0, throttle_secs=opts.distributed.eval_throttle_secs,
-                                      exporters=[distributed.eval_recorder(checkpoint)])
+    # (the trainers' train_and_evaluate only trains: the evaluator task has its own loop)
+    eval_spec = tf.estimator.EvalSpec(input_fn(ctx, data.eval or data.train, False), steps=None)
     if cluster.task_type == "evaluator":
         if opts.train.no_eval or not data.eval:
             print(f"evaluator: nothing to do ({'--no_eval' if opts.train.no_eval else 'no evaluation data'})",
                   flush=True)
             return 0
-        return evaluator(ctx, estimator, train_spec, eval_spec)
+        return evaluator(ctx, estimator)
 
     started = time.time()
     with stop, guarded_training(checkpoint, stop, saves=world.is_chief):
@@ -142,6 +217,7 @@ def run_cluster(spec, args, cluster, wall_start):
         print(f"{cluster.name}: training ended ({meter.steps_run:,} steps of the job's {final_step:,} were "
               "this task's); exiting", flush=True)
         return 0
+    trained.record = EvaluationRecord.load(checkpoint, ctx.schedule)
     metrics, evaluated_by = final_metrics(ctx, estimator, started)
     trainers = distributed.trainer_reports(checkpoint, cluster, started - 60, wait=TRAINER_REPORT_WAIT_SECS)
     meter.samples_per_sec = job_samples_per_sec(ctx, meter, trainers)

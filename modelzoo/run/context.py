@@ -29,6 +29,7 @@ class RunContext:
     world: Any = field(default_factory=World)  # data_parallel.World (or ClusterWorld)
     data: Any = None  # datafiles.DataSpec, once found
     steps: int = 0  # the global step training stops at
+    schedule: Any = None  # run/schedule.Schedule: the run's length and evaluations
     cpu: Optional[dict] = None  # system.cpu_info()
     wall_start: float = field(default_factory=time.time)
 
@@ -61,3 +62,4 @@ class Trained:
     meter: Any  # hooks.ThroughputMeter
     digests: Optional[list] = None  # with several Horovod processes: each one's variables' sha256, in rank order
     ev_report: dict = field(default_factory=dict)  # --ev: the tables' figures (result.json's ev_tables)
+    record: Any = None  # run/schedule.EvaluationRecord: the evaluations while training

@@ -193,9 +193,9 @@ def make_model_fn(ctx, meter, steps_range, ev_report=None):
         grads_and_vars = world.average_gradients(grads_and_vars)
         groups = [(prefix, tables.wrap_optimizer(opt)) for prefix, opt in groups]
         train_op = apply_by_group(groups, grads_and_vars, global_step)
+        if world.is_chief and meter.variable_bytes is None:  # (once: a run trains in segments between evaluations)
+            print(describe_variable_bytes(variable_bytes(grads_and_vars, groups)), flush=True)
         meter.variable_bytes = variable_bytes(grads_and_vars, groups)
-        if world.is_chief:
-            print(describe_variable_bytes(meter.variable_bytes), flush=True)
         after_update = tables.finish([opt for _, opt in groups], global_step, after=train_op)
         if after_update:
             train_op = tf.group(train_op, *after_update)
@@ -245,12 +245,12 @@ def build_estimator(ctx, model_dir, meter=None, steps_range=(0, 1), ev_report=No
     return tf.estimator.Estimator(model_fn, config=config, params={"model_dir": model_dir})
 
 
-def export_model(ctx):
-    """The latest checkpoint as a SavedModel of stock TensorFlow ops (modelzoo/export.py), on this
-    machine: the raw input columns in, `probabilities` out. Returns its folder."""
+def export_model(ctx, checkpoint_path=None):
+    """The latest checkpoint (or `checkpoint_path`: early stopping's best) as a SavedModel of stock TensorFlow
+    ops (modelzoo/export.py), on this machine: the raw input columns in, `probabilities` out. Returns its folder."""
     local = dataclasses.replace(ctx, world=World())  # one process, no partitioners
     model_fn = make_model_fn(local, ThroughputMeter(), (0, 1))
-    return export_saved_model(model_fn, ctx.schema, tf.train.latest_checkpoint(ctx.checkpoint),
+    return export_saved_model(model_fn, ctx.schema, checkpoint_path or tf.train.latest_checkpoint(ctx.checkpoint),
                               os.path.join(ctx.checkpoint, "export"))
 
 

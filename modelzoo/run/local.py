@@ -2,7 +2,6 @@
 evaluate, export and report; --evaluate, --predict, --export_only and --benchmark. A parameter-server
 job's tasks (cluster.py) reuse these steps."""
 import dataclasses
-import math
 import os
 import shutil
 import signal
@@ -23,6 +22,7 @@ from modelzoo.run.checkpoints import (CheckpointMismatch, check_checkpoint, chec
                                       tf_error_line)
 from modelzoo.run.context import RunContext, Trained
 from modelzoo.run.graph import build_estimator, export_model, input_fn
+from modelzoo.run.schedule import EvaluationRecord, best_checkpoint, keep_best, plan
 from modelzoo.synthetic import generate_criteo
 from modelzoo.system import cpu_info
 
@@ -77,40 +77,94 @@ def checkpoint_listeners(ctx):
 
 
 def train(ctx):
-    """Train to ctx.steps (resuming the checkpoint); returns a Trained with, with several processes, each
-    process's digest of its variables after training (in rank order)."""
-    checkpoint, world, opts, data, steps = ctx.checkpoint, ctx.world, ctx.opts, ctx.data, ctx.steps
+    """Train on ctx.schedule (resuming the checkpoint): segments of training up to each evaluation of the
+    held-out rows, until the last step or early stopping. Returns a Trained with the evaluations' record
+    and, with several processes, each process's digest of its variables after training (in rank order)."""
+    checkpoint, world, opts, schedule = ctx.checkpoint, ctx.world, ctx.opts, ctx.schedule
     full_step = global_step_of(checkpoint)  # rank 0's checkpoint: every process decides alike
     start_step = resume_step(checkpoint, opts.ev)  # (with --incremental_ckpt: the deltas after the full one)
     trained = Trained(None, ThroughputMeter())
+    trained.record = record = EvaluationRecord.load(checkpoint, schedule)
     model_dir = checkpoint if world.is_chief else tempfile.mkdtemp(prefix=f"{ctx.spec.name}-rank{world.rank}-")
     try:
-        trained.estimator = estimator = build_estimator(ctx, model_dir, trained.meter, (start_step, steps),
-                                                        trained.ev_report)
-        if full_step >= steps:  # (a delta at or past --steps is restored, then saved as a full checkpoint)
+        trained.estimator = estimator = build_estimator(ctx, model_dir, trained.meter,
+                                                        (start_step, schedule.max_steps), trained.ev_report)
+        if record.stopped_early or full_step >= schedule.max_steps:
             if world.is_chief:
-                print(f"checkpoint {checkpoint} is already at step {start_step:,} >= --steps {steps:,}: "
-                      "nothing to train", flush=True)
-        else:
-            if start_step and world.is_chief:
-                print(f"resuming from step {start_step:,}", flush=True)
-            consumed = rows_consumed(checkpoint, incremental=bool(opts.ev and opts.ev.incremental_secs))
-            if consumed and world.is_chief:
-                print(f"input: skipping the {consumed:,} rows trained on before", flush=True)
-            train_input = input_fn(ctx, data.train, True, shard=(world.size, world.rank), skip_rows=consumed)
-            listeners = [] if opts.train.benchmark else checkpoint_listeners(ctx)
-            # Horovod's processes must stop at the same step: a SIGTERM there ends them at once (the
-            # last checkpoint is resumed); one process (or a PS job's task) stops after its step
-            with StopRequest(signals=() if world.size > 1 else (signal.SIGTERM,)) as stop, \
-                    guarded_training(checkpoint, stop):
-                run_reading(ctx, data.train, lambda: estimator.train(train_input, max_steps=steps,
-                                                                     hooks=[FiniteLossHook(), stop.hook()],
-                                                                     saving_listeners=listeners))
+                print(f"checkpoint {checkpoint} is already at step {start_step:,}"
+                      + (f", where early stopping ended its training (best: step {record.best['step']:,})"
+                         if record.stopped_early and record.best else f" >= {schedule.max_steps:,}")
+                      + ": nothing to train", flush=True)
+        elif start_step and world.is_chief:
+            print(f"resuming from step {start_step:,}", flush=True)
+        # Horovod's processes must stop at the same step: a SIGTERM there ends them at once (the
+        # last checkpoint is resumed); one process (or a PS job's task) stops after its step
+        with StopRequest(signals=() if world.size > 1 else (signal.SIGTERM,)) as stop, \
+                guarded_training(checkpoint, stop):
+            step = full_step
+            while not (record.stopped_early or stop.received):
+                target = schedule.next_stop(step)
+                if step < target:
+                    train_segment(ctx, estimator, target, stop, first=step == full_step)
+                    if stop.received:
+                        break
+                    step = global_step_of(checkpoint)
+                if not evaluate_on_schedule(ctx, estimator, record, step):
+                    break
         trained.digests = world.gather(world.digest) if world.size > 1 else None
     finally:
         if not world.is_chief:
             shutil.rmtree(model_dir, ignore_errors=True)
     return trained
+
+
+def train_segment(ctx, estimator, target, stop, first):
+    """Train up to step `target` (the input resumes after the rows trained on before)."""
+    checkpoint, opts, world = ctx.checkpoint, ctx.opts, ctx.world
+    consumed = rows_consumed(checkpoint, incremental=bool(opts.ev and opts.ev.incremental_secs))
+    if consumed and first and world.is_chief:
+        print(f"input: skipping the {consumed:,} rows trained on before", flush=True)
+    train_input = input_fn(ctx, ctx.data.train, True, shard=(world.size, world.rank), skip_rows=consumed)
+    listeners = [] if opts.train.benchmark else checkpoint_listeners(ctx)
+    run_reading(ctx, ctx.data.train, lambda: estimator.train(train_input, max_steps=target,
+                                                             hooks=[FiniteLossHook(), stop.hook()],
+                                                             saving_listeners=listeners))
+
+
+def evaluate_on_schedule(ctx, estimator, record, step):
+    """At an evaluation step (or the last step): rank 0 evaluates the checkpoint of `step`, records it, keeps
+    the best checkpoint's copy, and decides whether training goes on; every process learns the decision."""
+    schedule, world = ctx.schedule, ctx.world
+    evaluates = not ctx.opts.train.benchmark and not ctx.opts.train.no_eval and ctx.data.eval
+    go_on = step < schedule.max_steps
+    if world.is_chief and evaluates and not record.evaluated(step):
+        improved = record.add(step, evaluate(ctx, estimator))
+        if improved and schedule.keeps_best:
+            keep_best(ctx.checkpoint, step)
+        go_on = not record.should_stop(step)
+        record.save()
+        print(describe_evaluation(record, step, improved), flush=True)
+    elif world.is_chief and record.evaluated(step):
+        go_on = not record.should_stop(step)
+    if world.size > 1:
+        go_on = world.gather(go_on)[0]  # rank 0's decision
+    return go_on
+
+
+def describe_evaluation(record, step, improved):
+    entry = next(e for e in record.evaluations if e["step"] == step)
+    schedule, best = record.schedule, record.best
+
+    def fmt(name):
+        return "n/a" if entry.get(name) is None else f"{entry[name]:.4f}"
+    line = f"eval at step {step:,} (epoch {entry['epoch']:g}): AUC {fmt('auc')} | logloss {fmt('logloss')}"
+    if schedule.patience:
+        line += (" | best so far" if improved else
+                 f" | best {best[schedule.metric]:.4f} at step {best['step']:,} ({record.since_best()} of "
+                 f"{schedule.patience} without improvement)")
+        if record.stopped_early:
+            line += f": early stopping; the model of step {best['step']:,} is kept"
+    return line
 
 
 def evaluate(ctx, estimator):
@@ -121,10 +175,25 @@ def evaluate(ctx, estimator):
 
 
 def finish(ctx, trained, metrics, only=None, extra=None):
-    """The chief's last part: export the SavedModel (unless `only` evaluates or predicts), write result.json
-    and print the summary."""
-    export_dir = None if only else export_model(ctx)
+    """The chief's last part: export the SavedModel (unless `only` evaluates or predicts; with early
+    stopping, the best evaluation's checkpoint), write result.json and print the summary."""
+    best = trained.record.best if trained.record is not None and ctx.schedule.keeps_best else None
+    export_dir = None if only else export_model(ctx, best_checkpoint(ctx.checkpoint) if best else None)
     return report.write_result(ctx, trained, metrics, export_dir, only, extra)
+
+
+def final_metrics(ctx, trained):
+    """The metrics result.json reports: with early stopping the best evaluation's, else the last step's (from
+    the record when this run evaluated it, or evaluated now)."""
+    record = trained.record
+    step = global_step_of(ctx.checkpoint)
+    entry = record.best if ctx.schedule.keeps_best else next(
+        (e for e in record.evaluations if e["step"] == step), None)
+    if entry is None:
+        return evaluate(ctx, trained.estimator)
+    metrics = {name: value for name, value in entry.items() if name not in ("step", "epoch")}
+    metrics["auc"] = float("nan") if metrics.get("auc", 0) is None else metrics.get("auc")
+    return {**record.last_metrics, **{k: v for k, v in metrics.items() if v is not None or k == "auc"}}
 
 
 def write_predictions(ctx, estimator):
@@ -169,7 +238,8 @@ def run(spec, args, wall_start):
     if opts.checkpoint.warm_start_from:
         warm_start_source(opts.checkpoint.warm_start_from)  # a missing or unreadable source is refused before any work
     ctx.data = data = prepare(ctx)
-    ctx.steps = opts.train.steps or math.ceil(data.train_rows / ctx.global_batch)
+    ctx.schedule = plan(opts.train, data.train_rows, ctx.global_batch, bool(data.eval) and not opts.train.no_eval)
+    ctx.steps = ctx.schedule.max_steps
     ctx.cpu = cpu_info()
     if world.is_chief:
         report.announce(ctx)
@@ -189,7 +259,7 @@ def run(spec, args, wall_start):
         trained = train(ctx)
     if not world.is_chief:
         return 0  # rank 0 evaluates, exports and reports
-    return finish(ctx, trained, evaluate(ctx, trained.estimator), only)
+    return finish(ctx, trained, evaluate(ctx, trained.estimator) if only else final_metrics(ctx, trained), only)
 
 
 def benchmark(spec, args, wall_start):
@@ -199,6 +269,7 @@ def benchmark(spec, args, wall_start):
     workdir = tempfile.mkdtemp(prefix=f"{spec.name}-benchmark-")
     ctx.opts = dataclasses.replace(ctx.opts, checkpoint=dataclasses.replace(ctx.opts.checkpoint, folder=workdir))
     ctx.steps = ctx.opts.train.steps
+    ctx.schedule = plan(ctx.opts.train, ctx.steps * ctx.global_batch, ctx.global_batch, False)
     try:
         ctx.data = prepare(ctx)
         ctx.cpu = cpu_info()

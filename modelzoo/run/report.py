@@ -59,6 +59,8 @@ def announce(ctx):
               f"{ctx.global_batch:,}; learning rates x {world.lr_factor(scaling):g} "
               f"(--lr_scaling {scaling}); each process decodes 1/{world.size} of every global batch",
               flush=True)
+    if ctx.schedule is not None:
+        print(ctx.schedule.description, flush=True)
     print(f"train: {ctx.steps:,} steps of {ctx.global_batch:,} | optimizer {opts.train.optimizer} lr "
           f"{opts.train.learning_rate} | {describe_switches(opts)} | checkpoint {ctx.checkpoint}",
           flush=True)
@@ -93,6 +95,13 @@ def write_result(ctx, trained, metrics, export_dir=None, only=None, extra=None):
         print(f"warning: AUC undefined: the {data.eval_rows:,} eval rows hold one class only (every label "
               "the same); result.json has \"auc\": null", file=sys.stderr, flush=True)
         result["auc"], result["auc_undefined"] = None, "one class in the eval labels"
+    record = trained.record
+    if record is not None and record.evaluations:
+        result["evaluations"] = record.evaluations
+        result["best"] = record.best if ctx.schedule.keeps_best else None
+        result["stopped_early_at_step"] = record.stopped_early
+        if result["best"]:
+            result["best_step"] = result["best"]["step"]
     if getattr(meter, "variable_bytes", None):
         result["variable_bytes"] = meter.variable_bytes
     if trained.ev_report:
@@ -110,7 +119,7 @@ def write_result(ctx, trained, metrics, export_dir=None, only=None, extra=None):
             before = json.load(f)
         kept = ["samples_per_sec", "steady_steps", "train_loss", "processes", "batch_size", "horovod", "ev_tables",
                 "variable_bytes"]
-        for key in kept + (["export_dir"] if only else []):
+        for key in kept + (["export_dir", "evaluations", "best", "best_step", "stopped_early_at_step"] if only else []):
             if key in before:
                 result[key] = before[key]
     atomic_write_json(result_path, result)
@@ -149,8 +158,11 @@ def print_summary(r):
           f"throughput {fmt(r['samples_per_sec'], ',.0f')} samples/s (steady state) | wall {r['wall_seconds']:.1f}s "
           f"| peak RSS {r['peak_rss_mb']:,.0f} MB")
     auc = "n/a: one class" if r.get("auc_undefined") else fmt(r["auc"], ".4f")
-    print(f"eval: AUC {auc} | logloss {fmt(r['logloss'], '.4f')} | "
-          f"accuracy {fmt(r['accuracy'], '.4f')}")
+    best = r.get("best")
+    which = f" (the best of {len(r['evaluations']):,} evaluations: step {best['step']:,})" if best else ""
+    print(f"eval{which}: AUC {auc} | logloss {fmt(r['logloss'], '.4f')} | accuracy {fmt(r['accuracy'], '.4f')}")
+    if r.get("stopped_early_at_step"):
+        print(f"early stopping at step {r['stopped_early_at_step']:,}: the SavedModel is the best step's model")
     skipped = r["bad_rows_skipped"]
     if skipped["train"] or skipped["eval"]:
         print(f"bad rows skipped: {skipped['train']:,} in training, {skipped['eval']:,} in evaluation")

@@ -1,0 +1,106 @@
+"""Every registered model on a small real dataset: its default command (no --steps or --epochs: the run picks
+its length and stops early) against its own best tuned run, next to a scikit-learn hashed logistic regression.
+
+The data is the real Criteo sample (../shared/data/criteo-kaggle-head10k/train.txt, never copied here), split
+as the issue states: the first 9,000 rows train, the last 999 are held out (--train_files/--eval_files on two
+temporary files). Each configuration runs with every seed; its AUC is the median over the seeds. The tuned
+runs are a small grid per model (--grid); "best tuned" is the grid's best median.
+
+    python benchmarks/small_data_auc.py [--models dlrm,wide_and_deep] [--seeds 1,2,3] [--grid "A;B"]
+
+Writes benchmarks/results/small_data_auc.json and .md (the table the READMEs quote).
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO.parent / "shared" / "data" / "criteo-kaggle-head10k" / "train.txt"
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "data"))
+
+from modelzoo.io_utils import atomic_write_json  # noqa: E402
+from modelzoo.models import ESTIMATOR_MODELS  # noqa: E402
+
+TRAIN_ROWS = 9000
+# the READMEs' small-data recipe and two longer runs: each model's own best of these is its "tuned" AUC
+GRID = ("--batch_size 256 --steps 100;--batch_size 256 --steps 300;"
+        "--batch_size 256 --epochs 20 --early_stop_patience 3")
+
+
+def run(model, flags, seed, work, tag):
+    ckpt = work / f"{model}-{tag}-{seed}"
+    cmd = [sys.executable, str(REPO / model / "train.py"), "--train_files", str(work / "train.txt"), "--eval_files",
+           str(work / "eval.txt"), "--checkpoint", str(ckpt), "--seed", str(seed), "--log_steps", "1000000", *flags]
+    start = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    result = json.loads((ckpt / "result.json").read_text())
+    return {"auc": result["auc"], "logloss": result["logloss"], "steps": result["steps"],
+            "best_step": result.get("best_step"), "wall_seconds": round(time.time() - start, 1)}
+
+
+def measure(model, flags, seeds, work, tag):
+    runs = [run(model, flags, seed, work, tag) for seed in seeds]
+    median = statistics.median(r["auc"] for r in runs)
+    each = ", ".join(f"{r['auc']:.4f} @ {r['steps']} steps" for r in runs)
+    print(f"{model} [{' '.join(flags) or 'default'}]: median AUC {median:.4f} ({each})", flush=True)
+    return {"flags": " ".join(flags), "median_auc": median, "runs": runs}
+
+
+def table(summary):
+    rows = ["| model | default command: median AUC (steps) | best tuned: median AUC | its flags | default - tuned |",
+            "|---|---:|---:|---|---:|"]
+    for model, m in summary["models"].items():
+        d, t = m["default"], m["tuned"]
+        steps = "/".join(str(r["steps"]) for r in d["runs"])
+        rows.append(f"| {model} | {d['median_auc']:.4f} ({steps}) | {t['median_auc']:.4f} | `{t['flags']}` | "
+                    f"{d['median_auc'] - t['median_auc']:+.4f} |")
+    rows.append(f"| scikit-learn hashed LR (C by 3-fold CV) | {summary['sklearn_hashed_lr_auc']:.4f} | | | |")
+    return "\n".join(rows)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=",".join(ESTIMATOR_MODELS))
+    p.add_argument("--seeds", default="1,2,3")
+    p.add_argument("--grid", default=GRID, help="';'-separated flag sets of the tuned runs")
+    p.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "small_data_auc"))
+    args = p.parse_args()
+    if not SAMPLE.is_file():
+        raise SystemExit(f"the real Criteo sample is not at {SAMPLE} (../shared/data beside the checkout)")
+    from generate_criteo import hashed_lr_auc
+    from modelzoo.system import cpu_info
+    lines = SAMPLE.read_text().splitlines(keepends=True)
+    work = Path(tempfile.mkdtemp(prefix="small-data-auc-"))
+    (work / "train.txt").write_text("".join(lines[:TRAIN_ROWS]))
+    (work / "eval.txt").write_text("".join(lines[TRAIN_ROWS:]))
+    lr_auc, ntr, nte = hashed_lr_auc(str(work / "train.txt"), str(work / "eval.txt"))
+    print(f"scikit-learn hashed logistic regression: AUC {lr_auc:.4f} ({ntr} train rows, {nte} eval rows)", flush=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "data": f"{SAMPLE.name}: first {ntr:,} rows train, last "
+               f"{nte:,} held out", "seeds": seeds, "machine": cpu_info(), "sklearn_hashed_lr_auc": lr_auc,
+               "models": {}}
+    for model in args.models.split(","):
+        default = measure(model, [], seeds, work, "default")
+        grid = [measure(model, flags.split(), seeds, work, f"grid{k}")
+                for k, flags in enumerate(args.grid.split(";"))]
+        tuned = max(grid + [default], key=lambda m: m["median_auc"])
+        summary["models"][model] = {"default": default, "grid": grid, "tuned": tuned}
+        atomic_write_json(args.output + ".json", summary)  # (after each model: a long run keeps what it measured)
+    text = table(summary)
+    Path(args.output + ".md").write_text(
+        f"# Small data: default command against tuned runs\n\n{summary['data']}; median over seeds {args.seeds}; "
+        f"{summary['machine']['model']} ({summary['machine']['cores']} cores), {summary['date']}. Written by "
+        f"`python benchmarks/small_data_auc.py --models {args.models} --seeds {args.seeds}`.\n\n{text}\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
