@@ -314,6 +314,44 @@ def remove_generation_leftovers(folder):
         print(f"removed what an interrupted data generation left in {folder}: {', '.join(removed)}", flush=True)
 
 
+def _from_location(args, schema, header, generate):
+    """Train and eval slices of --data_location (train.csv+eval.csv, a known train file, or a generated one)."""
+    generated = False
+    loc = Path(args.data_location)
+    if loc.exists() and not loc.is_dir():
+        raise DataError(f"--data_location {loc}: is a file, expected a folder")
+    if (loc / "train.csv").is_file() and (loc / "eval.csv").is_file():
+        (train, layouts), (evals, more) = (_whole([str(loc / "train.csv")], schema, header),
+                                           _whole([str(loc / "eval.csv")], schema, header))
+        layouts += more
+        where = f"{loc}/train.csv and {loc}/eval.csv (DeepRec CSV)"
+    else:
+        if generate is not None and loc.is_dir():  # (only the process that would generate cleans)
+            remove_generation_leftovers(loc)
+        found = [loc / n for n in KNOWN_TRAIN_NAMES if (loc / n).is_file()]
+        if not found:
+            others = sorted(p.name for p in loc.iterdir()) if loc.is_dir() else []
+            if others:
+                raise DataError(f"--data_location {loc}: holds {others[:5]} but none of "
+                                f"{KNOWN_TRAIN_NAMES} (or train.csv with eval.csv)")
+            if generate is None:
+                raise DataError(f"--data_location {loc}: no data, and this schema has no generator")
+            target = loc / "train.txt"
+            print(f"No data in {loc}: generating a synthetic Criteo-format sample of "
+                  f"{args.generate_rows:,} rows into {target} (real schema and statistics, hidden-model "
+                  f"labels; NOT real data). Bring the real data with --data_location or --train_files.",
+                  flush=True)
+            loc.mkdir(parents=True, exist_ok=True)
+            generate(str(target), args.generate_rows, args.seed)
+            (loc / SYNTHETIC_MARKER).write_text(
+                "train.txt in this folder is synthetic (modelzoo/synthetic.py), not real Criteo data.\n")
+            found = [target]
+        generated = (loc / SYNTHETIC_MARKER).exists()
+        train, evals, layouts = _split_holdout([str(found[0])], schema, header)
+        where = f"{found[0]}{' (synthetic)' if generated else ''}, last 10% of rows held out for eval"
+    return train, evals, layouts, where, generated
+
+
 def resolve(args, schema, generate=None):
     """Decide which rows train and evaluate, from --train_files/--eval_files or --data_location.
 
@@ -332,38 +370,13 @@ def resolve(args, schema, generate=None):
             train, evals, layouts = _split_holdout(train_files, schema, header)
             where = f"{len(train_files)} file(s) from --train_files, last 10% of rows held out for eval"
     else:
-        loc = Path(args.data_location)
-        if loc.exists() and not loc.is_dir():
-            raise DataError(f"--data_location {loc}: is a file, expected a folder")
-        if (loc / "train.csv").is_file() and (loc / "eval.csv").is_file():
-            (train, layouts), (evals, more) = (_whole([str(loc / "train.csv")], schema, header),
-                                               _whole([str(loc / "eval.csv")], schema, header))
-            layouts += more
-            where = f"{loc}/train.csv and {loc}/eval.csv (DeepRec CSV)"
-        else:
-            if generate is not None and loc.is_dir():  # (only the process that would generate cleans)
-                remove_generation_leftovers(loc)
-            found = [loc / n for n in KNOWN_TRAIN_NAMES if (loc / n).is_file()]
-            if not found:
-                others = sorted(p.name for p in loc.iterdir()) if loc.is_dir() else []
-                if others:
-                    raise DataError(f"--data_location {loc}: holds {others[:5]} but none of "
-                                    f"{KNOWN_TRAIN_NAMES} (or train.csv with eval.csv)")
-                if generate is None:
-                    raise DataError(f"--data_location {loc}: no data, and this schema has no generator")
-                target = loc / "train.txt"
-                print(f"No data in {loc}: generating a synthetic Criteo-format sample of "
-                      f"{args.generate_rows:,} rows into {target} (real schema and statistics, hidden-model "
-                      f"labels; NOT real data). Bring the real data with --data_location or --train_files.",
-                      flush=True)
-                loc.mkdir(parents=True, exist_ok=True)
-                generate(str(target), args.generate_rows, args.seed)
-                (loc / SYNTHETIC_MARKER).write_text(
-                    "train.txt in this folder is synthetic (modelzoo/synthetic.py), not real Criteo data.\n")
-                found = [target]
-            generated = (loc / SYNTHETIC_MARKER).exists()
-            train, evals, layouts = _split_holdout([str(found[0])], schema, header)
-            where = f"{found[0]}{' (synthetic)' if generated else ''}, last 10% of rows held out for eval"
+        try:
+            train, evals, layouts, where, generated = _from_location(args, schema, header, generate)
+        except PermissionError as err:  # e.g. a volume not owned by the pod's uid
+            raise DataError(f"--data_location {args.data_location}: permission denied on {err.filename} for "
+                            f"uid {os.getuid()}; make the folder readable (and writable, to generate data "
+                            f"there) by this uid (in Kubernetes: the pod's securityContext fsGroup) "
+                            f"or give another folder") from None
     if not train:
         raise DataError(f"no training rows in {where}")
     first_path, first = layouts[0]
