@@ -400,6 +400,15 @@ def validate(args, speed_defaults, defaults=None):
     return args
 
 
+# what a task of a parameter-server job (TF_CONFIG) refuses, and why
+PS_JOB_REFUSES = {
+    "hvd": "Horovod trains without PS",
+    "evaluate": "it runs in one process", "predict": "it runs in one process", "export_only": "it runs in one process",
+    # the job's evaluator waits for checkpoints and its chief for the evaluator: neither comes from a benchmark
+    "benchmark": "it times one process and writes no checkpoint, which the job's evaluator and chief wait for; "
+                 "benchmark one process"}
+
+
 def validate_cluster(args, given):
     """The flags that depend on whether this task belongs to a parameter-server job (TF_CONFIG)."""
     from modelzoo.distributed import ClusterError, from_environment
@@ -412,12 +421,10 @@ def validate_cluster(args, given):
             if name in given and getattr(args, name):
                 raise FlagError(f"--{name} needs a parameter-server job: {why}; {PS_JOB_HINT}")
         return
-    for name in ("hvd", "evaluate", "predict", "export_only"):
+    for name, why in PS_JOB_REFUSES.items():
         if getattr(args, name):
-            raise FlagError(f"--{name} is refused: TF_CONFIG names a parameter-server job "
-                            f"({cluster.name}); "
-                            f"{'Horovod trains without PS' if name == 'hvd' else 'it runs in one process'}"
-                            "; unset TF_CONFIG")
+            raise FlagError(f"--{name} is refused: TF_CONFIG names a parameter-server job ({cluster.name}); "
+                            f"{why}; unset TF_CONFIG")
     if "eval_throttle_secs" in given and args.no_eval:
         raise FlagError("--eval_throttle_secs spaces the evaluator's evaluations, and --no_eval turns them off; "
                         "drop one of them")

@@ -52,6 +52,9 @@ def test_parameter_server_flags_are_accepted_in_a_ps_job(flag, monkeypatch):
 @pytest.mark.parametrize("flags,words", [
     (["--hvd"], "--hvd is refused: TF_CONFIG names a parameter-server job (worker:0)"),
     (["--evaluate"], "--evaluate is refused: TF_CONFIG names a parameter-server job"),
+    # accepted, it left the evaluator waiting for a checkpoint forever and the chief waiting for the evaluator
+    (["--benchmark", "--steps", "10"], "--benchmark is refused: TF_CONFIG names a parameter-server job (worker:0); "
+                                       "it times one process and writes no checkpoint"),
     (["--ev", "--input_layer_partitioner", "8"], "embedding variables are always sharded over every PS task")])
 def test_what_cannot_run_in_a_ps_job_is_refused(flags, words, monkeypatch):
     monkeypatch.setenv("TF_CONFIG", PS_JOB)
