@@ -45,8 +45,8 @@ PS_JOB = '{"cluster": {"chief": ["h:1"], "worker": ["h:2"], "ps": ["h:3"]}, "tas
                                   ["--dense_layer_partitioner", "16"]])
 def test_parameter_server_flags_are_accepted_in_a_ps_job(flag, monkeypatch):
     monkeypatch.setenv("TF_CONFIG", PS_JOB)
-    args = parse(*flag)
-    assert getattr(args, flag[0][2:]) in (True, int(flag[-1]) if len(flag) > 1 else True)
+    value, expected = getattr(parse(*flag), flag[0][2:]), int(flag[-1]) if len(flag) > 1 else True
+    assert value == expected and type(value) is type(expected), value  # (True == 1: the type tells them apart)
 
 
 @pytest.mark.parametrize("flags,words", [

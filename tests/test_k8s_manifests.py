@@ -545,7 +545,7 @@ def operator_tf_config(doc, rtype, index, namespace="default"):
 
 @pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids="-".join)
 def test_operator_tf_config_is_a_parameter_server_cluster_for_every_task(model, prec):
-    distributed = pytest.importorskip("modelzoo.distributed", reason="modelzoo/distributed.py has not landed")
+    from modelzoo import distributed
     doc = ps_job(model, prec)
     roles = []
     for rtype, rs in doc["spec"]["tfReplicaSpecs"].items():
@@ -573,8 +573,6 @@ def test_ps_tfjob_train_flags_pass_train_py_validation_under_the_operators_tf_co
         with contextlib.redirect_stderr(io.StringIO()):
             flags.validate(args, spec.speed_defaults, spec.defaults)
     except flags.FlagError as err:
-        if "not implemented yet" in err.message:  # modelzoo/flags.py before the parameter-server flags landed
-            pytest.xfail(f"refused until the parameter-server flags land: {err.message}")
         raise AssertionError(f"{rel(PS_TFJOBS[(model, prec)])}: {rtype}: train.py refuses the flags: "
                              f"{err.message}") from None
 
@@ -615,14 +613,12 @@ def test_launcher_and_scripts_of_every_manifest_exist():
                         opts, _ = launcher_split(c)
                         scripts.add(opts[opts.index("--script") + 1])
     assert {"dlrm/train.py", "wide_and_deep/train.py", "gdmix_lr/train.py"} <= scripts
-    for script in scripts:
+    for script in sorted(scripts) + [LAUNCHER]:  # the scripts, and the manifests' entry point
         assert (REPO / script).is_file(), script
-    if not (REPO / LAUNCHER).is_file():
-        pytest.skip(f"{LAUNCHER} has not landed yet (the manifests' entry point)")
 
 
 def test_the_launcher_accepts_every_manifests_options_and_allocator():
-    launch = pytest.importorskip("distribute_k8s.launch", reason=f"{LAUNCHER} has not landed yet")
+    from distribute_k8s import launch
     assert set(MEM_USAGE_STRATEGIES) <= set(launch.STRATEGIES)
     for path in manifest_paths():
         for doc in load_all(path):
@@ -644,7 +640,7 @@ def test_the_launcher_accepts_every_manifests_options_and_allocator():
 @pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids="-".join)
 def test_local_run_plans_the_manifest_as_its_header_says(model, prec, tmp_path):
     # `python -m distribute_k8s.local_run MANIFEST --workers 2 --ps 1`, planned only (nothing is started).
-    local_run = pytest.importorskip("distribute_k8s.local_run", reason="distribute_k8s/local_run.py has not landed")
+    from distribute_k8s import local_run
     path = PS_TFJOBS[(model, prec)]
     opts = local_run.parser().parse_args([str(path), "--workers", "2", "--ps", "1", "--root", str(tmp_path)])
     job, replicas, _ = local_run.plan_from_args(opts, [], {})
@@ -747,8 +743,8 @@ def test_without_operator_env_contract_gives_every_pod_its_own_task_and_reachabl
         assert "evaluator" not in config["cluster"]  # as the operator does
     assert sorted(tasks) == sorted({(role, i) for role, n in (("chief", 1), ("worker", 2), ("ps", 1),
                                                               ("evaluator", 1)) for i in range(n)})
-    launch = pytest.importorskip("distribute_k8s.launch", reason=f"{LAUNCHER} has not landed yet")
-    distributed = pytest.importorskip("modelzoo.distributed", reason="modelzoo/distributed.py has not landed")
+    from distribute_k8s import launch
+    from modelzoo import distributed
     for _, _, hostname, env in pods:
         built = launch.tf_config_from_job_env(env)  # what launch.py gives train.py in this pod
         assert {k: built[k] for k in ("cluster", "task")} == contract_tf_config(env), hostname
@@ -796,10 +792,7 @@ def test_base_stage_installs_a_pinned_jemalloc_for_the_launcher():
     base = " ".join(dockerfile_stages()["base"])
     assert re.search(r"apt-get install -y --no-install-recommends [^&]*\blibjemalloc2=\d\S*", base), base
     assert "rm -rf /var/lib/apt/lists/*" in base
-    launcher = REPO / LAUNCHER
-    if not launcher.is_file():
-        pytest.skip(f"{LAUNCHER} has not landed yet")
-    text = launcher.read_text()
+    text = (REPO / LAUNCHER).read_text()
     assert "MEM_USAGE_STRATEGY" in text and "libjemalloc.so.2" in text  # the file libjemalloc2 installs
 
 
