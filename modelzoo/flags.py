@@ -286,7 +286,8 @@ def build_parser(model_name, defaults):
     g.add_argument("--ev_steps_to_live", type=positive_int, default=4000,
                    help="gstep eviction: steps a row may go without an update (4000, as DeepRec's zoo)")
     g.add_argument("--ev_l2_threshold", type=positive_float, default=0.05,
-                   help="l2 eviction: rows with a smaller L2 norm go (0.05; a fresh dim-16 row has ~0.12)")
+                   help="l2 eviction: rows trained to a smaller L2 norm go (0.05; a fresh dim-16 row has ~0.12; "
+                        "rows that start below it, as W&D's zero-initialized wide weights, stay)")
     g.add_argument("--ev_evict_steps", type=positive_int, default=1000,
                    help="run the eviction every N steps, and at every checkpoint (1000)")
     add_bool(g, "adaptive_emb", "ids seen fewer than --adaptive_emb_threshold times share a small "
