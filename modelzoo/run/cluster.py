@@ -24,7 +24,6 @@ from modelzoo.system import cpu_info
 
 TRAINER_REPORT_WAIT_SECS = 30  # the workers end with the chief; their reports may come a little later
 EVALUATOR_RETRIES = 20  # an evaluation whose checkpoint the chief deleted is started again on the newest
-CLUSTER_WAIT_SECS = 900  # a non-chief task waits this long for the chief's checkpoint record and data
 
 
 def cluster_data(ctx):
@@ -35,8 +34,10 @@ def cluster_data(ctx):
     if ctx.world.is_chief:
         claim_checkpoint(checkpoint, identity)
         return resolve(args, schema, data_generator(schema))
+    # (no time limit, as tf.estimator's workers: a chief Pending for long must not fail the job)
     distributed.wait_for(f"the chief to record {checkpoint}/run_config.json",
-                         lambda: os.path.exists(os.path.join(checkpoint, "run_config.json")), CLUSTER_WAIT_SECS)
+                         lambda: os.path.exists(os.path.join(checkpoint, "run_config.json")),
+                         why=lambda: "the chief has not started (Pending?) or not claimed the folder yet")
     check_checkpoint(checkpoint, identity, record_new=False)
     last = []
 
@@ -46,10 +47,7 @@ def cluster_data(ctx):
         except DataError as err:
             last[:] = [err]
             return None
-    try:
-        return distributed.wait_for("the chief's data", ready, CLUSTER_WAIT_SECS)
-    except distributed.ClusterError:
-        raise last[0] if last else DataError("no data") from None
+    return distributed.wait_for("the chief's data", ready, why=lambda: str(last[0]) if last else None)
 
 
 def evaluator(ctx, estimator, train_spec, eval_spec):
