@@ -319,7 +319,8 @@ def test_the_gdmix_manifest_plan(tmp_path):
     plan = json.loads(proc.stdout)
     assert not (tmp_path / "r").exists() and not data.exists()  # nothing created
     assert plan["job"] == "gdmix-lr-fp32" and list(plan["replicas"]) == ["chief-0", "worker-0", "worker-1"]
-    assert plan["paths"] == {"/opt/modelzoo": str(REPO), "/mnt/modelzoo": str(data)}
+    assert plan["paths"] == {"/opt/modelzoo": str(REPO), "/mnt/modelzoo": str(data),
+                             "/tmp": str(tmp_path / "r" / "tmp")}  # the pods' /tmp emptyDir: a folder of --root
     ports = set()
     for name, replica in plan["replicas"].items():
         kind, index = name.split("-")
