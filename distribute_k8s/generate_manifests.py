@@ -245,7 +245,7 @@ PS_HEADER = """\
 #
 # Stopping: on SIGTERM (kubectl delete) the chief saves a final checkpoint; the pods get
 # terminationGracePeriodSeconds {{grace}} s for it: {{grace_factor}}x the {{save_secs}} s save of the default
-# tables' {{save_mb}} MB on a local disk of a 2-vCPU AMD EPYC (Zen 5) VM ({{save_date}},
+# tables' {{save_mb}} MB on a local disk of a 2-vCPU AMD EPYC (family 25 model 17: Zen 4) VM ({{save_date}},
 # benchmarks/checkpoint_save_time.py), for a network volume's slower writes. Raise it with the
 # tables (--ev, a bigger schema).
 # Threads: --intra 8 is the CPU limit of every replica (all replicas share the arguments, so

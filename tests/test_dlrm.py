@@ -73,7 +73,7 @@ def test_shipped_fused_layout_beats_the_dense_only_baseline_by_the_margin_in_the
         tmp_path, criteo_sample):  # noqa: F811
     """The shipped default (one fused table), 100 steps of 256, on one thread (--intra 1 --inter 1), where its
     seeded runs repeat exactly (on two threads the sparse gradient's sums run in varying order). One seed
-    cannot tell it from embeddings that contribute nothing: measured (2026-12-06, 2-vCPU AMD EPYC Zen 5,
+    cannot tell it from embeddings that contribute nothing: measured (2026-12-06, 2-vCPU AMD EPYC Zen 4,
     benchmarks/criteo_sample_auc.py --steps 100 "--extra=--intra 1 --inter 1": criteo_sample_auc_dlrm_fused_
     1thread.json) seeds 1, 2, 3 and 2021 reach 0.7439, 0.7337, 0.7461 and 0.7280, and the same runs with
     the embeddings multiplied by 0 (a scratch copy of dlrm/train.py: ..._zero_embeddings_1thread.json)
