@@ -17,6 +17,7 @@ from modelzoo.options import Options
 from modelzoo.run import report
 from modelzoo.run.checkpoints import (check_checkpoint, checkpoint_identity, claim_checkpoint, global_step_of,
                                       guarded_training, resume_step)
+from modelzoo.run.checkpoints import check_data  # (the data a checkpoint was trained on)
 from modelzoo.run.context import RunContext, Trained
 from modelzoo.run.graph import build_estimator, input_fn
 from modelzoo.run.local import checkpoint_listeners, data_generator, finish, run_reading
@@ -33,7 +34,9 @@ def cluster_data(ctx):
     identity = checkpoint_identity(ctx.spec, args, schema)
     if ctx.world.is_chief:
         claim_checkpoint(checkpoint, identity)
-        return resolve(args, schema, data_generator(schema))
+        data = resolve(args, schema, data_generator(schema))
+        check_data(checkpoint, data)
+        return data
     # (no time limit, as tf.estimator's workers: a chief Pending for long must not fail the job)
     distributed.wait_for(f"the chief to record {checkpoint}/run_config.json",
                          lambda: os.path.exists(os.path.join(checkpoint, "run_config.json")),
