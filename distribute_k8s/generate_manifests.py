@@ -8,12 +8,16 @@ job is made once.
     python distribute_k8s/generate_manifests.py           # (re)write the committed manifests
     python distribute_k8s/generate_manifests.py --check   # exit 1 with a diff when one differs
     python distribute_k8s/generate_manifests.py --list    # the files it owns
+    python distribute_k8s/generate_manifests.py --image REGISTRY/modelzoo:0.1.0 \
+        --horovod_image REGISTRY/modelzoo-horovod:0.1.0    # your images (the committed files: a placeholder)
 
 tests/test_k8s_manifests.py checks that the committed files are this script's output.
 """
 import argparse
 import dataclasses
 import difflib
+import json
+import math
 import pathlib
 import re
 import sys
@@ -23,6 +27,15 @@ import yaml
 REPO = pathlib.Path(__file__).resolve().parent.parent
 GENERATOR = "distribute_k8s/generate_manifests.py"
 PRECISIONS = ("FP32", "BF16")
+# The committed manifests' images: a registry under .invalid (RFC 2606: it never resolves), so that a node
+# pulls nothing by accident (modelzoo/modelzoo on Docker Hub is not this project's). Set yours with --image.
+IMAGE = "registry.invalid/modelzoo/modelzoo:0.1.0"
+HOROVOD_IMAGE = "registry.invalid/modelzoo/modelzoo-horovod:0.1.0"
+# terminationGracePeriodSeconds of the PS TFJobs: the chief saves a final checkpoint on SIGTERM (the PS stay
+# up for it). GRACE_FACTOR times the save of the default tables measured on a local disk
+# (benchmarks/checkpoint_save_time.py), for a network volume's slower writes, and never under a minute.
+GRACE_FACTOR = 4
+GRACE_MIN_SECS = 60
 
 # --- the models ---------------------------------------------------------------------------------------
 
@@ -63,6 +76,16 @@ class Model:
 
     def present(self):
         return not self.requires or (REPO / self.requires).is_file()
+
+    def save_time(self):
+        """The measured save of the model's default checkpoint: (median seconds, bytes, date)."""
+        path = REPO / "benchmarks" / "results" / f"checkpoint_save_time_{self.folder}.json"
+        measured = json.loads(path.read_text())
+        return measured["median_seconds"], measured["bytes"], measured["date"]
+
+    def grace_seconds(self):
+        """terminationGracePeriodSeconds: GRACE_FACTOR x the measured save, rounded up to 30 s, >= 1 minute."""
+        return max(GRACE_MIN_SECS, 30 * math.ceil(GRACE_FACTOR * self.save_time()[0] / 30))
 
 
 MODELS = (
@@ -176,7 +199,9 @@ PS_HEADER = """\
 # {{twin}}
 #
 #   kubectl create -f distribute_k8s/pvc.yaml     # once: the volume for data and outputs
-#   # once: Criteo Kaggle's train.txt into the volume's data/criteo/ (distribute_k8s/README.md):
+#   # once: Criteo Kaggle's train.txt into the volume's data/criteo/, through a pod that mounts the
+#   # claim (modelzoo-shell: distribute_k8s/README.md):
+#   kubectl exec modelzoo-shell -- mkdir -p /mnt/modelzoo/data/criteo
 #   kubectl cp train.txt modelzoo-shell:/mnt/modelzoo/data/criteo/train.txt
 #   kubectl create -f {{path}}
 {{follow}}
@@ -210,7 +235,19 @@ PS_HEADER = """\
 # workers through a queue on the PS, so that a faster worker reads more of them, instead of a
 # fixed share per worker.
 #
-# Scaling: change Worker.replicas or PS.replicas, nothing else (TF_CONFIG lists the tasks).
+# Scaling: change Worker.replicas or PS.replicas, nothing else (TF_CONFIG lists the tasks), for a new
+# job. A job that resumes its result folder's checkpoint (the same name) takes another PS.replicas
+# without --ev (the checkpoint restores into other slices), but with --ev it is refused in one line
+# (the tables' shard count is in the checkpoint's identity: give another job name). Another
+# Worker.replicas resumes, but each trainer's input position (input_progress) is kept per trainer
+# index while the files are dealt over the new count: rows of the interrupted epoch are read
+# again or skipped (with --workqueue each item still goes out once). Keep the count to resume exactly.
+#
+# Stopping: on SIGTERM (kubectl delete) the chief saves a final checkpoint; the pods get
+# terminationGracePeriodSeconds {{grace}} s for it: {{grace_factor}}x the {{save_secs}} s save of the default
+# tables' {{save_mb}} MB on a local disk of a 2-vCPU AMD EPYC (family 25 model 17: Zen 4) VM ({{save_date}},
+# benchmarks/checkpoint_save_time.py), for a network volume's slower writes. Raise it with the
+# tables (--ev, a bigger schema).
 # Threads: --intra 8 is the CPU limit of every replica (all replicas share the arguments, so
 # they share the limit): change both together; --inter 2 stays.
 apiVersion: kubeflow.org/v1
@@ -243,6 +280,7 @@ PS_REPLICA = """\
   {{restart_note}}
   restartPolicy: OnFailure
   {{pod_head}}
+      terminationGracePeriodSeconds: {{grace}}
       affinity:
         podAntiAffinity:
           {{affinity_note}}
@@ -263,7 +301,7 @@ PS_REPLICA = """\
       containers:
         {{container_note}}
         - name: tensorflow
-          image: modelzoo/modelzoo:0.1.0
+          image: {{image}}
           imagePullPolicy: IfNotPresent
           {{workdir_note}}
           workingDir: /opt/modelzoo
@@ -334,22 +372,30 @@ resources:
     memory: {memory}
 securityContext:
   allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
   capabilities:
     drop:
       - ALL
 volumeMounts:
   - name: modelzoo-data
-    mountPath: /mnt/modelzoo"""
+    mountPath: /mnt/modelzoo
+  - name: tmp
+    mountPath: /tmp"""
 
 POD_VOLUMES = """\
 volumes:
   - name: modelzoo-data
     persistentVolumeClaim:
-      claimName: modelzoo-data"""
+      claimName: modelzoo-data
+  - name: tmp
+    emptyDir: {}"""
 
 
 # The head of every pod template: the model's labels and the pod's security context (not root, the
-# runtime's seccomp profile, the volume writable by the image's user).
+# runtime's seccomp profile, the volume writable by the image's user), no service-account token (no pod
+# talks to the Kubernetes API). The image's files are read-only (readOnlyRootFilesystem in CONTAINER_TAIL):
+# the processes write to the shared volume and to an emptyDir on /tmp (TensorFlow's and tempfile's
+# scratch, sshd's pid file).
 POD_HEAD = """\
 template:
   metadata:
@@ -357,6 +403,7 @@ template:
       app.kubernetes.io/name: {app}
       app.kubernetes.io/part-of: modelzoo
   spec:
+    automountServiceAccountToken: false
     securityContext:
       runAsNonRoot: true
       runAsUser: 1000
@@ -390,7 +437,7 @@ def indent(text, spaces):
     return "\n".join((" " * spaces + line) if line else line for line in text.split("\n"))
 
 
-def ps_tfjob(model, prec, path):
+def ps_tfjob(model, prec, path, image=IMAGE, horovod_image=None):
     job = f"{model.app}-{prec.lower()}"
     bf16 = prec == "BF16"
     other = path.name.replace(prec, "FP32" if bf16 else "BF16")
@@ -400,13 +447,17 @@ def ps_tfjob(model, prec, path):
         notes = dict(notes)
         if rtype == "Chief":
             notes["resources_note"] = CHIEF_RESOURCES_NOTE + "\n" + model.memory_note
-        replicas.append(indent(fill(PS_REPLICA, rtype=rtype, replicas=str(count), job=job,
+        replicas.append(indent(fill(PS_REPLICA, rtype=rtype, replicas=str(count), job=job, image=image,
                                     folder=model.folder, train_args=items(train_args), **pod_parts(model),
+                                    grace=str(model.grace_seconds()),
                                     **{k: comment(notes.get(k, "")) for k in PS_NOTES}), 4))
     rel = path.relative_to(REPO).as_posix()
     without_operator = f"distribute_k8s/without_operator/{model.folder}_indexed_jobs.yaml"
+    save_secs, save_bytes, save_date = model.save_time()
     return fill(
         PS_HEADER, generated=GENERATED, title=model.title, prec=prec, path=rel, job=job, app=model.app,
+        grace=str(model.grace_seconds()), grace_factor=str(GRACE_FACTOR), save_secs=f"{save_secs:.0f}",
+        save_mb=f"{save_bytes / 1e6:,.0f}", save_date=save_date[:10],
         folder=model.folder, bf16_note=comment(model.bf16_note) if bf16 else "",
         twin=twin_line(other, bf16),
         follow=padded([(f"#   kubectl logs -f {job}-chief-0", "progress, evaluation, summary"),
@@ -454,7 +505,7 @@ spec:
       {{pod_head}}
           containers:
             - name: mpi-launcher
-              image: modelzoo/modelzoo-horovod:0.1.0
+              image: {{horovod_image}}
               imagePullPolicy: IfNotPresent
               workingDir: /opt/modelzoo
               env:
@@ -498,7 +549,7 @@ spec:
                         training.kubeflow.org/job-role: worker
           containers:
             - name: mpi-worker
-              image: modelzoo/modelzoo-horovod:0.1.0
+              image: {{horovod_image}}
               imagePullPolicy: IfNotPresent
               workingDir: /opt/modelzoo
               # sshd as the non-root user, on 2222, with its own config (distribute_k8s/ssh/sshd_config).
@@ -523,7 +574,7 @@ spec:
 """
 
 
-def horovod_mpijob(model, prec, path):
+def horovod_mpijob(model, prec, path, image=None, horovod_image=HOROVOD_IMAGE):
     job = f"{model.app}-horovod-{prec.lower()}"
     bf16 = prec == "BF16"
     other = path.name.replace(prec, "FP32" if bf16 else "BF16")
@@ -537,7 +588,7 @@ def horovod_mpijob(model, prec, path):
                     (f"#   kubectl delete -f {rel}", "when done")], 4)
     return fill(HOROVOD, generated=GENERATED, title=model.title, prec=prec, operator_line=operator_line,
                 howto=howto, folder=model.folder, job=job, app=model.app, twin=twin_line(other, bf16),
-                launcher_tail=LAUNCHER_TAIL, **pod_parts(model),
+                launcher_tail=LAUNCHER_TAIL, horovod_image=horovod_image, **pod_parts(model),
                 train_args=items(list(model.horovod_args) + (["--bf16"] if bf16 else [])))
 
 
@@ -546,8 +597,9 @@ def horovod_mpijob(model, prec, path):
 JOBS = {"ps": ("distribute_k8s_{prec}.yaml", ps_tfjob), "horovod": ("horovod_{prec}.yaml", horovod_mpijob)}
 
 
-def manifests(models=MODELS):
-    """{path: text} of every manifest the generator owns (the models whose `requires` exists)."""
+def manifests(models=MODELS, image=IMAGE, horovod_image=HOROVOD_IMAGE):
+    """{path: text} of every manifest the generator owns (the models whose `requires` exists), with these
+    images."""
     out = {}
     for model in models:
         if not model.present():
@@ -556,7 +608,7 @@ def manifests(models=MODELS):
             name, render = JOBS[kind]
             for prec in PRECISIONS:
                 path = REPO / model.folder / "distribute_k8s" / name.format(prec=prec)
-                out[path] = render(model, prec, path)
+                out[path] = render(model, prec, path, image=image, horovod_image=horovod_image)
     return out
 
 
@@ -579,8 +631,12 @@ def main(argv=None):
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 with a diff when a committed manifest differs from the output")
     parser.add_argument("--list", action="store_true", help="print the files the generator writes")
+    parser.add_argument("--image", default=IMAGE, help="the image of the TFJobs (`docker build .` pushed where "
+                        f"your cluster pulls from; default: the committed placeholder {IMAGE}, which no node pulls)")
+    parser.add_argument("--horovod_image", default=HOROVOD_IMAGE,
+                        help=f"the image of the MPIJobs (`docker build --target horovod .`; default {HOROVOD_IMAGE})")
     args = parser.parse_args(argv)
-    outputs = manifests()
+    outputs = manifests(image=args.image, horovod_image=args.horovod_image)
     if args.list:
         print("\n".join(p.relative_to(REPO).as_posix() for p in outputs))
         return 0

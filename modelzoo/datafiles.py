@@ -12,6 +12,8 @@ files here to name the file, line and problem, since TensorFlow's own message na
 import fcntl
 import glob
 import gzip
+import hashlib
+import json
 import math
 import os
 import re
@@ -21,10 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from modelzoo.io_utils import atomic_write_json
+
 HOLDOUT_FRACTION = 0.1
 DELIMITERS = {"\t": "tab", ",": "comma"}
 KNOWN_TRAIN_NAMES = ("train.txt", "train.txt.gz", "train.csv", "train.csv.gz")
 SYNTHETIC_MARKER = "SYNTHETIC"  # left beside generated data, so later runs still say it is synthetic
+SYNTHETIC_NOTE = "train.txt in this folder is synthetic (modelzoo/synthetic.py), not real Criteo data."
 
 
 class DataError(Exception):
@@ -98,6 +103,51 @@ def count_lines(path):
     except UNREADABLE as err:  # a truncated or corrupt gzip stream, a disk error
         raise DataError(f"{path}: cannot be read: {err}") from None
     return lines + (last != b"\n")
+
+
+def file_identity(path):
+    """What tells a data file from another: its name, size and first line's fingerprint (cheap for any size)."""
+    try:
+        with open_binary(path) as f:
+            first = f.readline(1 << 16)
+    except UNREADABLE as err:
+        raise DataError(f"{path}: cannot be read: {err}") from None
+    return {"name": os.path.basename(path), "bytes": os.path.getsize(path),
+            "first_row_sha256": hashlib.sha256(first).hexdigest()[:16]}
+
+
+def write_marker(folder, generator, described=None):
+    """The SYNTHETIC marker: the generator's rows and seed, and (once it is renamed complete) the identity of
+    the file it wrote. Written before the generation starts, so no generated train.txt is ever without it."""
+    atomic_write_json(os.path.join(folder, SYNTHETIC_MARKER),
+                      {"note": SYNTHETIC_NOTE, "generator": generator,
+                       "file": file_identity(described) if described else None})
+
+
+def synthetic_marker(folder, path, cleans=False):
+    """(whether `path` is the generated file the folder's marker describes, the marker's generator or None).
+    A marker that describes another file (real data copied over the generated one) is stale: the file is
+    read as real data (the marker removed by the process that would generate). A marker without a file
+    (a generation killed between its rename and the marker's update) or of an older version (plain text)
+    is trusted: generated data is never taken for real."""
+    marker = os.path.join(folder, SYNTHETIC_MARKER)
+    try:
+        with open(marker, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return False, None
+    try:
+        record = json.loads(text)
+        described, generator = record["file"], record.get("generator")
+    except (ValueError, KeyError, TypeError):
+        return True, None  # an older version's marker (plain text): not tied to a file
+    if described is None or described == file_identity(path):
+        return True, generator
+    print(f"{marker} describes another {described.get('name')} ({described.get('bytes'):,} bytes, generated): "
+          f"{path} replaced it and is read as real data", flush=True)
+    if cleans:
+        os.unlink(marker)
+    return False, None
 
 
 def expand_globs(patterns, flag):
@@ -294,7 +344,7 @@ def _whole(files, schema, header):
 
 
 # what a killed data generation leaves beside its file (modelzoo/synthetic.py's temporary name)
-GENERATION_LEFTOVERS = tuple(f".{name}.*.tmp" for name in KNOWN_TRAIN_NAMES)
+GENERATION_LEFTOVERS = tuple(f".{name}.*.tmp" for name in KNOWN_TRAIN_NAMES) + (".tmp-*",)  # (+ the marker's)
 
 
 def remove_generation_leftovers(folder):
@@ -312,6 +362,46 @@ def remove_generation_leftovers(folder):
             continue  # being written now, or renamed complete meanwhile
     if removed:
         print(f"removed what an interrupted data generation left in {folder}: {', '.join(removed)}", flush=True)
+
+
+def _from_location(args, schema, header, generate):
+    """Train and eval slices of --data_location (train.csv+eval.csv, a known train file, or a generated one)."""
+    generated = False
+    loc = Path(args.data_location)
+    if loc.exists() and not loc.is_dir():
+        raise DataError(f"--data_location {loc}: is a file, expected a folder")
+    if (loc / "train.csv").is_file() and (loc / "eval.csv").is_file():
+        (train, layouts), (evals, more) = (_whole([str(loc / "train.csv")], schema, header),
+                                           _whole([str(loc / "eval.csv")], schema, header))
+        layouts += more
+        where = f"{loc}/train.csv and {loc}/eval.csv (DeepRec CSV)"
+    else:
+        if generate is not None and loc.is_dir():  # (only the process that would generate cleans)
+            remove_generation_leftovers(loc)
+        found = [loc / n for n in KNOWN_TRAIN_NAMES if (loc / n).is_file()]
+        if not found:
+            # (a marker alone: its generation was killed before the rename; it generates again)
+            others = sorted(p.name for p in loc.iterdir() if p.name != SYNTHETIC_MARKER) if loc.is_dir() else []
+            if others:
+                raise DataError(f"--data_location {loc}: holds {others[:5]} but none of "
+                                f"{KNOWN_TRAIN_NAMES} (or train.csv with eval.csv)")
+            if generate is None:
+                raise DataError(f"--data_location {loc}: no data, and this schema has no generator")
+            target = loc / "train.txt"
+            print(f"No data in {loc}: generating a synthetic Criteo-format sample of "
+                  f"{args.generate_rows:,} rows into {target} (real schema and statistics, hidden-model "
+                  f"labels; NOT real data). Bring the real data with --data_location or --train_files.",
+                  flush=True)
+            loc.mkdir(parents=True, exist_ok=True)
+            generator = {"rows": args.generate_rows, "seed": args.seed}
+            write_marker(str(loc), generator)  # before the file exists; completed with its identity after
+            generate(str(target), args.generate_rows, args.seed)
+            write_marker(str(loc), generator, str(target))
+            found = [target]
+        generated, _ = synthetic_marker(str(loc), str(found[0]), cleans=generate is not None)
+        train, evals, layouts = _split_holdout([str(found[0])], schema, header)
+        where = f"{found[0]}{' (synthetic)' if generated else ''}, last 10% of rows held out for eval"
+    return train, evals, layouts, where, generated
 
 
 def resolve(args, schema, generate=None):
@@ -332,38 +422,13 @@ def resolve(args, schema, generate=None):
             train, evals, layouts = _split_holdout(train_files, schema, header)
             where = f"{len(train_files)} file(s) from --train_files, last 10% of rows held out for eval"
     else:
-        loc = Path(args.data_location)
-        if loc.exists() and not loc.is_dir():
-            raise DataError(f"--data_location {loc}: is a file, expected a folder")
-        if (loc / "train.csv").is_file() and (loc / "eval.csv").is_file():
-            (train, layouts), (evals, more) = (_whole([str(loc / "train.csv")], schema, header),
-                                               _whole([str(loc / "eval.csv")], schema, header))
-            layouts += more
-            where = f"{loc}/train.csv and {loc}/eval.csv (DeepRec CSV)"
-        else:
-            if generate is not None and loc.is_dir():  # (only the process that would generate cleans)
-                remove_generation_leftovers(loc)
-            found = [loc / n for n in KNOWN_TRAIN_NAMES if (loc / n).is_file()]
-            if not found:
-                others = sorted(p.name for p in loc.iterdir()) if loc.is_dir() else []
-                if others:
-                    raise DataError(f"--data_location {loc}: holds {others[:5]} but none of "
-                                    f"{KNOWN_TRAIN_NAMES} (or train.csv with eval.csv)")
-                if generate is None:
-                    raise DataError(f"--data_location {loc}: no data, and this schema has no generator")
-                target = loc / "train.txt"
-                print(f"No data in {loc}: generating a synthetic Criteo-format sample of "
-                      f"{args.generate_rows:,} rows into {target} (real schema and statistics, hidden-model "
-                      f"labels; NOT real data). Bring the real data with --data_location or --train_files.",
-                      flush=True)
-                loc.mkdir(parents=True, exist_ok=True)
-                generate(str(target), args.generate_rows, args.seed)
-                (loc / SYNTHETIC_MARKER).write_text(
-                    "train.txt in this folder is synthetic (modelzoo/synthetic.py), not real Criteo data.\n")
-                found = [target]
-            generated = (loc / SYNTHETIC_MARKER).exists()
-            train, evals, layouts = _split_holdout([str(found[0])], schema, header)
-            where = f"{found[0]}{' (synthetic)' if generated else ''}, last 10% of rows held out for eval"
+        try:
+            train, evals, layouts, where, generated = _from_location(args, schema, header, generate)
+        except PermissionError as err:  # e.g. a volume not owned by the pod's uid
+            raise DataError(f"--data_location {args.data_location}: permission denied on {err.filename} for "
+                            f"uid {os.getuid()}; make the folder readable (and writable, to generate data "
+                            f"there) by this uid (in Kubernetes: the pod's securityContext fsGroup) "
+                            f"or give another folder") from None
     if not train:
         raise DataError(f"no training rows in {where}")
     first_path, first = layouts[0]

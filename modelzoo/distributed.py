@@ -368,19 +368,25 @@ def _trainer_reports(checkpoint, cluster, started):
     return reports
 
 
-def wait_for(what, ready, timeout, poll=1.0):
-    """Poll `ready()` until it returns a true value (returned) or `timeout` seconds pass (ClusterError)."""
-    deadline = time.time() + timeout
-    announced = False
+def wait_for(what, ready, timeout=None, poll=1.0, why=None, log_every=60.0):
+    """Poll `ready()` until it returns a true value (returned). With a `timeout`, give up after that many
+    seconds (ClusterError); without one wait as long as it takes (as tf.estimator's workers wait for the
+    chief: a chief Pending for long must not fail the others), saying so every `log_every` seconds with
+    `why()`, the reason it is not ready yet, when given."""
+    start = time.time()
+    next_log = start
     while True:
         value = ready()
         if value:
             return value
-        if time.time() > deadline:
+        now = time.time()
+        if timeout is not None and now - start > timeout:
             raise ClusterError(f"gave up after {timeout:.0f}s waiting for {what}")
-        if not announced:
-            print(f"waiting for {what}", file=sys.stderr, flush=True)
-            announced = True
+        if now >= next_log:
+            reason = why() if why else None
+            waited = f" (for {now - start:.0f}s)" if now > start + poll else ""
+            print(f"waiting for {what}{waited}{f': {reason}' if reason else ''}", file=sys.stderr, flush=True)
+            next_log = now + log_every
         time.sleep(poll)
 
 

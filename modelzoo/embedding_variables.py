@@ -353,7 +353,11 @@ class DynamicTable:
                 elif opts.elimination == "l2":
                     for table in self.tables:
                         keys, values = table.tables[shard].export()
-                        gone.append(tf.boolean_mask(keys, tf.norm(values, axis=1) < opts.l2_threshold))
+                        # a row that starts below the threshold is kept (W&D's wide weights start at 0: each
+                        # would go at every eviction): only what training shrank goes (signs keep the norm)
+                        start = tf.norm(tf.gather(table.bank, tf.math.floormod(keys, BANK_ROWS)), axis=1)
+                        shrunk = (tf.norm(values, axis=1) < opts.l2_threshold) & (start >= opts.l2_threshold)
+                        gone.append(tf.boolean_mask(keys, shrunk))
                 if gone:
                     gone = tf.unique(tf.concat(gone, 0))[0]
                     removed_total.append(tf.size(gone, out_type=tf.int64))
@@ -524,7 +528,7 @@ def describe_eviction(options):
     if options.elimination == "gstep":
         return f"not updated in the last {options.steps_to_live:,} steps"
     if options.elimination == "l2":
-        return f"L2 norm below {options.l2_threshold:g}"
+        return f"L2 norm below {options.l2_threshold:g} (rows that start below it are kept)"
     return "narrow rows of promoted ids"
 
 

@@ -310,7 +310,8 @@ def build_parser(model_name, defaults):
     g.add_argument("--ev_steps_to_live", type=positive_int, default=4000,
                    help="gstep eviction: steps a row may go without an update (4000, as DeepRec's zoo)")
     g.add_argument("--ev_l2_threshold", type=positive_float, default=0.05,
-                   help="l2 eviction: rows with a smaller L2 norm go (0.05; a fresh dim-16 row has ~0.12)")
+                   help="l2 eviction: rows trained to a smaller L2 norm go (0.05; a fresh dim-16 row has ~0.12; "
+                        "rows that start below it, as W&D's zero-initialized wide weights, stay)")
     g.add_argument("--ev_evict_steps", type=positive_int, default=1000,
                    help="run the eviction every N steps, and at every checkpoint (1000)")
     add_bool(g, "adaptive_emb", "ids seen fewer than --adaptive_emb_threshold times share a small "
@@ -436,6 +437,15 @@ def validate_length(args, given):
                                 "of them")
 
 
+# what a task of a parameter-server job (TF_CONFIG) refuses, and why
+PS_JOB_REFUSES = {
+    "hvd": "Horovod trains without PS",
+    "evaluate": "it runs in one process", "predict": "it runs in one process", "export_only": "it runs in one process",
+    # the job's evaluator waits for checkpoints and its chief for the evaluator: neither comes from a benchmark
+    "benchmark": "it times one process and writes no checkpoint, which the job's evaluator and chief wait for; "
+                 "benchmark one process"}
+
+
 def validate_cluster(args, given):
     """The flags that depend on whether this task belongs to a parameter-server job (TF_CONFIG)."""
     from modelzoo.distributed import ClusterError, from_environment
@@ -448,12 +458,10 @@ def validate_cluster(args, given):
             if name in given and getattr(args, name):
                 raise FlagError(f"--{name} needs a parameter-server job: {why}; {PS_JOB_HINT}")
         return
-    for name in ("hvd", "evaluate", "predict", "export_only"):
+    for name, why in PS_JOB_REFUSES.items():
         if getattr(args, name):
-            raise FlagError(f"--{name} is refused: TF_CONFIG names a parameter-server job "
-                            f"({cluster.name}); "
-                            f"{'Horovod trains without PS' if name == 'hvd' else 'it runs in one process'}"
-                            "; unset TF_CONFIG")
+            raise FlagError(f"--{name} is refused: TF_CONFIG names a parameter-server job ({cluster.name}); "
+                            f"{why}; unset TF_CONFIG")
     if "eval_throttle_secs" in given and args.no_eval:
         raise FlagError("--eval_throttle_secs spaces the evaluator's evaluations, and --no_eval turns them off; "
                         "drop one of them")

@@ -109,6 +109,8 @@ def main(argv=None):
     import os
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
+        if args.batch < 1:  # range(0, rows, -1) would score nothing and exit 0; range(..., 0) is a ValueError
+            raise ServeError(f"--batch {args.batch}: give a positive number of rows per call")
         from modelzoo.schema import SchemaError, load_schema
         try:
             schema = load_schema(args.schema)

@@ -212,6 +212,56 @@ def test_criteo_corrupt_gzip_and_unreadable_paths_are_named(tmp_path):
         datafiles.resolve(resolve_args(train_files=str(tmp_path / "su*")), CRITEO)
 
 
+def as_another_user(fn):
+    """fn()'s DataError message (None when it returns), run without the test's privileges: root reads any
+    folder whatever its mode, so as root the call runs in a forked child switched to uid/gid 65534 (nobody)."""
+    if os.geteuid() != 0:
+        try:
+            fn()
+        except DataError as err:
+            return str(err)
+        return None
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop privileges, report the error's text through the pipe, never return to pytest
+        message = "returned"
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            fn()
+        except DataError as err:
+            message = "DataError: " + str(err)
+        except BaseException as err:  # noqa: BLE001 (any other exception is the failure this test looks for)
+            message = f"{type(err).__name__}: {err}"
+        os.write(write, message.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        message = f.read().decode()
+    os.waitpid(pid, 0)
+    assert message.startswith(("DataError: ", "returned")), message
+    return message.removeprefix("DataError: ") if message != "returned" else None
+
+
+def test_criteo_unreadable_data_location_is_one_line_naming_the_folder(tmp_path):
+    """A --data_location this uid cannot list or write (an NFS volume owned by another uid) is a DataError
+    naming the folder and the fix, not a PermissionError traceback: both a folder with data in it and an
+    empty one the generator would write into."""
+    locked = tmp_path / "locked"
+    (locked / "data").mkdir(parents=True)
+    (locked / "data" / "train.txt").write_text(criteo_text([good_row(i) for i in range(20)]))
+    tmp_path.chmod(0o755)
+    locked.chmod(0o700)  # readable by its owner only
+    try:
+        for folder in (locked / "data", locked / "empty"):
+            message = as_another_user(lambda f=folder: datafiles.resolve(resolve_args(data_location=str(f)), CRITEO,
+                                                                  generate=lambda *a: None))
+            assert message and one_line(message).startswith(f"--data_location {folder}: permission denied"), message
+            assert "fsGroup" in message and "readable" in message
+    finally:
+        locked.chmod(0o755)
+
+
 def test_criteo_header_row_is_named_with_a_hint(tmp_path):
     path = tmp_path / "train.txt"
     header = ["label"] + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]

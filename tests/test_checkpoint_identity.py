@@ -109,3 +109,26 @@ def test_an_older_record_is_refused_by_the_restore_in_one_line_or_resumes(traine
     assert "the --checkpoint has no variable" in line and "another --optimizer" in line, line
     proc = run_train("dlrm", [*flags, "--checkpoint", old, "--steps", 4, "--optimizer", "adagrad"])
     assert "resuming from step 2" in proc.stdout and read_result(old)["steps"] == 4
+
+
+def test_a_resume_on_other_data_is_refused_in_one_line_naming_warm_start_from(tmp_path):
+    """The checkpoint records the data it was trained on (each file's name, size, first-row fingerprint): the
+    default folder trained on the generated sample, resumed after the real train.txt was copied in, used to
+    continue the synthetic model and skip as many real rows. Refused in one line; --warm_start_from into a new
+    --checkpoint fine-tunes deliberately; the same data still resumes."""
+    from conftest import small_schema_file
+    from modelzoo.synthetic import generate_criteo
+    schema, data, ckpt = small_schema_file(tmp_path / "schema.json"), tmp_path / "data", tmp_path / "ckpt"
+    flags = ["--data_location", data, "--schema", schema, "--batch_size", 64, "--no_eval", "--generate_rows", 2000]
+    run_train("dlrm", [*flags, "--checkpoint", ckpt, "--steps", 2])
+    assert json.loads((ckpt / "run_config.json").read_text())["data"]["generated"] is True
+    run_train("dlrm", [*flags, "--checkpoint", ckpt, "--steps", 3])  # the same data: resumes
+    generate_criteo(str(tmp_path / "real.txt"), 3000, seed=9)
+    (tmp_path / "real.txt").replace(data / "train.txt")  # "the real data", copied over the generated sample
+    proc = run_train("dlrm", [*flags, "--checkpoint", ckpt, "--steps", 6], check=False)
+    line = one_line_refusal(proc)
+    assert f"--checkpoint {ckpt} was trained on generated train.txt (" in line, line
+    assert "not on this run's train.txt (" in line and f"--warm_start_from {ckpt}" in line, line
+    assert checkpoints.global_step_of(str(ckpt)) == 3  # untouched
+    run_train("dlrm", [*flags, "--checkpoint", tmp_path / "tuned", "--steps", 2, "--warm_start_from", ckpt])
+    assert read_result(tmp_path / "tuned")["generated_data"] is False  # the marker no longer describes train.txt

@@ -1,5 +1,6 @@
 """Readers: Kaggle TSV and DeepRec CSV, gzip, the 10% time-order holdout, and malformed input."""
 import gzip
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -353,3 +354,56 @@ def test_a_generation_in_progress_keeps_its_file_and_a_run_that_only_reads_remov
     assert live.exists()
     datafiles.remove_generation_leftovers(str(tmp_path))
     assert not live.exists()
+
+
+def test_the_synthetic_marker_describes_its_file_and_a_real_file_copied_over_it_is_read_as_real(tmp_path, capsys):
+    """The SYNTHETIC marker records the generated file's name, size and first-row fingerprint: a real train.txt
+    copied over the generated one used to be reported as synthetic (generated_data: true) whatever it held."""
+    import json
+    folder = tmp_path / "data"
+
+    def generate(path, rows, seed):
+        write(Path(path), make_rows(rows, seed=seed))
+    spec = datafiles.resolve(args_for(data_location=str(folder), generate_rows=50), SCHEMA, generate)
+    marker = json.loads((folder / "SYNTHETIC").read_text())
+    assert spec.generated and marker["generator"] == {"rows": 50, "seed": 0}
+    assert marker["file"] == datafiles.file_identity(str(folder / "train.txt"))
+    assert datafiles.resolve(args_for(data_location=str(folder)), SCHEMA).generated  # the same file: synthetic
+    write(folder / "train.txt", make_rows(60, seed=7))  # the real data, copied over the generated sample
+    assert not datafiles.resolve(args_for(data_location=str(folder)), SCHEMA).generated  # (a reader keeps it)
+    assert (folder / "SYNTHETIC").exists()
+    spec = datafiles.resolve(args_for(data_location=str(folder)), SCHEMA, generate)
+    assert not spec.generated and "(synthetic)" not in spec.description
+    assert not (folder / "SYNTHETIC").exists()  # the process that would generate removes the stale marker
+    assert "describes another train.txt" in capsys.readouterr().out
+
+
+def test_a_generation_killed_after_its_rename_leaves_its_file_marked_synthetic(tmp_path):
+    """The marker is written before the generated file appears and completed after: a run killed between
+    the rename and the marker's write used to leave generated data read as real."""
+    folder = tmp_path / "data"
+
+    def killed_after_rename(path, rows, seed):
+        write(Path(path), make_rows(rows))
+        raise KeyboardInterrupt  # SIGKILL here: train.txt complete, the marker not yet updated
+
+    with pytest.raises(KeyboardInterrupt):
+        datafiles.resolve(args_for(data_location=str(folder), generate_rows=50), SCHEMA, killed_after_rename)
+    spec = datafiles.resolve(args_for(data_location=str(folder)), SCHEMA)
+    assert spec.generated and "(synthetic)" in spec.description
+
+
+def test_a_generation_killed_before_its_rename_generates_again(tmp_path):
+    """A marker alone (the generation died before its file appeared) does not make the folder 'hold unknown
+    files': the next run generates."""
+    folder = tmp_path / "data"
+
+    def killed_before_rename(path, rows, seed):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        datafiles.resolve(args_for(data_location=str(folder), generate_rows=50), SCHEMA, killed_before_rename)
+    assert sorted(p.name for p in folder.iterdir()) == ["SYNTHETIC"]
+    spec = datafiles.resolve(args_for(data_location=str(folder), generate_rows=50), SCHEMA,
+                             lambda path, rows, seed: write(Path(path), make_rows(rows)))
+    assert spec.generated and spec.train_rows == 45

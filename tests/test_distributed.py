@@ -402,3 +402,26 @@ def test_ps_early_stopping_is_driven_by_the_evaluator_and_every_task_exits_0(tmp
     assert "the evaluator's early stopping ended the job" in log(tmp_path, "chief-0")
     assert "early stopping ended the job; exiting" in log(tmp_path, "evaluator-0")
     assert list((checkpoint / "export").glob("*/saved_model.pb"))
+
+
+def test_non_chief_tasks_wait_for_the_chief_without_a_time_limit_and_say_why(monkeypatch, capsys):
+    """A worker used to give up after 900 s waiting for the chief (each restart counting toward the TFJob's
+    backoffLimit: a chief Pending for ~45 minutes failed the job). It now waits as long as it takes, as
+    tf.estimator's workers do, and logs why every log_every seconds. Time is simulated (2 hours of polls)."""
+    from modelzoo import distributed
+    from modelzoo.run import cluster
+    clock = [0.0]
+    monkeypatch.setattr(distributed.time, "time", lambda: clock[0])
+    monkeypatch.setattr(distributed.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    polls = []
+
+    def ready():  # the chief's record appears after two hours
+        polls.append(clock[0])
+        return "ready" if clock[0] >= 7200 else None
+    assert distributed.wait_for("the chief", ready, poll=10, why=lambda: "chief Pending") == "ready"
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "waiting for the chief: chief Pending"
+    assert len(lines) == 7200 // 60 and lines[-1] == "waiting for the chief (for 7140s): chief Pending", lines[-3:]
+    with pytest.raises(distributed.ClusterError, match="gave up after 30s waiting for x"):  # a bounded wait
+        distributed.wait_for("x", lambda: None, timeout=30, poll=10)
+    assert not hasattr(cluster, "CLUSTER_WAIT_SECS")  # cluster_data passes no time limit

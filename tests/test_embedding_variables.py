@@ -396,24 +396,38 @@ def test_gstep_last_step_is_ordered_with_the_global_step_increment():
     assert recorded[10_000] == 149 + offsets[0]
 
 
-def test_l2_eviction_removes_rows_with_small_norm():
-    # zero bank: a row after one SGD step (lr=1) is exactly -w, so its norm is known
+def test_l2_eviction_removes_rows_trained_to_a_small_norm():
+    # a constant bank of 0.1 (initial norm 0.2 at width 4, signs by id): after one SGD step (lr=1) a row is
+    # its initial row - w, so w = initial - target gives each row a known norm
     opts = EVOptions(elimination="l2", l2_threshold=0.05)
-    h = _build(opts, initializer=tf1.zeros_initializer(), evict=True)
-    w = np.array([[0.01, 0, 0, 0],      # norm 0.01 -> evicted
-                  [0.03, 0.0, 0.0, 0.02],  # norm 0.036 -> evicted
-                  [0.0, 0.06, 0.0, 0.0],   # norm 0.06 -> kept
-                  [0.3, 0.4, 0.0, 0.0],    # norm 0.5 -> kept
-                  [0.0, 0.0, 0.0, 0.0]], np.float32)  # norm 0 -> evicted
+    h = _build(opts, initializer=tf1.constant_initializer(0.1), evict=True)
+    target = np.array([[0.01, 0, 0, 0],      # norm 0.01 -> evicted
+                       [0.03, 0.0, 0.0, 0.02],  # norm 0.036 -> evicted
+                       [0.0, 0.06, 0.0, 0.0],   # norm 0.06 -> kept
+                       [0.3, 0.4, 0.0, 0.0],    # norm 0.5 -> kept
+                       [0.0, 0.0, 0.0, 0.0]], np.float32)  # norm 0 -> evicted
+    keys = [1, 2, 3, 4, 5]
+    start = initial_rows_numpy(np.full([BANK_ROWS, DIM], 0.1, np.float32), keys)
     with _session(h) as sess:
-        _step(sess, h, [1, 2, 3, 4, 5], w=w)
+        _step(sess, h, keys, w=start - target)
         norms = {k: float(np.linalg.norm(v)) for k, v in _rows(sess, h.table.tables[0]).items()}
-        np.testing.assert_allclose([norms[k] for k in (1, 2, 3, 4, 5)],
-                                   [0.01, math.hypot(0.03, 0.02), 0.06, 0.5, 0.0], rtol=1e-6)
+        np.testing.assert_allclose([norms[k] for k in keys], [0.01, math.hypot(0.03, 0.02), 0.06, 0.5, 0.0],
+                                   rtol=1e-5, atol=1e-7)
         assert int(sess.run(h.evict)) == 3
         assert int(sess.run(h.table.evicted)) == 3
         assert _keys(sess, h.table.tables[0]) == [3, 4]
         assert int(sess.run(h.evict)) == 0
+
+
+def test_l2_eviction_keeps_rows_that_start_below_the_threshold():
+    """W&D's wide weights (--ev: width-1 tables, zero bank) start at norm 0: each used to go at every eviction,
+    taking its FTRL slots with it. Rows are evicted only when training shrank them below the threshold."""
+    opts = EVOptions(elimination="l2", l2_threshold=0.05)
+    h = _build(opts, dim=1, initializer=tf1.zeros_initializer(), evict=True)
+    with _session(h) as sess:
+        _step(sess, h, [1, 2, 3], w=[[-0.01], [0.0], [-0.2]])  # rows 0.01, 0 and 0.2
+        assert int(sess.run(h.evict)) == 0
+        assert _keys(sess, h.table.tables[0]) == [1, 2, 3]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
 """The shared flag parser: DeepRec's names, boolean forms, refusals with clear messages."""
+import os
+
 import pytest
 
 from modelzoo import flags
@@ -45,13 +47,16 @@ PS_JOB = '{"cluster": {"chief": ["h:1"], "worker": ["h:2"], "ps": ["h:3"]}, "tas
                                   ["--dense_layer_partitioner", "16"]])
 def test_parameter_server_flags_are_accepted_in_a_ps_job(flag, monkeypatch):
     monkeypatch.setenv("TF_CONFIG", PS_JOB)
-    args = parse(*flag)
-    assert getattr(args, flag[0][2:]) in (True, int(flag[-1]) if len(flag) > 1 else True)
+    value, expected = getattr(parse(*flag), flag[0][2:]), int(flag[-1]) if len(flag) > 1 else True
+    assert value == expected and type(value) is type(expected), value  # (True == 1: the type tells them apart)
 
 
 @pytest.mark.parametrize("flags,words", [
     (["--hvd"], "--hvd is refused: TF_CONFIG names a parameter-server job (worker:0)"),
     (["--evaluate"], "--evaluate is refused: TF_CONFIG names a parameter-server job"),
+    # accepted, it left the evaluator waiting for a checkpoint forever and the chief waiting for the evaluator
+    (["--benchmark", "--steps", "10"], "--benchmark is refused: TF_CONFIG names a parameter-server job (worker:0); "
+                                       "it times one process and writes no checkpoint"),
     (["--ev", "--input_layer_partitioner", "8"], "embedding variables are always sharded over every PS task")])
 def test_what_cannot_run_in_a_ps_job_is_refused(flags, words, monkeypatch):
     monkeypatch.setenv("TF_CONFIG", PS_JOB)
@@ -304,6 +309,27 @@ def test_bf16_mode_grappler_turns_the_onednn_pass_on_and_the_model_builds_float3
     assert session_config(grappler).graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 == on
     assert session_config(casts).graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 != on
 
+
+@pytest.mark.parametrize("value", [True, False])
+def test_op_fusion_and_xla_set_the_remapper_and_the_jit_level_of_the_session(value, monkeypatch):
+    """--op_fusion is Grappler's remapper (stock TensorFlow runs it unless told OFF); --xla is the session's
+    global jit level ON_1 and, before TensorFlow starts, --tf_xla_cpu_global_jit (CPU auto-clustering is off
+    without it). Each flag, given either way against a default of the other value, reaches the session."""
+    from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
+    from modelzoo import runner
+    from modelzoo.options import Options
+    from modelzoo.run.graph import session_config
+    defaults = {**SPEED, "op_fusion": not value, "xla": not value}
+    args = flags.parse("dlrm", [f"--op_fusion={value}", f"--xla={value}"], speed_defaults=defaults)
+    config = session_config(Options.from_args(args, "dlrm").speed)
+    remapping = config.graph_options.rewrite_options.remapping
+    assert remapping == (rewriter_config_pb2.RewriterConfig.ON if value else rewriter_config_pb2.RewriterConfig.OFF)
+    jit = config.graph_options.optimizer_options.global_jit_level
+    assert jit == (config_pb2.OptimizerOptions.ON_1 if value else config_pb2.OptimizerOptions.DEFAULT)
+    monkeypatch.setenv("TF_XLA_FLAGS", "--tf_xla_auto_jit=0")
+    runner.set_environment(args)
+    assert ("--tf_xla_cpu_global_jit" in os.environ["TF_XLA_FLAGS"]) is value
+    assert "--tf_xla_auto_jit=0" in os.environ["TF_XLA_FLAGS"]  # a user's own XLA flags are kept
 
 def test_benchmark_run_trains_in_a_temporary_folder_and_writes_samples_per_sec(tmp_path):
     """--benchmark with --bf16_mode grappler end to end: generated data, samples/s in result.json, no checkpoint."""

@@ -256,6 +256,13 @@ def pod_policy_problems(path, template):
                                 f"{'root' if uid == 0 else 'not set'}; set a non-root uid (the image's is 1000)")
             if ctx.get("allowPrivilegeEscalation") is not False:
                 problems.append(f"{where}.securityContext.allowPrivilegeEscalation: container {name}: not false")
+            if ctx.get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{where}.securityContext.readOnlyRootFilesystem: container {name}: not true")
+            mounts = {m.get("mountPath") for m in c.get("volumeMounts") or []}
+            if "/tmp" not in mounts:  # a read-only root leaves TensorFlow, tempfile and sshd no scratch space
+                problems.append(f"{where}.volumeMounts: container {name}: nothing writable on /tmp")
+    if spec.get("automountServiceAccountToken") is not False:  # no pod talks to the Kubernetes API
+        problems.append(f"{dotted([*path, 'spec'])}.automountServiceAccountToken: not false")
     return problems
 
 
@@ -518,8 +525,12 @@ def test_ps_tfjob_train_flags_have_the_documented_values(model, prec):
 
 
 @pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids="-".join)
-def test_ps_tfjob_containers_use_the_default_image_and_guaranteed_resources(model, prec):
+def test_ps_tfjob_containers_use_the_image_placeholder_and_guaranteed_resources(model, prec):
+    """The image is the generator's placeholder: the Dockerfile's image under a registry that never resolves
+    (.invalid, RFC 2606), so no node pulls a Docker Hub image of that name by accident (--image sets yours)."""
     built = re.search(r"^#\s+docker build -t (\S+) \.$", DOCKERFILE.read_text(), flags=re.M).group(1)
+    assert generate_manifests.IMAGE == f"registry.invalid/{built}"
+    built = generate_manifests.IMAGE
     workdirs = [line.split()[1] for line in dockerfile_stages()["base"] if line.startswith("WORKDIR")]
     for rtype, rs in ps_job(model, prec)["spec"]["tfReplicaSpecs"].items():
         (c,) = rs["template"]["spec"]["containers"]
@@ -545,7 +556,7 @@ def operator_tf_config(doc, rtype, index, namespace="default"):
 
 @pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids="-".join)
 def test_operator_tf_config_is_a_parameter_server_cluster_for_every_task(model, prec):
-    distributed = pytest.importorskip("modelzoo.distributed", reason="modelzoo/distributed.py has not landed")
+    from modelzoo import distributed
     doc = ps_job(model, prec)
     roles = []
     for rtype, rs in doc["spec"]["tfReplicaSpecs"].items():
@@ -573,8 +584,6 @@ def test_ps_tfjob_train_flags_pass_train_py_validation_under_the_operators_tf_co
         with contextlib.redirect_stderr(io.StringIO()):
             flags.validate(args, spec.speed_defaults, spec.defaults)
     except flags.FlagError as err:
-        if "not implemented yet" in err.message:  # modelzoo/flags.py before the parameter-server flags landed
-            pytest.xfail(f"refused until the parameter-server flags land: {err.message}")
         raise AssertionError(f"{rel(PS_TFJOBS[(model, prec)])}: {rtype}: train.py refuses the flags: "
                              f"{err.message}") from None
 
@@ -600,6 +609,9 @@ def test_ps_tfjob_says_how_to_create_follow_delete_and_run_it_locally(model, pre
     path, name = PS_TFJOBS[(model, prec)], PS_JOB_NAMES[(model, prec)]
     text = path.read_text()
     for line in ("kubectl create -f distribute_k8s/pvc.yaml", f"kubectl create -f {rel(path)}",
+                 # (kubectl cp into a folder that does not exist fails: it is created first)
+                 "kubectl exec modelzoo-shell -- mkdir -p /mnt/modelzoo/data/criteo\n"
+                 "#   kubectl cp train.txt modelzoo-shell:/mnt/modelzoo/data/criteo/train.txt",
                  f"kubectl logs -f {name}-chief-0", f"kubectl delete -f {rel(path)}",
                  f"python -m distribute_k8s.local_run {rel(path)} --workers 2 --ps 1", "data/criteo"):
         assert line in text, line
@@ -615,14 +627,12 @@ def test_launcher_and_scripts_of_every_manifest_exist():
                         opts, _ = launcher_split(c)
                         scripts.add(opts[opts.index("--script") + 1])
     assert {"dlrm/train.py", "wide_and_deep/train.py", "gdmix_lr/train.py"} <= scripts
-    for script in scripts:
+    for script in sorted(scripts) + [LAUNCHER]:  # the scripts, and the manifests' entry point
         assert (REPO / script).is_file(), script
-    if not (REPO / LAUNCHER).is_file():
-        pytest.skip(f"{LAUNCHER} has not landed yet (the manifests' entry point)")
 
 
 def test_the_launcher_accepts_every_manifests_options_and_allocator():
-    launch = pytest.importorskip("distribute_k8s.launch", reason=f"{LAUNCHER} has not landed yet")
+    from distribute_k8s import launch
     assert set(MEM_USAGE_STRATEGIES) <= set(launch.STRATEGIES)
     for path in manifest_paths():
         for doc in load_all(path):
@@ -644,7 +654,7 @@ def test_the_launcher_accepts_every_manifests_options_and_allocator():
 @pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids="-".join)
 def test_local_run_plans_the_manifest_as_its_header_says(model, prec, tmp_path):
     # `python -m distribute_k8s.local_run MANIFEST --workers 2 --ps 1`, planned only (nothing is started).
-    local_run = pytest.importorskip("distribute_k8s.local_run", reason="distribute_k8s/local_run.py has not landed")
+    from distribute_k8s import local_run
     path = PS_TFJOBS[(model, prec)]
     opts = local_run.parser().parse_args([str(path), "--workers", "2", "--ps", "1", "--root", str(tmp_path)])
     job, replicas, _ = local_run.plan_from_args(opts, [], {})
@@ -747,8 +757,8 @@ def test_without_operator_env_contract_gives_every_pod_its_own_task_and_reachabl
         assert "evaluator" not in config["cluster"]  # as the operator does
     assert sorted(tasks) == sorted({(role, i) for role, n in (("chief", 1), ("worker", 2), ("ps", 1),
                                                               ("evaluator", 1)) for i in range(n)})
-    launch = pytest.importorskip("distribute_k8s.launch", reason=f"{LAUNCHER} has not landed yet")
-    distributed = pytest.importorskip("modelzoo.distributed", reason="modelzoo/distributed.py has not landed")
+    from distribute_k8s import launch
+    from modelzoo import distributed
     for _, _, hostname, env in pods:
         built = launch.tf_config_from_job_env(env)  # what launch.py gives train.py in this pod
         assert {k: built[k] for k in ("cluster", "task")} == contract_tf_config(env), hostname
@@ -796,10 +806,7 @@ def test_base_stage_installs_a_pinned_jemalloc_for_the_launcher():
     base = " ".join(dockerfile_stages()["base"])
     assert re.search(r"apt-get install -y --no-install-recommends [^&]*\blibjemalloc2=\d\S*", base), base
     assert "rm -rf /var/lib/apt/lists/*" in base
-    launcher = REPO / LAUNCHER
-    if not launcher.is_file():
-        pytest.skip(f"{LAUNCHER} has not landed yet")
-    text = launcher.read_text()
+    text = (REPO / LAUNCHER).read_text()
     assert "MEM_USAGE_STRATEGY" in text and "libjemalloc.so.2" in text  # the file libjemalloc2 installs
 
 
@@ -1014,7 +1021,7 @@ def test_check_mode_exits_1_with_a_diff_when_a_committed_manifest_differs(monkey
     edited[DLRM_FP32] = real[DLRM_FP32].replace("--save_steps\n                - \"1000\"",
                                                 "--save_steps\n                - \"500\"")
     assert edited[DLRM_FP32] != real[DLRM_FP32]
-    monkeypatch.setattr(generate_manifests, "manifests", lambda: edited)
+    monkeypatch.setattr(generate_manifests, "manifests", lambda **images: edited)
     assert generate_manifests.main(["--check"]) == 1
     out, err = capsys.readouterr()
     assert f"--- {rel(DLRM_FP32)} (committed)" in out and '+                - "500"' in out, out
@@ -1026,7 +1033,7 @@ def test_write_mode_writes_only_what_differs(monkeypatch, tmp_path, capsys):
     target, same = tmp_path / "m" / "distribute_k8s_FP32.yaml", tmp_path / "same.yaml"
     same.write_text("kept\n")
     monkeypatch.setattr(generate_manifests, "REPO", tmp_path)
-    monkeypatch.setattr(generate_manifests, "manifests", lambda: {target: "new\n", same: "kept\n"})
+    monkeypatch.setattr(generate_manifests, "manifests", lambda **images: {target: "new\n", same: "kept\n"})
     assert generate_manifests.main([]) == 0
     assert target.read_text() == "new\n" and capsys.readouterr().out == "wrote m/distribute_k8s_FP32.yaml\n"
 
@@ -1064,3 +1071,30 @@ def test_templates_refuse_unknown_unused_and_multiline_inline_values():
         generate_manifests.scalar("yes")  # YAML would read a boolean
     assert generate_manifests.scalar("8") == '"8"'
     assert generate_manifests.scalar("/mnt/x/$(JOB_NAME)") == "/mnt/x/$(JOB_NAME)"
+
+
+def test_the_generator_writes_the_image_it_is_given_everywhere():
+    """--image / --horovod_image: every container of the generated manifests runs the given image; the committed
+    files hold the placeholder that no node can pull."""
+    outputs = generate_manifests.manifests(image="reg.example.com/mz:1.2", horovod_image="reg.example.com/mzh:1.2")
+    images = {c["image"] for text in outputs.values() for doc in yaml.safe_load_all(text) if doc
+              for _, template in pod_templates(doc) for c in template["spec"]["containers"]}
+    assert images == {"reg.example.com/mz:1.2", "reg.example.com/mzh:1.2"}
+    committed = {c["image"] for path in manifest_paths() for doc in load_all(path)
+                 for _, template in pod_templates(doc) for c in (template.get("spec") or {}).get("containers") or []}
+    assert committed == {generate_manifests.IMAGE, generate_manifests.HOROVOD_IMAGE}, committed
+    assert all(image.split("/")[0].endswith(".invalid") for image in committed)
+
+
+@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids="-".join)
+def test_ps_tfjob_grace_period_covers_the_measured_checkpoint_save(model, prec):
+    """The chief saves a final checkpoint on SIGTERM: every pod's grace period is GRACE_FACTOR times the save of
+    the default tables measured by benchmarks/checkpoint_save_time.py (the default 30 s did not cover W&D's
+    2.7 GB, 28-49 s on a local disk), and the header says so."""
+    entry = next(m for m in generate_manifests.MODELS if m.folder == model)
+    seconds, size, _ = entry.save_time()
+    grace = entry.grace_seconds()
+    assert grace >= max(60, generate_manifests.GRACE_FACTOR * seconds)
+    for rtype, rs in ps_job(model, prec)["spec"]["tfReplicaSpecs"].items():
+        assert rs["template"]["spec"]["terminationGracePeriodSeconds"] == grace, rtype
+    assert f"terminationGracePeriodSeconds {grace} s" in PS_TFJOBS[(model, prec)].read_text()

@@ -313,7 +313,9 @@ def test_prepare_reads_the_official_formats(tmp_path):
 
 def test_prepare_finds_the_ml100k_folder_inside_its_parent(tmp_path):
     tiny_source(tmp_path / "download" / "ml-100k")
-    assert ml.prepare(tmp_path / "download", tmp_path / "out", seed=0)["rows"]["train"] >= 0
+    found = ml.prepare(tmp_path / "download", tmp_path / "out", seed=0)["rows"]
+    assert found == ml.prepare(tmp_path / "download" / "ml-100k", tmp_path / "direct", seed=0)["rows"]
+    assert sum(found.values()) == 6, found  # tiny_source's 6 ratings, all read through the parent folder
 
 
 @pytest.mark.parametrize("kind,kwargs,words", [

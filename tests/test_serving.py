@@ -227,6 +227,17 @@ def test_serve_names_the_file_and_line_of_a_bad_row(runs, tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith(f"modelzoo.serve: error: {rows}:2: expected 40 fields")
 
 
+@pytest.mark.parametrize("batch", ["-1", "0"])
+def test_serve_refuses_a_batch_below_one_in_one_line(tmp_path, capsys, batch):
+    """--batch -1 used to score nothing and exit 0, --batch 0 to end in a ValueError traceback."""
+    from modelzoo import serve as serve_module
+    rows = tmp_path / "rows.tsv"
+    rows.write_text("0\t1\n")
+    assert serve_module.main([str(tmp_path), str(rows), "--batch", batch]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"modelzoo.serve: error: --batch {batch}: give a positive number of rows per call")
+
+
 # -- warm start ------------------------------------------------------------------------------------
 
 def test_warm_start_from_an_export_loads_the_ev_rows_and_dense_layers(runs, tmp_path):

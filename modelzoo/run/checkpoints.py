@@ -99,6 +99,39 @@ def check_checkpoint(path, identity, record_new=True):
         atomic_write_json(record, identity)
 
 
+def data_identity(data):
+    """What a checkpoint was trained on (datafiles.DataSpec `data`): each training file's name, size and first
+    line's fingerprint, and whether it is a generated sample."""
+    from modelzoo.datafiles import file_identity
+    paths = list(dict.fromkeys(piece.path for piece in data.train))  # (in order, each file once)
+    return {"train_files": [file_identity(path) for path in paths], "generated": bool(data.generated)}
+
+
+def describe_data(identity):
+    files = identity["train_files"]
+    words = ", ".join(f"{f['name']} ({f['bytes']:,} bytes)" for f in files[:3]) + \
+        (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    return f"{'generated ' if identity.get('generated') else ''}{words}"
+
+
+def check_data(checkpoint, data):
+    """The chief's check that a checkpoint is resumed on the data it was trained on (a generated sample
+    replaced by real data would otherwise continue the synthetic model and skip as many real rows);
+    records this run's data beside the identity (a folder without a checkpoint yet takes any data)."""
+    record = os.path.join(checkpoint, "run_config.json")
+    with open(record, encoding="utf-8") as f:
+        theirs = json.load(f)
+    ours, old = data_identity(data), theirs.get("data")
+    if old == ours:
+        return
+    if old is not None and tf.train.latest_checkpoint(checkpoint):
+        raise CheckpointMismatch(f"--checkpoint {checkpoint} was trained on {describe_data(old)}, not on this "
+                                 f"run's {describe_data(ours)}: resuming would continue that model and skip the "
+                                 "rows it had read; give a new --checkpoint, with --warm_start_from "
+                                 f"{checkpoint} to fine-tune that model on this data deliberately")
+    atomic_write_json(record, {**theirs, "data": ours})
+
+
 def tf_error_line(message):
     """The line of a TensorFlow error that says what failed: TF 2.15's graph errors start with
     "Graph execution error:" and a stack trace, and give the op's message after its "Node: ..." line."""

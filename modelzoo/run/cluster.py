@@ -17,6 +17,7 @@ from modelzoo.options import Options
 from modelzoo.run import report
 from modelzoo.run.checkpoints import (check_checkpoint, checkpoint_identity, claim_checkpoint, global_step_of,
                                       guarded_training, resume_step)
+from modelzoo.run.checkpoints import check_data  # (the data a checkpoint was trained on)
 from modelzoo.run.context import RunContext, Trained
 from modelzoo.run.graph import build_estimator, input_fn
 from modelzoo.run.local import checkpoint_listeners, data_generator, describe_evaluation, finish, run_reading
@@ -24,7 +25,6 @@ from modelzoo.run.schedule import EvaluationRecord, keep_best, plan
 from modelzoo.system import cpu_info
 
 TRAINER_REPORT_WAIT_SECS = 30  # the workers end with the chief; their reports may come a little later
-CLUSTER_WAIT_SECS = 900  # a non-chief task waits this long for the chief's checkpoint record and data
 
 
 def cluster_data(ctx):
@@ -34,9 +34,13 @@ def cluster_data(ctx):
     identity = checkpoint_identity(ctx.spec, args, schema)
     if ctx.world.is_chief:
         claim_checkpoint(checkpoint, identity)
-        return resolve(args, schema, data_generator(schema))
+        data = resolve(args, schema, data_generator(schema))
+        check_data(checkpoint, data)
+        return data
+    # (no time limit, as tf.estimator's workers: a chief Pending for long must not fail the job)
     distributed.wait_for(f"the chief to record {checkpoint}/run_config.json",
-                         lambda: os.path.exists(os.path.join(checkpoint, "run_config.json")), CLUSTER_WAIT_SECS)
+                         lambda: os.path.exists(os.path.join(checkpoint, "run_config.json")),
+                         why=lambda: "the chief has not started (Pending?) or not claimed the folder yet")
     check_checkpoint(checkpoint, identity, record_new=False)
     last = []
 
@@ -46,10 +50,7 @@ def cluster_data(ctx):
         except DataError as err:
             last[:] = [err]
             return None
-    try:
-        return distributed.wait_for("the chief's data", ready, CLUSTER_WAIT_SECS)
-    except distributed.ClusterError:
-        raise last[0] if last else DataError("no data") from None
+    return distributed.wait_for("the chief's data", ready, why=lambda: str(last[0]) if last else None)
 
 
 def evaluator(ctx, estimator):

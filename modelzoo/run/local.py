@@ -20,6 +20,7 @@ from modelzoo.run import report
 from modelzoo.run.checkpoints import (CheckpointMismatch, check_checkpoint, checkpoint_identity, claim_checkpoint,
                                       global_step_of, guarded_training, restore_problem, resume_step, rows_consumed,
                                       tf_error_line)
+from modelzoo.run.checkpoints import check_data  # (the data a checkpoint was trained on)
 from modelzoo.run.context import RunContext, Trained
 from modelzoo.run.graph import build_estimator, export_model, input_fn
 from modelzoo.run.schedule import EvaluationRecord, best_checkpoint, keep_best, plan
@@ -59,6 +60,8 @@ def prepare(ctx):
     if ctx.world.is_chief:
         claim_checkpoint(ctx.checkpoint, identity)
         data = resolve(ctx.args, ctx.schema, generate)
+        if not ctx.opts.train.only:  # (--evaluate and --predict read any data)
+            check_data(ctx.checkpoint, data)
     ctx.world.barrier("rank 0 stopped while checking the checkpoint and the data (its message says why)")
     if not ctx.world.is_chief:
         check_checkpoint(ctx.checkpoint, identity, record_new=False)

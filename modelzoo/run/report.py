@@ -7,13 +7,12 @@ import sys
 import time
 
 import tensorflow as tf
-from tensorflow.python.util import _pywrap_util_port
 
 from modelzoo.embedding_variables import describe as describe_ev
 from modelzoo.io_utils import atomic_write_json
 from modelzoo.run.checkpoints import global_step_of
 from modelzoo.schema import schema_summary
-from modelzoo.system import bf16_message, peak_rss_mb
+from modelzoo.system import bf16_message, onednn_enabled, peak_rss_mb
 
 TABLE_ROWS_PER_TRAIN_ROW = 10  # more table rows than this per training row: say how to size them
 
@@ -64,10 +63,12 @@ def announce(ctx):
     print(f"train: {ctx.steps:,} steps of {ctx.global_batch:,} | optimizer {opts.train.optimizer} lr "
           f"{opts.train.learning_rate} | {describe_switches(opts)} | checkpoint {ctx.checkpoint}",
           flush=True)
-    print(f"cpu: {cpu['model']} ({cpu['cores']} cores; {' '.join(cpu['flags'])}; BF16 hardware: "
+    limit = f" by the cgroup CPU limit {cpu['cpu_quota']:g} of the node's {cpu['node_cores']}" \
+        if cpu.get("cpu_quota") else ""
+    print(f"cpu: {cpu['model']} ({cpu['cores']} cores{limit}; {' '.join(cpu['flags'])}; BF16 hardware: "
           f"{', '.join(cpu['bf16_hardware']) or 'none'})", flush=True)
     if opts.speed.bf16:
-        print(bf16_message(cpu), flush=True)
+        print(bf16_message(cpu, onednn_enabled()), flush=True)
 
 
 def write_result(ctx, trained, metrics, export_dir=None, only=None, extra=None):
@@ -136,7 +137,7 @@ def write_benchmark(ctx, meter):
               "train_loss": meter.last_loss, "wall_seconds": round(time.time() - ctx.wall_start, 2),
               "peak_rss_mb": round(peak_rss_mb(), 1), "tf_version": tf.__version__, "cpu": ctx.cpu,
               "onednn": {"TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-                         "enabled": bool(_pywrap_util_port.IsMklEnabled())}}
+                         "enabled": onednn_enabled()}}
     out = os.path.join(ctx.opts.train.output_dir, f"{ctx.spec.name}_benchmark")
     os.makedirs(out, exist_ok=True)
     atomic_write_json(os.path.join(out, "result.json"), result)
