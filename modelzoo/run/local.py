@@ -109,9 +109,9 @@ def train(ctx):
                 target = schedule.next_stop(step)
                 if step < target:
                     train_segment(ctx, estimator, target, stop, first=step == full_step)
-                    if stop.received:
+                    if stop.received or opts.train.benchmark:  # (a benchmark saves no checkpoint)
                         break
-                    step = global_step_of(checkpoint)
+                    step = target  # (Estimator.train stops at max_steps; every Horovod process alike)
                 if not evaluate_on_schedule(ctx, estimator, record, step):
                     break
         trained.digests = world.gather(world.digest) if world.size > 1 else None
