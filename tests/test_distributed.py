@@ -76,7 +76,8 @@ def small_schema(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dlrm_job(tmp_path_factory):
     """The DLRM FP32 manifest as CI runs it: chief + 2 workers + 1 PS + evaluator, two epochs of 16,128 training
-    rows (17,920 generated, the last 10% held out) at batch 256: 63 steps an epoch, 126 in all."""
+    rows (17,920 generated, the last 10% held out) at batch 256: 63 steps an epoch, 126 in all (and up to one
+    step in flight on each trainer when the chief stops: asynchronous trainers)."""
     root = tmp_path_factory.mktemp("dlrm_job")
     proc, summary = local_run(DLRM, root, ["--workers", 2, "--ps", 1],
                               [*TRAIN[2:], "--generate_rows", 17920, "--epochs", 2, "--save_steps", 60])
@@ -100,9 +101,9 @@ def test_dlrm_job_writes_checkpoint_savedmodel_and_the_evaluators_auc(dlrm_job):
     job = result["parameter_server_job"]
     evaluator_log = log(root, "evaluator-0")
     why = f"result.json: {json.dumps(job)}\nevaluator log:\n{evaluator_log[-3000:]}\nchief log:\n{log(root, 'chief-0')[-3000:]}"
-    assert step == 126 and result["steps"] == step, f"checkpoint step {step}; {why}"
+    assert 126 <= step <= 126 + 3 and result["steps"] == step, f"checkpoint step {step}; {why}"
     assert list((checkpoint / "export").glob("*/saved_model.pb"))
-    assert job["evaluated_by"] == "evaluator" and job["evaluated_step"] == 126, why
+    assert job["evaluated_by"] == "evaluator" and job["evaluated_step"] == step, why
     assert 0.5 < result["auc"] < 1.0 and result["samples_per_sec"] > 0, why
     final = re.findall(r"evaluator: eval at step ([\d,]+) \(epoch [\d.]+\): AUC ([\d.]+) .*\(final\)", evaluator_log)
     assert final and abs(float(final[-1][1]) - result["auc"]) < 5e-5, f"auc {result['auc']}; {why}"
@@ -128,8 +129,8 @@ def test_trainers_share_the_steps_and_count_their_rows(dlrm_job):
     transaction), and both workers took part."""
     root, _, _ = dlrm_job
     step, progress = input_progress(checkpoint_dir(root, "dlrm-fp32", "dlrm"))
-    assert step * BATCH == 2 * 16128
-    assert abs(int(progress[:3].sum()) - 2 * 16128) <= 2 * BATCH and not progress[3:].any()
+    assert 0 <= step * BATCH - 2 * 16128 <= 3 * BATCH  # (a step in flight on each trainer at the end)
+    assert abs(int(progress[:3].sum()) - step * BATCH) <= 2 * BATCH and not progress[3:].any()
     assert progress[1] > 0 and progress[2] > 0
 
 

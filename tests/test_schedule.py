@@ -39,12 +39,24 @@ def test_large_data_default_is_one_epoch_evaluated_at_its_end():
 
 
 @pytest.mark.fast
+def test_the_one_epoch_rule_starts_at_100_steps_an_epoch():
+    """benchmarks/results/epochs_by_size_dlrm.md: a second epoch helps below ~100 steps an epoch, and hurts above."""
+    large = S.plan(train_opts(), 100 * 2048, 2048, evaluates=True)
+    assert large.max_steps == 100 and not large.keeps_best
+    small = S.plan(train_opts(), 99 * 2048, 2048, evaluates=True)
+    assert small.steps_per_epoch == 99 and small.keeps_best and small.max_steps == 99 * flaglib.DEFAULT_MAX_EPOCHS
+
+
+@pytest.mark.fast
 def test_without_held_out_rows_the_default_still_trains_100_steps():
     # (--no_eval, or a parameter-server job, whose evaluator does not stop the job)
     plan = S.plan(train_opts("--no_eval"), 4_000, 2048, evaluates=False)
     assert plan.max_steps == 100 and plan.patience == 0 and plan.eval_every == 0
-    ps = S.plan(train_opts(), 4_000, 2048, evaluates=False, stops_early=False)
-    assert ps.max_steps == 100 and "a parameter-server job does not stop early" in ps.description
+    ps = S.plan(train_opts(), 4_000, 2048, evaluates=True, evaluator_task=True)
+    assert ps.max_steps == 100 and ps.patience == 0 and ps.eval_every == 0
+    assert "a parameter-server job stops early only with --early_stop_patience" in ps.description
+    patient = S.plan(train_opts("--early_stop_patience", "2"), 4_000, 2048, evaluates=True, evaluator_task=True)
+    assert patient.keeps_best and patient.eval_every == 0 and "by the evaluator task" in patient.description
 
 
 @pytest.mark.fast
