@@ -66,19 +66,25 @@ def wait_for_line(proc, log_path, text, timeout=240):
         time.sleep(0.05)
 
 
-def test_sigkill_then_the_same_command_resumes_and_ends_at_the_same_step(data, tmp_path):
-    ckpt = tmp_path / "ckpt"
-    args = flags(data, ckpt, "--steps", 600, "--save_steps", 100, "--log_steps", 50, "--no_eval")
-    log_path = tmp_path / "killed.log"
+def sigkilled_training(args, log_path, wait):
+    """DLRM trained with `args`, SIGKILLed once `wait(proc)` returns; the process, ended."""
     with log_path.open("w") as log:
         proc = start([sys.executable, "dlrm/train.py", *args], log)
         try:
-            wait_for_line(proc, log_path, "step 250/600")
+            wait(proc)
             proc.send_signal(signal.SIGKILL)
         finally:
             proc.kill()
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
+    return proc
+
+
+def test_sigkill_then_the_same_command_resumes_and_ends_at_the_same_step(data, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    args = flags(data, ckpt, "--steps", 600, "--save_steps", 100, "--log_steps", 50, "--no_eval")
+    log_path = tmp_path / "killed.log"
+    sigkilled_training(args, log_path, lambda proc: wait_for_line(proc, log_path, "step 250/600"))
     killed_at = state_step(ckpt)
     assert 100 <= killed_at < 600
     again = run_train("dlrm", args)
@@ -104,19 +110,15 @@ def test_without_save_steps_checkpoints_are_saved_by_time_and_a_sigkill_resumes_
     ckpt = tmp_path / "ckpt"
     args = flags(data, ckpt, "--steps", 100000, "--save_secs", 1, "--log_steps", 50, "--no_eval")
     log_path = tmp_path / "killed.log"
-    with log_path.open("w") as log:
-        proc = start([sys.executable, "dlrm/train.py", *args], log)
-        try:
-            deadline = time.time() + 240
-            while (saved_step(ckpt) or 0) < 50:  # a periodic save well past the start's
-                assert proc.poll() is None, log_path.read_text()[-3000:]
-                assert time.time() < deadline, "no checkpoint past step 50 within 240 s:\n" + log_path.read_text()[-3000:]
-                time.sleep(0.1)
-            proc.send_signal(signal.SIGKILL)
-        finally:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+
+    def until_a_periodic_save(proc):  # well past the start's
+        deadline = time.time() + 240
+        while (saved_step(ckpt) or 0) < 50:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.time() < deadline, "no checkpoint past step 50 within 240 s:\n" + log_path.read_text()[-3000:]
+            time.sleep(0.1)
+
+    sigkilled_training(args, log_path, until_a_periodic_save)
     killed_at = state_step(ckpt)
     assert 50 <= killed_at < 100000
     again = run_train("dlrm", flags(data, ckpt, "--steps", killed_at + 20, "--no_eval"))
