@@ -199,3 +199,15 @@ def test_the_distinct_estimate_on_the_real_criteo_sample(criteo_sample):
         once = sum(1 for c in counts.values() if c == 1)
         ratios.append(distinct_in_file(len(counts), once, 2000, len(rows)) / len(set(column)))
     assert 1 / 1.6 < min(ratios) and max(ratios) < 1.6, ratios
+
+
+def test_criteo_full_declares_the_real_kaggle_cardinalities():
+    """schemas/criteo_full.json: criteo.json's columns, each categorical one with as many hash buckets as
+    it has distinct values in the full Kaggle train.txt (33,762,577 rows in all); it loads by name."""
+    from modelzoo.synthetic import CRITEO_KAGGLE_CARDINALITIES
+    full, capped = load_schema("criteo_full"), load_schema("criteo")
+    assert full.name == "criteo_full" and sum(c.num_ids for c in full.categorical) == 33_762_577
+    assert {c.name: c.hash_buckets for c in full.categorical} == CRITEO_KAGGLE_CARDINALITIES
+    assert [(c.name, c.kind) for c in full.columns] == [(c.name, c.kind) for c in capped.columns]
+    assert [c.embedding_dim for c in full.categorical] == [c.embedding_dim for c in capped.categorical]
+    assert [c for c in full.numeric] == [c for c in capped.numeric]
