@@ -58,18 +58,16 @@ def score_counts(keys, positives, negatives, scores, labels):
     """Counts per distinct score (`keys` ascending, with their positive and negative counts) with the rows
     (`scores`, 0/1 `labels`) added: the sorted distinct scores of both and each one's two counts."""
     _check_labels(labels)
-    new, where = np.unique(scores, return_inverse=True)  # O(F log F) for the F rows; `keys` are sorted already
-    new_pos = np.bincount(where, labels, minlength=new.size)
-    new_neg = np.bincount(where, 1.0 - labels, minlength=new.size)
-    at = np.searchsorted(keys, new)
-    known = at < keys.size
-    known[known] = keys[at[known]] == new[known]
-    positives, negatives = positives.copy(), negatives.copy()
-    np.add.at(positives, at[known], new_pos[known])  # (each of `at[known]` once: `new` is distinct)
-    np.add.at(negatives, at[known], new_neg[known])
-    fresh = ~known
-    return (np.insert(keys, at[fresh], new[fresh]), np.insert(positives, at[fresh], new_pos[fresh]),
-            np.insert(negatives, at[fresh], new_neg[fresh]))
+    rows = np.argsort(scores)  # O(F log F) for the F rows; `keys` are sorted already
+    merged = np.concatenate([keys, scores[rows]])
+    order = np.argsort(merged, kind="stable")  # two sorted runs: the stable sort (Timsort) merges them, O(M + F)
+    merged = merged[order]
+    starts = np.flatnonzero(np.r_[True, merged[1:] != merged[:-1]])  # each run of equal scores
+    if merged.size == 0:
+        return merged, merged, merged
+    pos = np.add.reduceat(np.concatenate([positives, labels[rows]])[order], starts)
+    neg = np.add.reduceat(np.concatenate([negatives, 1.0 - labels[rows]])[order], starts)
+    return merged[starts], pos, neg
 
 
 def auc_of_counts(positives, negatives):
