@@ -18,7 +18,7 @@ import tensorflow as tf
 
 tf1 = tf.compat.v1
 
-MERGE_ROWS = 1 << 20  # buffered rows before the first merge (16 MB); later ones wait for as many as are counted
+MERGE_ROWS = 1 << 20  # rows buffered before the first merge (8 MB in float32); later ones wait for as many as counted
 
 
 def _local(name, dtype, shape=(0,)):
@@ -59,12 +59,12 @@ def score_counts(keys, positives, negatives, scores, labels):
     (`scores`, 0/1 `labels`) added: the sorted distinct scores of both and each one's two counts."""
     _check_labels(labels)
     rows = np.argsort(scores)  # O(F log F) for the F rows; `keys` are sorted already
-    merged = np.concatenate([keys, scores[rows]])
+    merged = np.concatenate([keys, scores[rows]])  # (the scores' own type: float32 stays float32)
     order = np.argsort(merged, kind="stable")  # two sorted runs: the stable sort (Timsort) merges them, O(M + F)
     merged = merged[order]
     starts = np.flatnonzero(np.r_[True, merged[1:] != merged[:-1]])  # each run of equal scores
     if merged.size == 0:
-        return merged, merged, merged
+        return merged, np.zeros(0), np.zeros(0)
     pos = np.add.reduceat(np.concatenate([positives, labels[rows]])[order], starts)
     neg = np.add.reduceat(np.concatenate([negatives, 1.0 - labels[rows]])[order], starts)
     return merged[starts], pos, neg
@@ -86,22 +86,26 @@ def _auc_of_state(keys, positives, negatives, scores, labels):
 
 def exact_auc(labels, predictions, name="exact_auc"):
     """(value, update_op) of the exact AUC over everything seen since the local init: the module
-    docstring says how (counts per distinct score and a buffer merged geometrically)."""
+    docstring says how (counts per distinct score and a buffer merged geometrically). Scores are kept in
+    their own float32 or float64 (exact either way; any other type as float64), labels as float32 (0/1
+    exactly, and anything else still refused), the counts as float64 (exact to 2^53 rows)."""
+    kind = predictions.dtype if predictions.dtype in (tf.float32, tf.float64) else tf.float64
     with tf1.variable_scope(name):
-        keys, positives, negatives = (_local(n, tf.float64) for n in ("scores", "positives", "negatives"))
-        pending_scores, pending_labels = _local("pending_scores", tf.float64), _local("pending_labels", tf.float64)
+        keys = _local("scores", kind)
+        positives, negatives = _local("positives", tf.float64), _local("negatives", tf.float64)
+        pending_scores, pending_labels = _local("pending_scores", kind), _local("pending_labels", tf.float32)
         filled, capacity = _local("pending_rows", tf.int64, ()), _local("pending_capacity", tf.int64, ())
-    scores = tf.cast(tf.reshape(predictions, [-1]), tf.float64)
-    labels = tf.cast(tf.reshape(labels, [-1]), tf.float64)
+    scores = tf.cast(tf.reshape(predictions, [-1]), kind)
+    labels = tf.cast(tf.reshape(labels, [-1]), tf.float32)
     rows = tf.size(scores, out_type=tf.int64)
 
     # (the buffer's length is kept apart: a read of the buffer alive while a slice of it is written makes
     # TensorFlow copy the whole buffer first, O(rows seen) a batch)
     def grow():  # double the buffer (at least to fit this batch): amortized O(1) a row
-        pad = tf.zeros([tf.maximum(capacity, filled + rows - capacity)], tf.float64)
-        with tf.control_dependencies([pending_scores.assign(tf.concat([pending_scores, pad], 0)),
-                                      pending_labels.assign(tf.concat([pending_labels, pad], 0))]):
-            with tf.control_dependencies([capacity.assign_add(tf.size(pad, out_type=tf.int64))]):
+        more = tf.maximum(capacity, filled + rows - capacity)
+        with tf.control_dependencies([pending_scores.assign(tf.concat([pending_scores, tf.zeros([more], kind)], 0)),
+                                      pending_labels.assign(tf.concat([pending_labels, tf.zeros([more])], 0))]):
+            with tf.control_dependencies([capacity.assign_add(more)]):
                 return tf.constant(True)
 
     grown = tf.cond(filled + rows > capacity, grow, lambda: tf.constant(False))
@@ -116,8 +120,8 @@ def exact_auc(labels, predictions, name="exact_auc"):
         return pending_scores[:filled.read_value()], pending_labels[:filled.read_value()]
 
     def merge():
-        merged = tf.numpy_function(score_counts, [keys, positives, negatives, *pending()], [tf.float64] * 3,
-                                   stateful=False, name="score_counts")
+        merged = tf.numpy_function(score_counts, [keys, positives, negatives, *pending()],
+                                   [kind, tf.float64, tf.float64], stateful=False, name="score_counts")
         with tf.control_dependencies([v.assign(m) for v, m in zip((keys, positives, negatives), merged)]):
             with tf.control_dependencies([filled.assign(0)]):
                 return tf.constant(True)

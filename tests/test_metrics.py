@@ -146,3 +146,20 @@ def test_one_class_after_merges_is_nan(monkeypatch, label):
 def test_exact_auc_refuses_labels_that_are_not_0_or_1():
     with pytest.raises(tf.errors.InvalidArgumentError, match="labels must be 0 or 1"):
         streamed(np.array([0, 2, 1], np.float32), np.array([0.1, 0.2, 0.3], np.float32), batches=1)
+
+
+def test_float64_scores_are_kept_in_float64(monkeypatch):
+    """Scores 1e-12 apart rank apart (AUC 1.0; float32 would tie them: 0.5), in the buffer and merged."""
+    from modelzoo.metrics import exact_auc
+    monkeypatch.setattr(metrics_module, "MERGE_ROWS", 3)
+    with tf.Graph().as_default():
+        y = tf1.placeholder(tf.float32, [None])
+        p = tf1.placeholder(tf.float64, [None])
+        value, update = exact_auc(y, p)
+        with tf1.Session() as sess:
+            sess.run(tf1.local_variables_initializer())
+            sess.run(update, {y: [0, 1], p: [0.3, 0.3 + 1e-12]})
+            assert sess.run(value) == 1.0  # (2 rows in the buffer)
+            sess.run(update, {y: [0, 1], p: [0.2, 0.2 + 1e-12]})  # 4 rows: merged into the counts
+            assert sess.run(value) == pytest.approx(roc_auc_score([0, 1, 0, 1], [0.3, 0.3 + 1e-12, 0.2, 0.2 + 1e-12]))
+            assert sess.run(value) == 0.75
