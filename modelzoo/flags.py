@@ -53,11 +53,11 @@ REFINES = {
     "generate_rows": (lambda a: not a.train_files, "--data_location (it is not read with --train_files)"),
 }
 # Flags that only act while training: refused with --evaluate and --predict
-TRAINING_ONLY = ("steps", "save_steps", "keep_checkpoint_max", "micro_batch", "timeline", "log_steps")
+TRAINING_ONLY = ("steps", "save_steps", "save_secs", "keep_checkpoint_max", "micro_batch", "timeline", "log_steps")
 EV_FILTERS = ("counter", "cbf")
 BF16_MODES = ("casts", "grappler")
 # what --benchmark contradicts: it trains in a temporary folder and evaluates, exports and saves nothing
-BENCHMARK_CONFLICTS = ("evaluate", "predict", "export_only", "warm_start_from", "checkpoint", "save_steps",
+BENCHMARK_CONFLICTS = ("evaluate", "predict", "export_only", "warm_start_from", "checkpoint", "save_steps", "save_secs",
                        "keep_checkpoint_max", "timeline", "hvd", "incremental_ckpt")
 EV_ELIMINATIONS = ("gstep", "l2")
 
@@ -216,7 +216,10 @@ def build_parser(model_name, defaults):
     g.add_argument("--checkpoint", default=None,
                    help="checkpoint folder (default: OUTPUT_DIR/MODEL); an existing one is resumed")
     g.add_argument("--save_steps", type=non_negative_int, default=0,
-                   help="save a checkpoint every N steps (0: only at the start and the end)")
+                   help="save a checkpoint every N steps instead of every --save_secs (0: by time)")
+    g.add_argument("--save_secs", type=non_negative_int, default=600,
+                   help="save a checkpoint every N seconds of training, as Estimator does (0: only at the start "
+                        "and the end); --save_steps N replaces it")
     g.add_argument("--keep_checkpoint_max", type=positive_int, default=1)
     g.add_argument("--seed", type=seed_int, default=2021, help="graph-level seed, data shuffling and generated data")
     g.add_argument("--learning_rate", type=positive_float, default=defaults.get("learning_rate", 0.01))
@@ -360,6 +363,9 @@ def validate(args, speed_defaults, defaults=None):
             if name in given:
                 raise FlagError(f"--{name} acts on training, and --{'evaluate' if args.evaluate else 'predict'} "
                                 f"does not train; drop --{name}")
+    if args.save_steps and args.save_secs and "save_secs" in given:
+        raise FlagError(f"--save_steps {args.save_steps} and --save_secs {args.save_secs}: checkpoints are saved on "
+                        "one timer, by steps or by seconds; give one of them")
     if args.benchmark:
         clash = [f"--{n}" for n in BENCHMARK_CONFLICTS if n in given and getattr(args, n)]
         if clash:
