@@ -150,11 +150,20 @@ def synthetic_marker(folder, path, cleans=False):
     return False, None
 
 
+def natural_key(path):
+    """Sort key that orders the numbers in a name by value: day_2 before day_10, part-00002 before
+    part-00010 (text order would put day_10 before day_2, and hold out the wrong days)."""
+    return [(0, int(piece), piece) if piece.isdigit() else (1, 0, piece) for piece in re.split(r"(\d+)", path)]
+
+
 def expand_globs(patterns, flag):
-    """Sorted files matching comma-separated globs; an empty match is an error naming the flag."""
+    """Files matching comma-separated globs, each glob's matches in natural order (the numbers in
+    their names by value, taken as time order), the globs in the order given; an empty match is an
+    error naming the flag."""
     files = []
     for pattern in [p for p in patterns.split(",") if p.strip()]:
-        matched = sorted(p for p in glob.glob(os.path.expanduser(pattern.strip())) if os.path.isfile(p))
+        matched = sorted((p for p in glob.glob(os.path.expanduser(pattern.strip())) if os.path.isfile(p)),
+                         key=natural_key)
         if not matched:
             raise DataError(f"{flag} {pattern!r}: no file matches")
         files.extend(matched)
@@ -322,20 +331,33 @@ def _counted(files, schema, header):
     return out
 
 
+def describe_holdout(evals, whole, limit=4):
+    """The held-out rows for the start-up `data:` line: a whole file by name, part of one with its
+    1-based line range (a header is line 1); past `limit` files the middle ones are counted."""
+    names = [os.path.basename(s.path) if s.path in whole else
+             f"{os.path.basename(s.path)} lines {s.start + 1:,}-{s.stop:,}" for s in evals]
+    if len(names) > limit:
+        names = names[:limit // 2] + [f"{len(names) - limit} more"] + names[-(limit - limit // 2):]
+    return ", ".join(names)
+
+
 def _split_holdout(files, schema, header):
-    """Slices for the first 90% of rows (train) and the last 10% (eval), in file order."""
+    """Slices for the first 90% of rows (train) and the last 10% (eval), in file order, and the
+    held-out part in words."""
     counted = _counted(files, schema, header)
     total = sum(piece.rows for piece, _ in counted)
     n_train = total - int(round(total * HOLDOUT_FRACTION))
-    train, evals, seen = [], [], 0
+    train, evals, whole, seen = [], [], set(), 0
     for piece, _ in counted:
         cut = min(max(n_train - seen, 0), piece.rows)
         if cut > 0:
             train.append(Slice(piece.path, piece.start, piece.start + cut))
+        else:
+            whole.add(piece.path)
         if cut < piece.rows:
             evals.append(Slice(piece.path, piece.start + cut, piece.stop))
         seen += piece.rows
-    return train, evals, [(piece.path, layout) for piece, layout in counted]
+    return train, evals, [(piece.path, layout) for piece, layout in counted], describe_holdout(evals, whole)
 
 
 def _whole(files, schema, header):
@@ -399,8 +421,8 @@ def _from_location(args, schema, header, generate):
             write_marker(str(loc), generator, str(target))
             found = [target]
         generated, _ = synthetic_marker(str(loc), str(found[0]), cleans=generate is not None)
-        train, evals, layouts = _split_holdout([str(found[0])], schema, header)
-        where = f"{found[0]}{' (synthetic)' if generated else ''}, last 10% of rows held out for eval"
+        train, evals, layouts, held = _split_holdout([str(found[0])], schema, header)
+        where = f"{found[0]}{' (synthetic)' if generated else ''}, last 10% of rows held out for eval: {held}"
     return train, evals, layouts, where, generated
 
 
@@ -419,8 +441,9 @@ def resolve(args, schema, generate=None):
             layouts += more
             where = f"{len(train_files)} train file(s) and their --eval_files"
         else:
-            train, evals, layouts = _split_holdout(train_files, schema, header)
-            where = f"{len(train_files)} file(s) from --train_files, last 10% of rows held out for eval"
+            train, evals, layouts, held = _split_holdout(train_files, schema, header)
+            where = (f"{len(train_files)} file(s) from --train_files in name order (numbers by value), "
+                     f"last 10% of rows held out for eval: {held}")
     else:
         try:
             train, evals, layouts, where, generated = _from_location(args, schema, header, generate)

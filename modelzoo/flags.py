@@ -57,7 +57,7 @@ REFINES = {
 }
 # Flags that only act while training: refused with --evaluate and --predict
 TRAINING_ONLY = ("steps", "epochs", "eval_steps", "early_stop_patience", "early_stop_metric", "save_steps",
-                 "keep_checkpoint_max", "micro_batch", "timeline", "log_steps")
+                 "save_secs", "keep_checkpoint_max", "micro_batch", "timeline", "log_steps")
 # The run's length when neither --steps nor --epochs is given (modelzoo/run/schedule.py decides; measured in
 # benchmarks/small_data_auc.py): early stopping with this patience, capped at this many epochs.
 DEFAULT_PATIENCE = 2
@@ -66,7 +66,7 @@ EARLY_STOP_METRICS = ("auc", "logloss")
 EV_FILTERS = ("counter", "cbf")
 BF16_MODES = ("casts", "grappler")
 # what --benchmark contradicts: it trains in a temporary folder and evaluates, exports and saves nothing
-BENCHMARK_CONFLICTS = ("evaluate", "predict", "export_only", "warm_start_from", "checkpoint", "save_steps",
+BENCHMARK_CONFLICTS = ("evaluate", "predict", "export_only", "warm_start_from", "checkpoint", "save_steps", "save_secs",
                        "keep_checkpoint_max", "timeline", "hvd", "incremental_ckpt", "epochs", "eval_steps",
                        "early_stop_patience", "early_stop_metric")
 EV_ELIMINATIONS = ("gstep", "l2")
@@ -240,7 +240,10 @@ def build_parser(model_name, defaults):
     g.add_argument("--checkpoint", default=None,
                    help="checkpoint folder (default: OUTPUT_DIR/MODEL); an existing one is resumed")
     g.add_argument("--save_steps", type=non_negative_int, default=0,
-                   help="save a checkpoint every N steps (0: only at the start and the end)")
+                   help="save a checkpoint every N steps instead of every --save_secs (0: by time)")
+    g.add_argument("--save_secs", type=non_negative_int, default=600,
+                   help="save a checkpoint every N seconds of training, as Estimator does (0: only at the start "
+                        "and the end); --save_steps N replaces it")
     g.add_argument("--keep_checkpoint_max", type=positive_int, default=1)
     g.add_argument("--seed", type=seed_int, default=2021, help="graph-level seed, data shuffling and generated data")
     g.add_argument("--learning_rate", type=positive_float, default=defaults.get("learning_rate", 0.01))
@@ -385,6 +388,9 @@ def validate(args, speed_defaults, defaults=None):
                 raise FlagError(f"--{name} acts on training, and --{'evaluate' if args.evaluate else 'predict'} "
                                 f"does not train; drop --{name}")
     validate_length(args, given)
+    if args.save_steps and args.save_secs and "save_secs" in given:
+        raise FlagError(f"--save_steps {args.save_steps} and --save_secs {args.save_secs}: checkpoints are saved on "
+                        "one timer, by steps or by seconds; give one of them")
     if args.benchmark:
         clash = [f"--{n}" for n in BENCHMARK_CONFLICTS if n in given and getattr(args, n)]
         if clash:

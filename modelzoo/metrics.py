@@ -4,21 +4,33 @@ streaming metrics.
 `tf.metrics.auc` approximates the ROC curve with 200 thresholds; on CTR data whose scores sit in a
 narrow band that error reaches the third decimal. `roc_auc` is the Mann-Whitney statistic with tied
 scores sharing their average rank, the same number as scikit-learn's `roc_auc_score`; `exact_auc`
-keeps every (score, label) pair of an evaluation and runs it. With labels of one class the AUC is
-undefined: `roc_auc` returns None (scikit-learn raises), `exact_auc`'s tensor holds NaN (a tensor
-cannot be None) and the runner reports it as null with the reason in result.json; so does gdmix_lr.
+streams the same statistic over an evaluation: it keeps, per distinct score, its positive and
+negative counts (so its memory follows the distinct scores, not the rows: float32 probabilities have at
+most ~8.4M distinct values per power of two), and rows wait in a buffer that is merged into those
+counts only when it holds as many rows as the counts have scores (amortized O(N log N) for N rows;
+concatenating every batch onto one growing vector, as this once did, was quadratic). With labels of
+one class the AUC is undefined: `roc_auc` returns None (scikit-learn raises), `exact_auc`'s tensor
+holds NaN (a tensor cannot be None) and the runner reports it as null with the reason in result.json;
+so does gdmix_lr.
 """
 import numpy as np
 import tensorflow as tf
 
 tf1 = tf.compat.v1
 
+MERGE_ROWS = 1 << 20  # rows buffered before the first merge (8 MB in float32); later ones wait for as many as counted
 
-def _growing_local(name, dtype):
-    """A local (per-evaluation) vector that grows by concatenation."""
-    return tf1.Variable(tf.zeros([0], dtype), name=name, trainable=False, validate_shape=False,
-                        shape=tf.TensorShape([None]), use_resource=True,
+
+def _local(name, dtype, shape=(0,)):
+    """A local (per-evaluation) variable; a vector may change its length (validate_shape False)."""
+    return tf1.Variable(tf.zeros(shape, dtype), name=name, trainable=False, validate_shape=False,
+                        shape=tf.TensorShape([None] * len(shape)), use_resource=True,
                         collections=[tf1.GraphKeys.LOCAL_VARIABLES, tf1.GraphKeys.METRIC_VARIABLES])
+
+
+def _check_labels(labels):
+    if not np.isin(labels, (0.0, 1.0)).all():
+        raise ValueError(f"roc_auc: labels must be 0 or 1, got {np.unique(labels[~np.isin(labels, (0.0, 1.0))])[:5]}")
 
 
 def roc_auc(labels, scores):
@@ -28,8 +40,7 @@ def roc_auc(labels, scores):
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if labels.shape != scores.shape:
         raise ValueError(f"roc_auc: {labels.size} labels but {scores.size} scores")
-    if not np.isin(labels, (0.0, 1.0)).all():
-        raise ValueError(f"roc_auc: labels must be 0 or 1, got {np.unique(labels[~np.isin(labels, (0.0, 1.0))])[:5]}")
+    _check_labels(labels)
     positives = labels.sum()
     negatives = labels.size - positives
     if positives == 0 or negatives == 0:
@@ -43,20 +54,81 @@ def roc_auc(labels, scores):
     return float(u / (positives * negatives))
 
 
-def _roc_auc_or_nan(labels, scores):
-    auc = roc_auc(labels, scores)
-    return np.float64("nan" if auc is None else auc)
+def score_counts(keys, positives, negatives, scores, labels):
+    """Counts per distinct score (`keys` ascending, with their positive and negative counts) with the rows
+    (`scores`, 0/1 `labels`) added: the sorted distinct scores of both and each one's two counts."""
+    _check_labels(labels)
+    rows = np.argsort(scores)  # O(F log F) for the F rows; `keys` are sorted already
+    merged = np.concatenate([keys, scores[rows]])  # (the scores' own type: float32 stays float32)
+    order = np.argsort(merged, kind="stable")  # two sorted runs: the stable sort (Timsort) merges them, O(M + F)
+    merged = merged[order]
+    starts = np.flatnonzero(np.r_[True, merged[1:] != merged[:-1]])  # each run of equal scores
+    if merged.size == 0:
+        return merged, np.zeros(0), np.zeros(0)
+    pos = np.add.reduceat(np.concatenate([positives, labels[rows]])[order], starts)
+    neg = np.add.reduceat(np.concatenate([negatives, 1.0 - labels[rows]])[order], starts)
+    return merged[starts], pos, neg
+
+
+def auc_of_counts(positives, negatives):
+    """The Mann-Whitney AUC from counts per distinct score in ascending order: each positive wins over the
+    negatives below its score and half of those at it (ties at average rank); NaN with one class."""
+    n_pos, n_neg = positives.sum(), negatives.sum()
+    if n_pos == 0 or n_neg == 0:
+        return np.float64("nan")
+    below = np.cumsum(negatives) - negatives
+    return np.float64((positives * (below + 0.5 * negatives)).sum() / (n_pos * n_neg))
+
+
+def _auc_of_state(keys, positives, negatives, scores, labels):
+    return auc_of_counts(*score_counts(keys, positives, negatives, scores, labels)[1:])
 
 
 def exact_auc(labels, predictions, name="exact_auc"):
-    """(value, update_op) of the exact AUC over everything seen since the local init."""
+    """(value, update_op) of the exact AUC over everything seen since the local init: the module
+    docstring says how (counts per distinct score and a buffer merged geometrically). Scores are kept in
+    their own float32 or float64 (exact either way; any other type as float64), labels as float32 (0/1
+    exactly, and anything else still refused), the counts as float64 (exact to 2^53 rows)."""
+    kind = predictions.dtype if predictions.dtype in (tf.float32, tf.float64) else tf.float64
     with tf1.variable_scope(name):
-        all_scores = _growing_local("scores", tf.float64)
-        all_labels = _growing_local("labels", tf.float64)
-    update = tf.group(
-        all_scores.assign(tf.concat([all_scores, tf.cast(tf.reshape(predictions, [-1]), tf.float64)], 0)),
-        all_labels.assign(tf.concat([all_labels, tf.cast(tf.reshape(labels, [-1]), tf.float64)], 0)))
-    value = tf.numpy_function(_roc_auc_or_nan, [all_labels.read_value(), all_scores.read_value()], tf.float64,
+        keys = _local("scores", kind)
+        positives, negatives = _local("positives", tf.float64), _local("negatives", tf.float64)
+        pending_scores, pending_labels = _local("pending_scores", kind), _local("pending_labels", tf.float32)
+        filled, capacity = _local("pending_rows", tf.int64, ()), _local("pending_capacity", tf.int64, ())
+    scores = tf.cast(tf.reshape(predictions, [-1]), kind)
+    labels = tf.cast(tf.reshape(labels, [-1]), tf.float32)
+    rows = tf.size(scores, out_type=tf.int64)
+
+    # (the buffer's length is kept apart: a read of the buffer alive while a slice of it is written makes
+    # TensorFlow copy the whole buffer first, O(rows seen) a batch)
+    def grow():  # double the buffer (at least to fit this batch): amortized O(1) a row
+        more = tf.maximum(capacity, filled + rows - capacity)
+        with tf.control_dependencies([pending_scores.assign(tf.concat([pending_scores, tf.zeros([more], kind)], 0)),
+                                      pending_labels.assign(tf.concat([pending_labels, tf.zeros([more])], 0))]):
+            with tf.control_dependencies([capacity.assign_add(more)]):
+                return tf.constant(True)
+
+    grown = tf.cond(filled + rows > capacity, grow, lambda: tf.constant(False))
+    with tf.control_dependencies([grown]):
+        start = filled.read_value()
+        written = [pending_scores[start:start + rows].assign(scores),
+                   pending_labels[start:start + rows].assign(labels)]
+    with tf.control_dependencies(written):
+        total = filled.assign_add(rows)
+
+    def pending():
+        return pending_scores[:filled.read_value()], pending_labels[:filled.read_value()]
+
+    def merge():
+        merged = tf.numpy_function(score_counts, [keys, positives, negatives, *pending()],
+                                   [kind, tf.float64, tf.float64], stateful=False, name="score_counts")
+        with tf.control_dependencies([v.assign(m) for v, m in zip((keys, positives, negatives), merged)]):
+            with tf.control_dependencies([filled.assign(0)]):
+                return tf.constant(True)
+
+    threshold = tf.maximum(tf.constant(MERGE_ROWS, tf.int64), tf.size(keys, out_type=tf.int64))
+    update = tf.cond(total >= threshold, merge, lambda: tf.constant(False))
+    value = tf.numpy_function(_auc_of_state, [keys, positives, negatives, *pending()], tf.float64,
                               stateful=False, name="roc_auc")
     value.set_shape([])
     return value, update

@@ -116,6 +116,7 @@ class SpeedOptions:
 class CheckpointOptions:
     folder: str  # --checkpoint, or OUTPUT_DIR/MODEL
     save_steps: int
+    save_secs: int  # 0 when --save_steps is given: one timer, by steps or by seconds
     keep_checkpoint_max: int
     log_steps: int
     timeline: int
@@ -186,7 +187,9 @@ class Options:
                                bf16=args.bf16, bf16_mode=getattr(args, "bf16_mode", "casts"),
                                emb_fusion=args.emb_fusion, tf=args.tf, micro_batch=args.micro_batch),
             checkpoint=CheckpointOptions(folder=args.checkpoint or os.path.join(args.output_dir, model_name),
-                                         save_steps=args.save_steps, keep_checkpoint_max=args.keep_checkpoint_max,
+                                         save_steps=args.save_steps,
+                                         save_secs=0 if args.save_steps else args.save_secs,
+                                         keep_checkpoint_max=args.keep_checkpoint_max,
                                          log_steps=args.log_steps, timeline=args.timeline,
                                          warm_start_from=args.warm_start_from),
             train=TrainOptions(steps=args.steps, epochs=getattr(args, "epochs", None),

@@ -17,6 +17,7 @@ This module has no TensorFlow import; modelzoo/features.py turns a schema into t
 import hashlib
 import json
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Tuple
@@ -241,7 +242,7 @@ def schema_summary(schema: Schema):
 # --- python -m modelzoo.schema infer FILE --label COLUMN: a schema from a sample of a file -----------------
 
 INFER_ROWS = 100_000  # rows sampled from the start of the file (--rows)
-BUCKET_FACTOR = 2  # hash buckets >= this x the distinct values seen: room for values the sample missed
+BUCKET_FACTOR = 2  # hash buckets >= this x the distinct values expected in the file (fewer collisions)
 MAX_BUCKETS = 1 << 20  # and at most this many rows per table (--max_buckets)
 MIN_BUCKETS = 16
 INFER_EMBEDDING_DIM = 16  # a model may impose its own widths (DLRM 16, Wide & Deep 64/128)
@@ -254,22 +255,29 @@ def buckets_for(distinct, factor=BUCKET_FACTOR, cap=MAX_BUCKETS):
     return min(cap, max(MIN_BUCKETS, 1 << (need - 1).bit_length()))
 
 
-def _sig(x):
-    return float(f"{x:.6g}")
+def distinct_in_file(distinct, singletons, sample_rows, file_rows):
+    """The distinct values expected in a file of `file_rows` rows from its first `sample_rows`, where
+    `distinct` values were seen, `singletons` of them once. Heaps' law, D(n) = D(sample) x (n /
+    sample)^b, with b = singletons / distinct: by Good-Turing the chance that the next row brings a new
+    value is singletons / sample_rows, the slope of D(n) at the sample's end, and a power law with that
+    slope there has exactly this exponent. Why this one: ids whose frequencies follow a power law (Zipf,
+    as Criteo's do) keep bringing new values, and for them the singleton share tends to the exponent of
+    D(n) (Karlin, 1967), so it extrapolates hundreds of times the sample; estimators of a finite total
+    (Chao1) level off near a few times the sample's count there. A column whose values all recur
+    (no singletons) keeps its count; one with a finite set of values each seen only a few times is
+    overestimated, as if new values kept coming."""
+    if file_rows <= sample_rows or distinct == 0:
+        return distinct
+    return min(file_rows, distinct * (file_rows / sample_rows) ** (singletons / distinct))
 
 
-def infer(path, label, rows=INFER_ROWS, header="auto", numeric=(), categorical=(), ignore=(),
-          factor=BUCKET_FACTOR, cap=MAX_BUCKETS, name=None):
-    """A schema document for FILE from its first `rows` rows, and notes on what was decided.
-
-    Columns are named by the header line (detected when it holds --label), else c1..cN. The label
-    must hold 0/1. Unless named in numeric/categorical/ignore: a column of decimal numbers that are
-    not all integers is numeric (`standard` normalization with the sample's mean and std, a missing
-    value counted as 0, as the reader reads it); integers or strings whose values are all distinct
-    are a row id (ignore); everything else (strings, integer ids and codes) is categorical, hashed into
-    buckets_for(distinct) rows. Integer counts that should be numeric are named with `numeric`."""
-    import re
-    from modelzoo.datafiles import DELIMITERS, FLOAT_PATTERN, INT_PATTERN, DataError, UNREADABLE, open_binary
+def _sample(path, rows):
+    """The first `rows` + 1 lines of a file (as bytes), the file's lines and whether the sample holds all
+    of them (then counted; else estimated from the file's size over the sample's bytes per line, for .gz
+    compressed bytes, which the reader reads up to 128 KB ahead of the sample: the rows are then underestimated
+    by at most 128 KB over the sample's compressed size), without reading the rest."""
+    import os
+    from modelzoo.datafiles import DataError, UNREADABLE, open_binary
     lines = []
     try:
         with open_binary(path) as f:
@@ -277,8 +285,33 @@ def infer(path, label, rows=INFER_ROWS, header="auto", numeric=(), categorical=(
                 lines.append(raw)
                 if len(lines) > rows:
                     break
+            else:
+                return lines, len(lines), True
+            used = f.fileobj.tell() if hasattr(f, "fileobj") else sum(map(len, lines))
     except UNREADABLE as err:
         raise DataError(f"{path}: cannot be read: {err}") from None
+    return lines, max(len(lines), round(os.path.getsize(path) * len(lines) / max(used, 1))), False
+
+
+def _sig(x):
+    return float(f"{x:.6g}")
+
+
+def infer(path, label, rows=INFER_ROWS, header="auto", numeric=(), categorical=(), ignore=(),
+          factor=BUCKET_FACTOR, cap=MAX_BUCKETS, name=None, file_rows=None):
+    """A schema document for FILE from its first `rows` rows, and notes on what was decided.
+
+    Columns are named by the header line (detected when it holds --label), else c1..cN. The label
+    must hold 0/1. Unless named in numeric/categorical/ignore: a column of decimal numbers that are
+    not all integers is numeric (`standard` normalization with the sample's mean and std, a missing
+    value counted as 0, as the reader reads it); integers or strings whose values are all distinct
+    are a row id (ignore); everything else (strings, integer ids and codes) is categorical, hashed into
+    buckets_for(distinct_in_file(...)) rows: its distinct values extrapolated to the file's rows
+    (`file_rows`, else estimated from the file's size). Integer counts that should be numeric are named
+    with `numeric`."""
+    import re
+    from modelzoo.datafiles import DELIMITERS, FLOAT_PATTERN, INT_PATTERN, DataError
+    lines, file_lines, whole_file = _sample(path, rows)
     try:
         text = [raw.decode("utf-8").rstrip("\r\n").replace("\r", "") for raw in lines]
     except UnicodeDecodeError as err:
@@ -306,6 +339,12 @@ def infer(path, label, rows=INFER_ROWS, header="auto", numeric=(), categorical=(
         raise DataError(f"{path}:1: the header names columns twice or not at all: {dupes or ['']}")
     if not body:
         raise DataError(f"{path}: no data rows after the header line")
+    if whole_file and len(body) <= rows:
+        file_rows, how = len(body), "all of them"
+    elif file_rows:
+        file_rows, how = max(file_rows, len(body)), "--file_rows"
+    else:
+        file_rows, how = max(file_lines - (header == "true"), len(body)), "estimated from the file's size"
     for given, what in ((numeric, "--numeric"), (categorical, "--categorical"), (ignore, "--ignore")):
         unknown = [n for n in given if n not in names]
         if unknown:
@@ -350,17 +389,25 @@ def infer(path, label, rows=INFER_ROWS, header="auto", numeric=(), categorical=(
             notes.append(f"{col_name}: numeric {entry['dtype']}, mean {entry['mean']:g}, std {entry['std']:g}"
                          + ("" if std > 0 else " (constant in the sample: not normalized)"))
         else:
-            buckets = buckets_for(distinct, factor, cap)
+            seen_once = sum(1 for n in Counter(values).values() if n == 1)
+            expected = math.ceil(distinct_in_file(distinct, seen_once, len(body), file_rows))
+            buckets = buckets_for(expected, factor, cap)
             out.append({"name": col_name, "kind": "categorical", "hash_buckets": buckets,
                         "embedding_dim": INFER_EMBEDDING_DIM})
-            notes.append(f"{col_name}: categorical, {distinct:,} distinct values -> {buckets:,} hash buckets"
+            grows = "" if file_rows == len(body) else (
+                f", {seen_once:,} seen once -> ~{expected:,} in the file's {file_rows:,} rows (Heaps' law, exponent "
+                f"{seen_once / distinct:.2f}: the share seen once)")
+            notes.append(f"{col_name}: categorical, {distinct:,} distinct values{grows} -> {buckets:,} hash buckets"
+                         + (f" (capped: --max_buckets {cap:,})" if buckets == cap and expected * factor > cap else "")
                          + (" (integers: --numeric to read them as numbers)" if ints else ""))
     doc = {"name": name or Path(path).name.split(".")[0],
            "description": f"inferred by python -m modelzoo.schema infer from the first {len(body):,} rows of "
                           f"{Path(path).name} ({DELIMITERS[delim]}-separated, "
-                          f"{'a header line' if header == 'true' else 'no header line'}); hash buckets >= "
-                          f"{factor:g} x the distinct values seen, at most {cap:,}",
+                          f"{'a header line' if header == 'true' else 'no header line'}; {file_rows:,} rows: "
+                          f"{how}); hash buckets >= {factor:g} x the distinct values expected in those rows, "
+                          f"at most {cap:,}",
            "columns": out}
+    notes.insert(0, f"{file_rows:,} rows in {Path(path).name} ({how}); sampled the first {len(body):,}")
     parse_schema(doc, str(path))  # what a model would refuse, refused now
     return doc, notes
 
@@ -404,16 +451,21 @@ def main(argv=None):
     p.add_argument("--categorical", type=_names, default=(), help="columns to hash as ids (comma-separated)")
     p.add_argument("--ignore", type=_names, default=(), help="columns no model reads (comma-separated)")
     p.add_argument("--bucket_factor", type=float, default=BUCKET_FACTOR,
-                   help="hash buckets >= this x the distinct values seen (rounded up to a power of two)")
+                   help="hash buckets >= this x the distinct values expected in the file (rounded up to a "
+                        "power of two)")
     p.add_argument("--max_buckets", type=int, default=MAX_BUCKETS, help="at most this many buckets per column")
+    p.add_argument("--file_rows", type=int, default=0,
+                   help="the file's rows, if known (0: counted when the sample holds the whole file, else "
+                        "estimated from its size over the sample's bytes per row)")
     p.add_argument("--name", default=None, help="the schema's name (default: the file's)")
     p.add_argument("--output", default="-", help="where to write the JSON (- : standard output)")
     args = parser.parse_args(argv)
-    if args.rows <= 0 or args.max_buckets < MIN_BUCKETS or not args.bucket_factor >= 1:
-        parser.error(f"--rows must be positive, --max_buckets >= {MIN_BUCKETS} and --bucket_factor >= 1")
+    if args.rows <= 0 or args.max_buckets < MIN_BUCKETS or not args.bucket_factor >= 1 or args.file_rows < 0:
+        parser.error(f"--rows must be positive, --max_buckets >= {MIN_BUCKETS}, --bucket_factor >= 1 and "
+                     "--file_rows >= 0")
     try:
         doc, notes = infer(args.file, args.label, args.rows, args.header, args.numeric, args.categorical,
-                           args.ignore, args.bucket_factor, args.max_buckets, args.name)
+                           args.ignore, args.bucket_factor, args.max_buckets, args.name, args.file_rows)
         text = json.dumps(doc, indent=1) + "\n"
         if args.output == "-":
             sys.stdout.write(text)

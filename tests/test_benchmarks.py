@@ -227,3 +227,21 @@ def test_the_pytorch_reference_without_pytorch_says_where_to_install_it(tmp_path
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "PyTorch is not installed here; see this script's docstring for its own venv" in proc.stderr
     assert not (tmp_path / "out.json").exists()
+
+
+def test_eval_auc_benchmark_times_both_implementations_and_they_agree(tmp_path):
+    """benchmarks/eval_auc.py at a tiny size: one process per (implementation, rows), both AUCs equal to
+    1e-12 (the script exits non-zero otherwise), and the stored fields."""
+    out = tmp_path / "eval_auc.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "eval_auc.py"), "--rows", "20000,40000",
+                           "--concat_rows", "20000", "--batch", "1024", "--output", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    runs = {(r["impl"], r["rows"]): r for r in doc["runs"]}
+    assert set(runs) == {("counts", 20480), ("counts", 40960), ("concat", 20480)}
+    assert runs["counts", 20480]["auc"] == pytest.approx(runs["concat", 20480]["auc"], abs=1e-12)
+    for r in runs.values():
+        assert 0.5 < r["auc"] < 1 and r["update_seconds"] > 0 and r["peak_rss_above_start_mb"] >= 0
+        assert 0 < r["distinct_scores"] <= r["rows"]
+    assert doc["machine"]["cores"] > 0

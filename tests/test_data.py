@@ -114,6 +114,32 @@ def test_holdout_spans_files_in_name_order_and_explicit_eval_files(tmp_path):
     assert (spec.train_rows, spec.eval_rows) == (60, 40)
 
 
+def test_day_files_are_taken_in_the_natural_order_of_their_numbers(tmp_path):
+    """day_0..day_23 in time order (text order would train on days 20-23 and hold out days 7-9), and
+    part-00002 before part-00010; the data: line names the held-out files and line range."""
+    for k in range(24):
+        write(tmp_path / f"day_{k}.txt", make_rows(5, seed=k))
+    files = datafiles.expand_globs(str(tmp_path / "day_*.txt"), "--train_files")
+    assert [p.rsplit("/", 1)[1] for p in files] == [f"day_{k}.txt" for k in range(24)]
+    assert sorted(["part-00010.gz", "part-00002.gz", "part-2.gz", "a10b2", "a10b10", "a9b30"],
+                  key=datafiles.natural_key) == ["a9b30", "a10b2", "a10b10", "part-00002.gz", "part-2.gz",
+                                                  "part-00010.gz"]
+    spec = datafiles.resolve(args_for(train_files=str(tmp_path / "day_*.txt")), SCHEMA)
+    # 120 rows: 12 held out, the last two days whole and 2 rows of day_21
+    assert spec.eval == [Slice(str(tmp_path / "day_21.txt"), 3, 5), Slice(str(tmp_path / "day_22.txt"), 0, 5),
+                         Slice(str(tmp_path / "day_23.txt"), 0, 5)]
+    assert spec.description.endswith("held out for eval: day_21.txt lines 4-5, day_22.txt, day_23.txt")
+
+
+def test_the_data_line_counts_the_middle_of_a_long_holdout(tmp_path):
+    for k in range(12):
+        write(tmp_path / f"part-{k:05d}.txt", make_rows(1, seed=k))
+    spec = datafiles.resolve(args_for(train_files=str(tmp_path / "part-*.txt")), SCHEMA)  # 12 rows, 1 held out
+    assert spec.description.endswith("held out for eval: part-00011.txt")
+    held = datafiles.describe_holdout([Slice(f"/d/day_{k}", 0, 9) for k in range(7)], {f"/d/day_{k}" for k in range(7)})
+    assert held == "day_0, day_1, 3 more, day_5, day_6"
+
+
 def test_deeprec_train_and_eval_csv_in_data_location(tmp_path):
     write(tmp_path / "train.csv", make_rows(30), ",")
     write(tmp_path / "eval.csv", make_rows(10), ",")

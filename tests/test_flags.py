@@ -213,7 +213,7 @@ def test_dynamic_ev_freqs_with_more_counts_than_the_default_widths_take_is_refus
 
 
 @pytest.mark.parametrize("only", ["--predict", "--evaluate"])
-@pytest.mark.parametrize("flag", [["--steps", "10"], ["--save_steps", "5"], ["--micro_batch", "2"],
+@pytest.mark.parametrize("flag", [["--steps", "10"], ["--save_steps", "5"], ["--save_secs", "60"], ["--micro_batch", "2"],
                                   ["--timeline", "5"], ["--log_steps", "5"], ["--keep_checkpoint_max", "3"]])
 def test_training_flags_with_evaluate_or_predict_are_refused(only, flag):
     with pytest.raises(FlagError) as err:
@@ -274,7 +274,7 @@ def test_export_and_warm_start_flags_refuse_what_cannot_work(argv, words):
 
 
 @pytest.mark.parametrize("extra", [["--evaluate"], ["--predict"], ["--export_only"], ["--checkpoint", "x"],
-                                   ["--save_steps", "5"], ["--timeline", "2"], ["--hvd"]])
+                                   ["--save_steps", "5"], ["--save_secs", "60"], ["--timeline", "2"], ["--hvd"]])
 def test_benchmark_refuses_the_flags_it_contradicts(extra, capsys):
     with pytest.raises(FlagError):
         flags.parse("dlrm", ["--benchmark", "--steps", "10", *extra])
@@ -350,3 +350,19 @@ def test_benchmark_run_trains_in_a_temporary_folder_and_writes_samples_per_sec(t
     assert "enabled" in result["onednn"]
     assert sorted(p.name for p in out.iterdir()) == ["dlrm_benchmark"]  # no checkpoint folder, no export
     assert sorted(p.name for p in (out / "dlrm_benchmark").iterdir()) == ["result.json"]
+
+
+def test_checkpoints_are_saved_by_time_unless_save_steps_is_given():
+    """One timer: every 600 s by default (as Estimator), --save_steps N instead, both given is refused."""
+    from modelzoo.options import Options
+    by_time = Options.from_args(parse(), "dlrm").checkpoint
+    by_steps = Options.from_args(parse("--save_steps", "100"), "dlrm").checkpoint
+    at_ends = Options.from_args(parse("--save_secs", "0"), "dlrm").checkpoint
+    assert (by_time.save_steps, by_time.save_secs) == (0, 600)
+    assert (by_steps.save_steps, by_steps.save_secs) == (100, 0)
+    assert (at_ends.save_steps, at_ends.save_secs) == (0, 0)
+    assert Options.from_args(parse("--save_steps", "100", "--save_secs", "0"), "dlrm").checkpoint.save_steps == 100
+    with pytest.raises(FlagError) as err:
+        parse("--save_steps", "100", "--save_secs", "60")
+    assert err.value.message == ("--save_steps 100 and --save_secs 60: checkpoints are saved on one timer, by steps "
+                                 "or by seconds; give one of them")

@@ -7,6 +7,7 @@ import tensorflow as tf
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
+from modelzoo import metrics as metrics_module
 from modelzoo.metrics import eval_metrics, roc_auc
 
 pytestmark = pytest.mark.fast  # the fast tier (make test-fast)
@@ -40,16 +41,22 @@ def test_roc_auc_refuses_labels_that_are_not_0_or_1_and_mismatched_lengths():
         roc_auc([0, 1, 1], [0.1, 0.2])
 
 
-def streamed(labels, scores, batches):
-    """Run the metrics over `batches` slices like an evaluation loop does."""
+def streamed(labels, scores, batches, state=None, every=None):
+    """Run the metrics over `batches` slices like an evaluation loop does; `state` (a dict) receives the
+    exact AUC's local variables' largest sizes, `every` (a list) the AUC after each batch."""
     with tf.Graph().as_default():
         y = tf1.placeholder(tf.float32, [None])
         p = tf1.placeholder(tf.float32, [None])
         metrics = eval_metrics(y, p)
+        sizes = {v.op.name.split("/")[-1]: tf.size(v) for v in tf1.local_variables() if "exact_auc" in v.op.name}
         with tf1.Session() as sess:
             sess.run(tf1.local_variables_initializer())
             for part in np.array_split(np.arange(len(labels)), batches):
                 sess.run([m[1] for m in metrics.values()], {y: labels[part], p: scores[part]})
+                for name, size in sess.run(sizes).items() if state is not None else ():
+                    state[name] = max(state.get(name, 0), int(size))
+                if every is not None:
+                    every.append(sess.run(metrics["auc"][0]))
             return sess.run({k: m[0] for k, m in metrics.items()})
 
 
@@ -91,3 +98,68 @@ def test_labels_of_one_class_give_nan_as_scikit_learn_does(label):
         assert np.isnan(roc_auc_score(labels, np.linspace(0, 1, 100)))
     got = streamed(labels, np.linspace(0, 1, 100, dtype=np.float32), batches=2)
     assert np.isnan(got["auc"])
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_exact_auc_merging_counts_over_many_batches_matches_sklearn(monkeypatch, ties):
+    """MERGE_ROWS lowered to 500 so 40,000 rows in 97 batches go through many merges of the buffer into
+    the per-score counts, and the AUC read mid-way (counts plus a part-filled buffer) is right too.
+    Measured: |difference| about 1e-16; the bound is 1e-12."""
+    monkeypatch.setattr(metrics_module, "MERGE_ROWS", 500)
+    rng = np.random.default_rng(4)
+    labels = (rng.random(40_000) < 0.3).astype(np.float32)
+    scores = 1 / (1 + np.exp(-(0.6 * labels + rng.standard_normal(40_000))))
+    if ties:
+        scores = np.round(scores, 3)
+    scores = scores.astype(np.float32)
+    state, every = {}, []
+    got = streamed(labels, scores, batches=97, state=state, every=every)
+    assert abs(got["auc"] - roc_auc_score(labels, scores)) < 1e-12
+    seen = sum(part.size for part in np.array_split(np.arange(40_000), 97)[:40])  # the first 40 batches' rows
+    assert abs(every[39] - roc_auc_score(labels[:seen], scores[:seen])) < 1e-12
+    distinct = np.unique(scores).size
+    assert state["scores"] == distinct if ties else state["scores"] < 40_000
+    # the buffer waits for as many rows as are counted: never more than twice that plus a batch
+    assert state["pending_scores"] <= 2 * max(500, state["scores"]) + 413
+
+
+def test_exact_auc_memory_follows_distinct_scores_not_rows(monkeypatch):
+    """200,000 rows of 1,001 distinct scores: the counts hold 1,001 scores and the buffer stays at the
+    merge size (rows concatenated, as the metric once kept them, would be 200,000 of each)."""
+    monkeypatch.setattr(metrics_module, "MERGE_ROWS", 2000)
+    rng = np.random.default_rng(5)
+    labels = (rng.random(200_000) < 0.2).astype(np.float32)
+    scores = (rng.integers(0, 1001, 200_000) / 1000).astype(np.float32)
+    state = {}
+    got = streamed(labels, scores, batches=100, state=state)
+    assert abs(got["auc"] - roc_auc_score(labels, scores)) < 1e-12
+    assert state["scores"] == 1001 and state["pending_scores"] <= 4000
+
+
+@pytest.mark.parametrize("label", [0.0, 1.0])
+def test_one_class_after_merges_is_nan(monkeypatch, label):
+    monkeypatch.setattr(metrics_module, "MERGE_ROWS", 10)
+    got = streamed(np.full(1000, label, np.float32), np.linspace(0, 1, 1000, dtype=np.float32), batches=30)
+    assert np.isnan(got["auc"])
+
+
+def test_exact_auc_refuses_labels_that_are_not_0_or_1():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="labels must be 0 or 1"):
+        streamed(np.array([0, 2, 1], np.float32), np.array([0.1, 0.2, 0.3], np.float32), batches=1)
+
+
+def test_float64_scores_are_kept_in_float64(monkeypatch):
+    """Scores 1e-12 apart rank apart (AUC 1.0; float32 would tie them: 0.5), in the buffer and merged."""
+    from modelzoo.metrics import exact_auc
+    monkeypatch.setattr(metrics_module, "MERGE_ROWS", 3)
+    with tf.Graph().as_default():
+        y = tf1.placeholder(tf.float32, [None])
+        p = tf1.placeholder(tf.float64, [None])
+        value, update = exact_auc(y, p)
+        with tf1.Session() as sess:
+            sess.run(tf1.local_variables_initializer())
+            sess.run(update, {y: [0, 1], p: [0.3, 0.3 + 1e-12]})
+            assert sess.run(value) == 1.0  # (2 rows in the buffer)
+            sess.run(update, {y: [0, 1], p: [0.2, 0.2 + 1e-12]})  # 4 rows: merged into the counts
+            assert sess.run(value) == pytest.approx(roc_auc_score([0, 1, 0, 1], [0.3, 0.3 + 1e-12, 0.2, 0.2 + 1e-12]))
+            assert sess.run(value) == 0.75

@@ -66,19 +66,25 @@ def wait_for_line(proc, log_path, text, timeout=240):
         time.sleep(0.05)
 
 
-def test_sigkill_then_the_same_command_resumes_and_ends_at_the_same_step(data, tmp_path):
-    ckpt = tmp_path / "ckpt"
-    args = flags(data, ckpt, "--steps", 600, "--save_steps", 100, "--log_steps", 50, "--no_eval")
-    log_path = tmp_path / "killed.log"
+def sigkilled_training(args, log_path, wait):
+    """DLRM trained with `args`, SIGKILLed once `wait(proc)` returns; the process, ended."""
     with log_path.open("w") as log:
         proc = start([sys.executable, "dlrm/train.py", *args], log)
         try:
-            wait_for_line(proc, log_path, "step 250/600")
+            wait(proc)
             proc.send_signal(signal.SIGKILL)
         finally:
             proc.kill()
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
+    return proc
+
+
+def test_sigkill_then_the_same_command_resumes_and_ends_at_the_same_step(data, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    args = flags(data, ckpt, "--steps", 600, "--save_steps", 100, "--log_steps", 50, "--no_eval")
+    log_path = tmp_path / "killed.log"
+    sigkilled_training(args, log_path, lambda proc: wait_for_line(proc, log_path, "step 250/600"))
     killed_at = state_step(ckpt)
     assert 100 <= killed_at < 600
     again = run_train("dlrm", args)
@@ -88,12 +94,44 @@ def test_sigkill_then_the_same_command_resumes_and_ends_at_the_same_step(data, t
     assert Path(result["export_dir"], "saved_model.pb").is_file() and state_step(ckpt) == 600
 
 
+def saved_step(checkpoint):
+    """The step of the latest checkpoint the folder's `checkpoint` state names, or None."""
+    state = Path(checkpoint, "checkpoint")
+    text = state.read_text() if state.is_file() else ""
+    steps = [int(line.rsplit("-", 1)[1].rstrip('"')) for line in text.splitlines()
+             if line.startswith("model_checkpoint_path:")]
+    return steps[0] if steps else None
+
+
+def test_without_save_steps_checkpoints_are_saved_by_time_and_a_sigkill_resumes_from_one(data, tmp_path):
+    """The default periodic save is by time (--save_secs, 600 s as Estimator's; 1 s here): a run with no
+    --save_steps that is SIGKILLed mid-training has a checkpoint past step 0 and the same command resumes
+    from it."""
+    ckpt = tmp_path / "ckpt"
+    args = flags(data, ckpt, "--steps", 100000, "--save_secs", 1, "--log_steps", 50, "--no_eval")
+    log_path = tmp_path / "killed.log"
+
+    def until_a_periodic_save(proc):  # well past the start's
+        deadline = time.time() + 240
+        while (saved_step(ckpt) or 0) < 50:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.time() < deadline, "no checkpoint past step 50 within 240 s:\n" + log_path.read_text()[-3000:]
+            time.sleep(0.1)
+
+    sigkilled_training(args, log_path, until_a_periodic_save)
+    killed_at = state_step(ckpt)
+    assert 50 <= killed_at < 100000
+    again = run_train("dlrm", flags(data, ckpt, "--steps", killed_at + 20, "--no_eval"))
+    assert f"resuming from step {killed_at:,}" in again.stdout
+    assert read_result(ckpt)["steps"] == killed_at + 20
+
+
 @pytest.mark.parametrize("model", ["dlrm", "wide_and_deep"])
 def test_sigterm_through_launch_py_saves_a_final_checkpoint_and_exits_143(data, tmp_path, model):
     """Kubernetes (or any batch system) preempts a pod with SIGTERM to its entry point, launch.py,
     which forwards it: the step in flight ends, a checkpoint of that step is written, exit 143."""
     ckpt = tmp_path / "ckpt"
-    args = flags(data, ckpt, "--steps", 5000, "--log_steps", 50, "--no_eval")  # no periodic saves
+    args = flags(data, ckpt, "--steps", 5000, "--log_steps", 50, "--no_eval")  # no save within --save_secs' 600 s
     log_path = tmp_path / "preempted.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "distribute_k8s/launch.py", "--script", f"{model}/train.py", "--",

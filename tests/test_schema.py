@@ -83,18 +83,20 @@ def run_infer(*argv):
 
 def test_infer_writes_kinds_buckets_and_stats_from_an_avazu_shaped_file(tmp_path):
     """On a non-Criteo layout (header, row id, label second, hex ids): the id is ignored, the label found
-    by name, each categorical column hashed into the next power of two >= 2 x its distinct values in
-    the sample, forced numeric columns normalized with the sample's mean and std; the written schema
+    by name, each categorical column hashed into the next power of two >= 2 x its distinct values
+    expected in the file's rows (--file_rows), forced numeric columns normalized with the sample's mean and std; the written schema
     loads and reads the file."""
     import csv
     import gzip
     import math
     import numpy as np
     from modelzoo import datafiles
-    from modelzoo.schema import buckets_for
+    from collections import Counter
+    from modelzoo.schema import buckets_for, distinct_in_file
     data = generated_avazu(tmp_path / "train.csv.gz", 3000)
     out = tmp_path / "schema.json"
-    proc = run_infer(data, "--label", "click", "--numeric", "C15,C16", "--rows", 2000, "--output", out)
+    proc = run_infer(data, "--label", "click", "--numeric", "C15,C16", "--rows", 2000, "--output", out,
+                     "--file_rows", 3000)
     assert proc.returncode == 0, proc.stderr
     assert "id: ignore (a row id" in proc.stderr and f"wrote {out}" in proc.stderr
     schema = load_schema(str(out))
@@ -103,9 +105,12 @@ def test_infer_writes_kinds_buckets_and_stats_from_an_avazu_shaped_file(tmp_path
     kinds = {c.name: c.kind for c in schema.columns}
     assert kinds["id"] == "ignore" and kinds["click"] == "label" and kinds["C15"] == kinds["C16"] == "numeric"
     assert {n for n, k in kinds.items() if k == "categorical"} == set(table[0]) - {"id", "click", "C15", "C16"}
+    assert "3,000 rows in train.csv.gz (--file_rows); sampled the first 2,000" in proc.stderr
     for col in schema.categorical:
-        distinct = len({row[col.name] for row in table})
-        assert col.hash_buckets == buckets_for(distinct) and col.hash_buckets >= 2 * distinct
+        counts = Counter(row[col.name] for row in table)
+        once = sum(1 for n in counts.values() if n == 1)
+        assert col.hash_buckets == buckets_for(math.ceil(distinct_in_file(len(counts), once, 2000, 3000)))
+        assert col.hash_buckets >= 2 * len(counts)
         assert col.hash_buckets & (col.hash_buckets - 1) == 0 and col.embedding_dim > 0
     for col in schema.numeric:
         xs = np.array([float(row[col.name]) for row in table])
@@ -142,3 +147,67 @@ def test_infer_refuses_in_one_line(tmp_path, argv, words):
     proc = run_infer(data, *argv)
     assert proc.returncode == 1 and words in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_infer_extrapolates_distinct_values_to_the_files_rows(tmp_path):
+    """A 300,000-row file sampled at 20,000 rows: its rows estimated from its size over the sample's bytes
+    per row, a heavy-tailed column (Zipf 1.3: new ids keep coming) sized for the ids of the whole file
+    rather than 2x the sample's, light-tailed ones (all values recur in the sample) kept at their count.
+    Measured: rows 299,924 (0.03% off; bound 2%); heavy-tailed 23,434 for 22,443 (1.04x; bound 1.3x either
+    way), of which the sample saw 2,866 (0.13x); light-tailed 33 for 34 and 40 for 40 (bound 1.05x)."""
+    import re
+    import numpy as np
+    rng = np.random.default_rng(7)
+    n = 300_000
+    heavy = rng.zipf(1.3, n)
+    light = rng.geometric(0.3, n)
+    small = rng.integers(0, 40, n)
+    label = (rng.random(n) < 0.3).astype(int)
+    data = tmp_path / "heavy.tsv"
+    lines = np.char.add(np.char.add(np.char.add(label.astype(str), "\t"), np.char.add(np.char.add("h", heavy.astype(str)),
+                                                                                     "\t")),
+                        np.char.add(np.char.add(light.astype(str), "\tc"), small.astype(str)))
+    data.write_text("\n".join(lines.tolist()) + "\n")
+    proc = run_infer(data, "--label", "c1", "--rows", 20000, "--max_buckets", 1 << 24)
+    assert proc.returncode == 0, proc.stderr
+    rows = int(re.search(r"^([\d,]+) rows in heavy.tsv \(estimated from the file's size\)", proc.stderr,
+                         re.M)[1].replace(",", ""))
+    assert abs(rows - n) < 0.02 * n
+    expected = {name: int(v.replace(",", "")) for name, v in
+                re.findall(r"^(c\d): categorical, .* -> ~([\d,]+) in the file's", proc.stderr, re.M)}
+    truth = {"c2": len(set(heavy.tolist())), "c3": len(set(light.tolist())), "c4": len(set(small.tolist()))}
+    seen = len(set(heavy[:20000].tolist()))
+    assert seen < 0.2 * truth["c2"]  # the sample saw few of the file's ids: 2x its count would be far short
+    assert 1 / 1.3 < expected["c2"] / truth["c2"] < 1.3, (expected, truth)
+    for name in ("c3", "c4"):
+        assert 1 / 1.05 < expected[name] / truth[name] < 1.05, (expected, truth)
+    doc = json.loads(proc.stdout)
+    assert doc["columns"][1]["hash_buckets"] >= 2 * truth["c2"] / 1.3
+
+
+def test_the_distinct_estimate_on_the_real_criteo_sample(criteo_sample):
+    """The first 2,000 rows of the real Kaggle sample extrapolated to its 9,999: each of C1..C26 within 1.6x
+    of its real distinct count (measured 0.67x-1.24x; the 0.67x is a column of 2 values seen of 3),
+    where 2x the sample's count falls up to 2.1x short."""
+    from collections import Counter
+    from modelzoo.schema import distinct_in_file
+    rows = [line.rstrip("\n").split("\t") for line in open(criteo_sample)]
+    ratios = []
+    for j in range(14, 40):
+        column = [r[j] for r in rows]
+        counts = Counter(column[:2000])
+        once = sum(1 for c in counts.values() if c == 1)
+        ratios.append(distinct_in_file(len(counts), once, 2000, len(rows)) / len(set(column)))
+    assert 1 / 1.6 < min(ratios) and max(ratios) < 1.6, ratios
+
+
+def test_criteo_full_declares_the_real_kaggle_cardinalities():
+    """schemas/criteo_full.json: criteo.json's columns, each categorical one with as many hash buckets as
+    it has distinct values in the full Kaggle train.txt (33,762,577 rows in all); it loads by name."""
+    from modelzoo.synthetic import CRITEO_KAGGLE_CARDINALITIES
+    full, capped = load_schema("criteo_full"), load_schema("criteo")
+    assert full.name == "criteo_full" and sum(c.num_ids for c in full.categorical) == 33_762_577
+    assert {c.name: c.hash_buckets for c in full.categorical} == CRITEO_KAGGLE_CARDINALITIES
+    assert [(c.name, c.kind) for c in full.columns] == [(c.name, c.kind) for c in capped.columns]
+    assert [c.embedding_dim for c in full.categorical] == [c.embedding_dim for c in capped.categorical]
+    assert [c for c in full.numeric] == [c for c in capped.numeric]

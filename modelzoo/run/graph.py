@@ -233,7 +233,9 @@ def build_estimator(ctx, model_dir, meter=None, steps_range=(0, 1), ev_report=No
     if opts.train.benchmark:  # no checkpoint, no summaries
         saving = dict(save_checkpoints_steps=None, save_checkpoints_secs=None, save_summary_steps=0)
     elif world.is_chief or world.cluster:  # (a PS job's non-chief tasks write nothing: the Estimator knows)
-        saving = dict(save_checkpoints_steps=opts.checkpoint.save_steps or 10 ** 12, save_checkpoints_secs=None,
+        every = opts.checkpoint  # by steps, by seconds, or (both 0) only at the start and the end
+        saving = dict(save_checkpoints_steps=every.save_steps or (None if every.save_secs else 10 ** 12),
+                      save_checkpoints_secs=every.save_secs or None,
                       save_summary_steps=max(opts.checkpoint.log_steps, 100))
     else:  # only rank 0 writes checkpoints and summaries (`model_dir` is a scratch folder here)
         saving = dict(save_checkpoints_steps=None, save_checkpoints_secs=None, save_summary_steps=0)
