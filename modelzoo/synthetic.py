@@ -449,7 +449,8 @@ def _make_chunk(seed, start, n):
     # (n, C) views of the column-major arrays: no copies.
     return {'label': label, 'ints': ints.T, 'int_missing': int_missing.T,
             'cat_ids': ids.T, 'cat_missing': cat_missing.T, 'cat_ranks': ranks.T,
-            'prob': prob, 'linear_logit': linear}
+            'prob': prob, 'linear_logit': linear,
+            'cat_effects': (_CAT_EFFECT_SCALE * effect).T}
 
 
 def iter_chunks(rows, seed=0, chunk_rows=100_000, start=0):
@@ -458,7 +459,8 @@ def iter_chunks(rows, seed=0, chunk_rows=100_000, start=0):
     Keys: label (n,), ints (n,13) int64, int_missing (n,13), cat_ids (n,26)
     uint32, cat_missing (n,26), cat_ranks (n,26), prob (hidden-model click
     probability), linear_logit (the hidden logit without its pairwise
-    term).  Useful for analysis without parsing text.
+    term), cat_effects (n,26) (each id's share of it).  Useful for analysis
+    without parsing text.
     """
     if seed < 0:
         raise ValueError('seed must be >= 0')

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import REPO, raw_columns, read_result, run_train, score_in_fresh_process
+from conftest import REPO, dense_only_auc, raw_columns, read_result, run_train, score_in_fresh_process
 from modelzoo import flags
 from modelzoo.models import ESTIMATOR_MODELS, load_spec
 
@@ -198,19 +198,26 @@ GENERATED_ROWS, GENERATED_SEED = 20_000, 5  # conftest's generated_criteo
 
 
 def test_lr_reaches_the_auc_of_the_generators_linear_part(generated_criteo, tmp_path):
-    """modelzoo/synthetic.py's hidden logit is a linear part (intercept, integer columns, missing indicators,
-    per-id effects) plus a pairwise term; lr, trained on the first 90% of the rows, must score the held-out
-    10% about as well as that linear part itself does."""
+    """modelzoo/synthetic.py's hidden logit is a linear part (intercept, integer columns, their missing
+    indicators, one effect per id) plus a pairwise term. lr, trained on the first 90% of the rows, must score the
+    held-out 10% within a measured distance of that linear part itself, and well above the integer columns
+    alone (so the categorical weights are learned, not just the counts)."""
     from modelzoo.metrics import roc_auc
     from modelzoo.synthetic import iter_chunks
     chunk = next(iter_chunks(GENERATED_ROWS, seed=GENERATED_SEED, chunk_rows=GENERATED_ROWS))
     held_out = slice(GENERATED_ROWS - GENERATED_ROWS // 10, GENERATED_ROWS)
-    oracle = roc_auc(chunk["label"][held_out], chunk["linear_logit"][held_out])
+    oracle = roc_auc(chunk["label"][held_out], chunk["linear_logit"][held_out])  # 0.7800
+    dense = dense_only_auc(str(generated_criteo), GENERATED_ROWS - GENERATED_ROWS // 10, GENERATED_ROWS // 10)
     run_train("lr", ["--train_files", generated_criteo, "--checkpoint", tmp_path / "lr", "--batch_size", 256,
-                     "--steps", 700, "--seed", 1])
-    auc = read_result(tmp_path / "lr")["eval"]["auc"]
-    # measured: TOLERANCE
-    assert auc >= oracle - 0.0, (auc, oracle)
+                     "--steps", 300, "--seed", 1])
+    auc = read_result(tmp_path / "lr")["auc"]
+    # Measured (2026-12-06, AMD EPYC Zen 5, one run each): AUC 0.7157 at 300 steps, 0.7185 at 700; the linear
+    # part 0.7800, the integer columns alone 0.6640. The gap is what 18,000 rows cannot teach: the effects of
+    # rare ids (the linear part without the effects of ids seen fewer than 20 times in training: 0.7585) and the
+    # integer columns' missing indicators, which a blank count (read as 0) hides. Tolerance 0.075 over the
+    # measured 0.064; and at least 0.03 above the integer columns alone (measured 0.052).
+    assert auc >= oracle - 0.075, (auc, oracle)
+    assert auc >= dense + 0.03, (auc, dense)
 
 
 # -- exports ---------------------------------------------------------------------------------------------
