@@ -142,7 +142,7 @@ def test_emb_l2_changes_only_the_rows_the_batch_looks_up_by_their_penalty_gradie
     """With plain gradient descent at rate 1, the one-step difference between --emb_l2 L and 0 is exactly
     -2 L k / B x the row, for each row looked up k times in the batch of B, and 0 for every other row."""
     lam = 0.5
-    names, start, plain, ids, loss0 = step_tables("fm", [], tiny)
+    names, start, plain, ids, loss0 = step_tables("fm", ["--emb_l2", "0"], tiny)  # (fm's default is 0.01)
     _, start_l2, penalized, ids_l2, loss1 = step_tables("fm", ["--emb_l2", str(lam)], tiny)
     np.testing.assert_array_equal(np.sort(ids, axis=0), np.sort(ids_l2, axis=0))  # the same rows, same start
     for a, b in zip(start, start_l2):
@@ -166,8 +166,8 @@ def test_emb_l2_changes_only_the_rows_the_batch_looks_up_by_their_penalty_gradie
 
 @pytest.mark.fast
 def test_emb_l2_zero_leaves_the_training_graph_unchanged(tiny):
-    plain, _, _ = build("fm", [], tiny)
-    zero, _, _ = build("fm", ["--emb_l2", "0"], tiny)
+    plain, _, _ = build("dcn_v2", [], tiny)  # (a model whose default is 0)
+    zero, _, _ = build("dcn_v2", ["--emb_l2", "0"], tiny)
     assert [op.type for op in plain.get_operations()] == [op.type for op in zero.get_operations()]
 
 
@@ -181,7 +181,7 @@ def test_emb_l2_adds_the_looked_up_rows_penalty_on_every_tables_path(extra, tiny
     tf1 = tf.compat.v1
     lam = 10.0
     losses = []
-    for flags_l2 in (["--emb_l2", str(lam)], []):
+    for flags_l2 in (["--emb_l2", str(lam)], ["--emb_l2", "0"]):
         graph, est, _ = build("fm", [*flags_l2, *extra], tiny, batch=ALL_ROWS)
         with graph.as_default(), tf1.train.MonitoredTrainingSession(hooks=est.training_hooks) as sess:
             losses.append(sess.run(est.loss))

@@ -1,9 +1,9 @@
 """Wide & Deep (Cheng et al., 2016) on Criteo, as DeepRec's and NVIDIA's recipes train it.
 
-Wide part: a linear model over the hashed categorical columns, the normalized integer columns and
-the schema's crossed columns (if any), trained with FTRL. Deep part: embeddings of width 64 (128
-for the columns with 100,000 or more hash buckets, DeepRec's WDL sizes) and the normalized integer
-columns into a 1024-512-256 relu DNN, trained with --optimizer. The two logits are added.
+Wide part (modelzoo.layers.linear_logit, all of lr/): a linear model over the hashed categorical columns,
+the normalized integer columns and the schema's crossed columns (if any), trained with FTRL. Deep part:
+embeddings of width 64 (128 for the columns with 100,000 or more hash buckets, DeepRec's WDL sizes) and the
+normalized integer columns into a 1024-512-256 relu DNN, trained with --optimizer. The two logits are added.
 Everything that is not specific to Wide & Deep lives in modelzoo/.
 """
 import argparse
