@@ -55,12 +55,14 @@ GDMIX_CONFIGS = ("default", "glibc", "jemalloc")
 # (steps, rows, eval rows, batch sizes of the sweep, gdmix_lr generated rows)
 MODES = {
     # (the batch-size sweep is DLRM's: a W&D run costs about a minute of start-up, checkpoints and export)
-    "full": dict(steps={"dlrm": 150, "wide_and_deep": 40, "dcn_v2": 150}, rows=600_000, eval_rows=50_000,
+    "full": dict(steps={"dlrm": 150, "wide_and_deep": 40, "dcn_v2": 150, "lr": 150, "fm": 150}, rows=600_000,
+                 eval_rows=50_000,
                  sweep=(512, 1024, 2048, 4096), sweep_samples={"dlrm": 300_000},
                  gdmix_rows=1_000_000, configs=FULL_CONFIGS, models=MODELS),
     # (W&D is left out: each of its runs spends about a minute creating, checkpointing and exporting its
     # 0.9 GB of tables and their 1.8 GB of optimizer slots, whatever the number of steps)
-    "quick": dict(steps={"dlrm": 40, "wide_and_deep": 10, "dcn_v2": 40}, rows=100_000, eval_rows=20_000, sweep=(),
+    "quick": dict(steps={"dlrm": 40, "wide_and_deep": 10, "dcn_v2": 40, "lr": 40, "fm": 40}, rows=100_000,
+                  eval_rows=20_000, sweep=(),
                   sweep_samples={}, gdmix_rows=100_000, configs=QUICK_CONFIGS, models=("dlrm", "gdmix_lr")),
 }
 
@@ -125,6 +127,8 @@ def plan(models, configs, mode):
             continue
         for name in configs:
             label, flags, strategy, processes = resolve_config(model, name)
+            if "--bf16" in flags and not load_spec(model).has_mlp:
+                continue  # (a model without an MLP refuses --bf16)
             runs.append((model, label, flags, strategy, processes, 2048))
         for batch in mode["sweep"] if model in mode["sweep_samples"] else ():
             if batch != 2048:

@@ -6,6 +6,7 @@ tf.data pipeline (--smartstaged, overlapping the training step) or at the start 
 (stock behaviour, and always for serving), so training and serving hash ids identically.
 """
 import abc
+import contextlib
 
 import tensorflow as tf
 
@@ -221,6 +222,28 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
     return ds.prefetch(ahead)
 
 
+_RECORDING = []  # the lists of the open `record_lookups` blocks
+
+
+@contextlib.contextmanager
+def record_lookups():
+    """Collects the rows every table lookup inside the block returns ([B, dim] or [B, C, dim] tensors, one row
+    per occurrence of an id), on every kind of tables: the runner's --emb_l2 penalizes them."""
+    rows = []
+    _RECORDING.append(rows)
+    try:
+        yield rows
+    finally:
+        _RECORDING.pop()
+
+
+def recorded(tensors):
+    """`tensors` (a list of looked-up rows), noted in the open `record_lookups` blocks."""
+    for rows in _RECORDING:
+        rows.extend(tensors)
+    return tensors
+
+
 class TrainingInterface:
     """What the runner's model_fn asks of every kind of tables besides the lookups, so that it builds one
     training step for all of them: fixed tables (these no-ops) and --ev's dynamic ones
@@ -267,11 +290,11 @@ class ColumnTables(TrainingInterface, abc.ABC):
         """ids [B, C] -> list of C embeddings [B, dim_c] in schema order."""
         with self._scope():
             if not self.fused:
-                return [self._column_lookup(c, ids[:, i]) for i, c in enumerate(self.columns)]
+                return recorded([self._column_lookup(c, ids[:, i]) for i, c in enumerate(self.columns)])
             out = [None] * len(self.columns)
             for dim in sorted({c.embedding_dim for c in self.columns}):
                 members = [i for i, c in enumerate(self.columns) if c.embedding_dim == dim]
-                group = self._fused_lookup(ids, members, dim)
+                group = recorded([self._fused_lookup(ids, members, dim)])[0]
                 for k, i in enumerate(members):
                     out[i] = group[:, k, :]
             return out
@@ -284,7 +307,7 @@ class ColumnTables(TrainingInterface, abc.ABC):
         if not self.fused:
             return tf.stack(self.lookup(ids), axis=1)
         with self._scope():
-            return self._fused_lookup(ids, list(range(len(self.columns))), dims.pop())
+            return recorded([self._fused_lookup(ids, list(range(len(self.columns))), dims.pop())])[0]
 
     @abc.abstractmethod
     def _column_lookup(self, column, ids):
@@ -359,7 +382,7 @@ class FeatureColumnTables(TrainingInterface):
             columns = [self._feature_column(c) for c in self.columns]
             outputs = {}
             tf1.feature_column.input_layer(ids, columns, cols_to_output_tensors=outputs)
-            return [outputs[c] for c in columns]
+            return recorded([outputs[c] for c in columns])
 
     def lookup_stacked(self, ids):
         """{column: [B] raw strings} -> [B, C, dim] for schemas whose columns share one width (DLRM)."""

@@ -57,9 +57,14 @@ REFINES = {
 }
 # Flags that only act while training: refused with --evaluate and --predict
 TRAINING_ONLY = ("steps", "epochs", "eval_steps", "early_stop_patience", "early_stop_metric", "save_steps",
-                 "save_secs", "keep_checkpoint_max", "micro_batch", "timeline", "log_steps")
+                 "save_secs", "keep_checkpoint_max", "micro_batch", "timeline", "log_steps", "emb_l2", "dropout")
+# of those, the ones that only change the training graph: refused with --export_only too
+TRAINING_GRAPH_ONLY = ("emb_l2", "dropout")
+# Flags that act on a model's MLP layers (modelzoo.layers.mlp): refused for a model without one (ModelSpec.has_mlp)
+NEEDS_MLP = ("bf16", "dropout")
 # The run's length when neither --steps nor --epochs is given (modelzoo/run/schedule.py decides; measured in
-# benchmarks/small_data_auc.py): early stopping with this patience, capped at this many epochs.
+# benchmarks/epochs_by_size.py and benchmarks/small_data_auc.py): early stopping with this patience, capped at
+# this many epochs.
 DEFAULT_PATIENCE = 2
 DEFAULT_MAX_EPOCHS = 100
 EARLY_STOP_METRICS = ("auc", "logloss")
@@ -173,6 +178,13 @@ def non_negative_float(text):
     return value
 
 
+def dropout_rate(text):
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a dropout rate in [0, 1), got {text}")
+    return value
+
+
 def probability(text):
     value = float(text)
     if not 0 < value < 1:
@@ -254,6 +266,12 @@ def build_parser(model_name, defaults):
     g.add_argument("--log_steps", type=positive_int, default=50, help="progress line every N steps")
     g.add_argument("--timeline", type=non_negative_int, default=0,
                    help="write a Chrome trace (timeline-STEP.json) every N steps; 0: off")
+    g.add_argument("--emb_l2", type=non_negative_float, default=defaults.get("emb_l2", 0.0), metavar="LAMBDA",
+                   help="L2 penalty on the embedding rows a batch looks up (linear weights included), LAMBDA x "
+                        "the sum of their squares per example, averaged over the batch (each occurrence counts)")
+    g.add_argument("--dropout", type=dropout_rate, default=defaults.get("dropout", 0.0), metavar="RATE",
+                   help="dropout rate after each hidden relu layer of the model's MLPs, in training only "
+                        "(never the logit layer)")
 
     g = p.add_argument_group("evaluate or predict only (a trained --checkpoint)")
     add_bool(g, "evaluate", "evaluate the latest checkpoint on the eval data and exit (no training)")
@@ -350,10 +368,14 @@ def build_parser(model_name, defaults):
     return p
 
 
-def validate(args, speed_defaults, defaults=None):
+def validate(args, speed_defaults, defaults=None, model_name="the model", has_mlp=True):
     """Refuse what cannot work, then resolve the speed switches (None -> measured default)."""
     defaults = defaults or {}
     given = vars(args).pop(GIVEN, set())  # (a namespace not made by FlagParser: none checked as given)
+    if not has_mlp:
+        for name in NEEDS_MLP:
+            if name in given and getattr(args, name):
+                raise FlagError(f"--{name} acts on a model's MLP layers, and {model_name} has none; drop --{name}")
     if args.global_batch_size and args.batch_size:
         raise FlagError("--global_batch_size (split over the processes) and --batch_size (per process) "
                         "conflict; give one of them")
@@ -382,11 +404,11 @@ def validate(args, speed_defaults, defaults=None):
         raise FlagError("--evaluate and --no_eval contradict each other")
     if args.predict and args.no_eval:
         raise FlagError("--predict does not evaluate (it writes predictions.csv); drop --no_eval")
-    if args.evaluate or args.predict:
-        for name in TRAINING_ONLY:
+    if args.evaluate or args.predict or args.export_only:
+        run = only[0]
+        for name in TRAINING_ONLY if args.evaluate or args.predict else TRAINING_GRAPH_ONLY:
             if name in given:
-                raise FlagError(f"--{name} acts on training, and --{'evaluate' if args.evaluate else 'predict'} "
-                                f"does not train; drop --{name}")
+                raise FlagError(f"--{name} acts on training, and {run} does not train; drop --{name}")
     validate_length(args, given)
     if args.save_steps and args.save_secs and "save_secs" in given:
         raise FlagError(f"--save_steps {args.save_steps} and --save_secs {args.save_secs}: checkpoints are saved on "
@@ -541,15 +563,16 @@ def validate_with_schema(args, schema, model_name, uses_crosses):
                                 f"the widths merge into {opts.widths(width)}; give widths further apart")
 
 
-def parse(model_name, argv=None, defaults=None, speed_defaults=None, add_model_flags=None):
-    """Parse and validate; a refused flag prints `train.py: error: ...` and exits with status 2."""
+def parse(model_name, argv=None, defaults=None, speed_defaults=None, add_model_flags=None, has_mlp=True):
+    """Parse and validate; a refused flag prints `train.py: error: ...` and exits with status 2.
+    `has_mlp` False (ModelSpec.has_mlp): the flags that act on MLP layers are refused."""
     defaults = defaults or {}
     parser = build_parser(model_name, defaults)
     if add_model_flags:
         add_model_flags(parser.add_argument_group(f"{model_name}"))
     args = parser.parse_args(argv)
     try:
-        return validate(args, speed_defaults or {n: False for n in SPEED_SWITCHES}, defaults)
+        return validate(args, speed_defaults or {n: False for n in SPEED_SWITCHES}, defaults, model_name, has_mlp)
     except FlagError as err:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: {err.message}", file=sys.stderr)

@@ -1,18 +1,25 @@
-"""Dense layers shared by the models, with the BF16 precision scope.
+"""Dense layers shared by the models, with the BF16 precision and dropout scopes, and the linear and
+factorization-machine parts of the baselines.
 
 `--bf16` runs the MLPs in bfloat16 while their variables stay float32 ("master weights"): a custom
 getter creates every variable as float32 and hands the layer a bfloat16 cast of it, so the
 optimizer updates float32 values and checkpoints stay float32 (loadable with or without --bf16).
 The runner opens `precision(...)` around a model's build_logits, so every `mlp` of every model
 follows --bf16 without the model passing it; the logit layer (`logit`) stays float32.
+`--dropout` works the same way: the runner opens `dropout(rate)` in training graphs only (0 for
+evaluation, prediction and export), and every `mlp` applies it after each relu layer; `logit` never.
 """
 import contextlib
 
 import tensorflow as tf
 
+from modelzoo.features import recorded
+
 tf1 = tf.compat.v1
 
 _PRECISION = [tf.float32]  # the innermost `precision` scope's compute dtype
+_DROPOUT = [0.0]  # the innermost `dropout` scope's rate
+LINEAR_SCOPE = "linear"  # the variables of `linear_logit` (Wide & Deep trains them with FTRL)
 
 
 @contextlib.contextmanager
@@ -30,6 +37,22 @@ def precision(dtype):
 
 def active_precision():
     return _PRECISION[-1]
+
+
+@contextlib.contextmanager
+def dropout(rate):
+    """Dropout rate of the `mlp` calls inside the block (the runner opens it: --dropout when training, else 0)."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout: expected a rate in [0, 1), got {rate}")
+    _DROPOUT.append(float(rate))
+    try:
+        yield rate
+    finally:
+        _DROPOUT.pop()
+
+
+def active_dropout():
+    return _DROPOUT[-1]
 
 
 def bf16_getter(getter, name, shape=None, dtype=None, *args, **kwargs):
@@ -51,22 +74,50 @@ def dense(x, units, name, activation=None):
         return activation(y) if activation else y
 
 
-def mlp(x, units, name, dtype=None, last_activation=True, dropout=0.0):
+def mlp(x, units, name, dtype=None, last_activation=True, rate=None):
     """A stack of relu layers (the last one linear unless `last_activation`); float32 in and out,
     computed in `dtype` (None: the active `precision` scope, bfloat16 with --bf16).
-    `dropout` (a rate, for training graphs only) follows every relu layer."""
+    Dropout at `rate` (None: the active `dropout` scope, --dropout in training graphs) follows every relu layer."""
     bf16 = tf.as_dtype(dtype or active_precision()) == tf.bfloat16
+    rate = active_dropout() if rate is None else rate
     getter = bf16_getter if bf16 else None
     with tf1.variable_scope(name, custom_getter=getter, reuse=tf1.AUTO_REUSE):
         y = tf.cast(x, tf.bfloat16) if bf16 else x
         for i, n in enumerate(units):
             relu = last_activation or i < len(units) - 1
             y = dense(y, n, f"layer{i}", tf.nn.relu if relu else None)
-            if relu and dropout:
-                y = tf.nn.dropout(y, rate=dropout)
+            if relu and rate:
+                y = tf.nn.dropout(y, rate=rate)
         return tf.cast(y, tf.float32) if bf16 else y
 
 
 def logit(x, name):
-    """The one-unit linear output layer, float32 even inside a bfloat16 scope (as the loss)."""
-    return mlp(x, [1], name, dtype=tf.float32, last_activation=False)
+    """The one-unit linear output layer, float32 even inside a bfloat16 scope (as the loss), never dropped out."""
+    return mlp(x, [1], name, dtype=tf.float32, last_activation=False, rate=0.0)
+
+
+def linear_logit(inputs):
+    """Logistic regression's logit [B, 1] over a model's inputs (modelzoo.run.spec.ModelInputs): one weight per
+    categorical value (a 1-wide table of the same kind as the model's, so --ev, --emb_fusion, --tf and the
+    partitioners apply), one per crossed value and one per numeric column, plus a bias; all start at zero."""
+    zeros = tf1.zeros_initializer()
+    # the weights are input-layer tables: --input_layer_partitioner slices them (the crosses too)
+    with tf1.variable_scope(LINEAR_SCOPE, reuse=tf1.AUTO_REUSE, partitioner=inputs.tables.partitioner):
+        weights = inputs.tables.sibling(inputs.schema.with_embedding_dim(1), initializer=zeros)
+        terms = weights.lookup(inputs.ids)
+        for i, cross in enumerate(inputs.schema.crosses):
+            table = tf1.get_variable(f"cross/{cross.name}", [cross.hash_buckets, 1], initializer=zeros)
+            terms += recorded([tf.nn.embedding_lookup(table, inputs.cross_ids[:, i])])  # (--emb_l2 sees them)
+        if inputs.dense is not None:
+            terms.append(dense(inputs.dense, 1, "numeric"))  # weights and the bias
+        else:
+            terms.append(tf1.get_variable("bias", [1, 1], initializer=zeros) + tf.zeros_like(terms[0]))
+        return tf.add_n(terms)
+
+
+def fm_pairwise(vectors):
+    """The second-order term of a factorization machine (Rendle 2010): sum over pairs i < j of <v_i, v_j>,
+    computed in O(n k) as 0.5 * ((sum_i v_i)^2 - sum_i v_i^2) summed over the k factors.
+    vectors [B, n, k] -> [B, 1]."""
+    summed = tf.reduce_sum(vectors, axis=1)
+    return 0.5 * tf.reduce_sum(tf.square(summed) - tf.reduce_sum(tf.square(vectors), axis=1), axis=1, keepdims=True)

@@ -7,7 +7,8 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-ESTIMATOR_MODELS = ("dlrm", "wide_and_deep", "dcn_v2")  # train.py built on modelzoo/runner.py's shared flags
+# train.py built on modelzoo/runner.py's shared flags
+ESTIMATOR_MODELS = ("dlrm", "wide_and_deep", "dcn_v2", "lr", "fm")
 OTHER_MODELS = ("gdmix_lr",)  # not Estimator jobs: own flags, no SPEC
 MODELS = ESTIMATOR_MODELS + OTHER_MODELS
 

@@ -138,6 +138,8 @@ class TrainOptions:
     export_only: bool
     benchmark: bool
     output_dir: str
+    emb_l2: float = 0.0  # --emb_l2: the L2 penalty on the looked-up embedding rows
+    dropout: float = 0.0  # --dropout: the MLPs' dropout rate in training graphs
 
     @property
     def only(self):
@@ -199,7 +201,8 @@ class Options:
                                learning_rate=args.learning_rate,
                                no_eval=args.no_eval, evaluate=args.evaluate, predict=args.predict,
                                export_only=args.export_only, benchmark=getattr(args, "benchmark", False),
-                               output_dir=args.output_dir),
+                               output_dir=args.output_dir,
+                               emb_l2=args.emb_l2, dropout=args.dropout),
             distributed=DistributedOptions(hvd=args.hvd, global_batch_size=args.global_batch_size,
                                            lr_scaling=args.lr_scaling, protocol=args.protocol,
                                            workqueue=bool(args.workqueue),

@@ -434,6 +434,7 @@ def _make_chunk(seed, start, n):
     effect = _EFFECT_TABLE[_fmix32(ids ^ _EFFECT_KEYS[:, None]) >> np.uint32(16)]
     effect[cat_missing] = 0.0
     logit += _CAT_EFFECT_SCALE * effect.sum(axis=0, dtype=np.float64)
+    linear = logit.copy()  # the hidden model's linear part (what a logistic regression can reach)
     h = _fmix32(ids[_FM_IDX] ^ _FM_KEYS[_FM_IDX][:, None])
     vec = _FM_TABLE[h.astype('<u4', copy=False).view(np.uint8)
                     .reshape(len(_FM_IDX), n, _FM_DIM)]
@@ -448,7 +449,8 @@ def _make_chunk(seed, start, n):
     # (n, C) views of the column-major arrays: no copies.
     return {'label': label, 'ints': ints.T, 'int_missing': int_missing.T,
             'cat_ids': ids.T, 'cat_missing': cat_missing.T, 'cat_ranks': ranks.T,
-            'prob': prob}
+            'prob': prob, 'linear_logit': linear,
+            'cat_effects': (_CAT_EFFECT_SCALE * effect).T}
 
 
 def iter_chunks(rows, seed=0, chunk_rows=100_000, start=0):
@@ -456,7 +458,9 @@ def iter_chunks(rows, seed=0, chunk_rows=100_000, start=0):
 
     Keys: label (n,), ints (n,13) int64, int_missing (n,13), cat_ids (n,26)
     uint32, cat_missing (n,26), cat_ranks (n,26), prob (hidden-model click
-    probability).  Useful for analysis without parsing text.
+    probability), linear_logit (the hidden logit without its pairwise
+    term), cat_effects (n,26) (each id's share of it).  Useful for analysis
+    without parsing text.
     """
     if seed < 0:
         raise ValueError('seed must be >= 0')

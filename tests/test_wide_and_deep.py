@@ -95,7 +95,8 @@ def test_evaluate_without_a_checkpoint_is_refused_with_a_message(tmp_path):
     (["--evaluate", "--predict"], "give one of them"),
     (["--global_batch_size", "512", "--batch_size", "256"], "conflict"),
     (["--lr_scaling", "linear"], "it needs --hvd"),
-    (["--deep_dropout", "1.5"], "expected a dropout rate in [0, 1)"),
+    (["--dropout", "1.5"], "expected a dropout rate in [0, 1)"),
+    (["--deep_dropout", "0.3"], "--deep_dropout is now the shared --dropout"),
     (["--linear_l1_regularization", "-1"], "expected a number >= 0"),
     (["--evaluate", "--hvd"], "runs in one process"),
 ])
@@ -153,7 +154,7 @@ def test_bad_cross_in_a_schema_is_refused_naming_it(tmp_path):
 def test_bf16_runs_the_dnn_in_bfloat16_with_dropout_and_float32_weights(tmp_path, generated_criteo, small_schema):
     ckpt = tmp_path / "ckpt"
     run_train("wide_and_deep", ["--train_files", generated_criteo, "--schema", small_schema, "--checkpoint", ckpt,
-                                "--batch_size", 512, "--steps", 5, "--bf16", "--deep_dropout", 0.3,
+                                "--batch_size", 512, "--steps", 5, "--bf16", "--dropout", 0.3,
                                 "--deep_hidden_units", 64, 32, "--no_eval"])
     latest = tf.train.latest_checkpoint(str(ckpt))
     assert tf.train.load_variable(latest, "dnn/layer0/kernel").dtype == np.float32

@@ -12,7 +12,7 @@ from modelzoo.distributed import progress_variable
 from modelzoo.embedding_variables import DynamicEmbeddingTables, ps_devices
 from modelzoo.export import export_saved_model, warm_start
 from modelzoo.hooks import TRAINING_LOSS, ThroughputHook, ThroughputMeter
-from modelzoo.layers import precision
+from modelzoo.layers import dropout, precision
 from modelzoo.metrics import eval_metrics, streaming_sum
 from modelzoo.optimizers import build_optimizer
 from modelzoo.run.report import describe_variable_bytes
@@ -43,8 +43,21 @@ def _cross_entropy(labels, logits):
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
-def micro_batched_gradients(forward, features, labels, micro_batches, loss_of=None):
-    """Gradients of the full-batch mean loss, computed one micro-batch after another.
+def embedding_penalty(rows, emb_l2):
+    """--emb_l2: `emb_l2` x the squared L2 norms of the looked-up embedding rows, summed (the runner divides by
+    the batch). It counts occurrences, not unique rows: an id seen k times in the batch is penalized k times,
+    so the penalty is the mean over examples of each example's own penalty (the same at any batch size and
+    micro-batching, and under Horovod's averaged gradients), and it needs only the looked-up rows, which every
+    kind of table gives (fixed, fused, --tf feature columns, --ev) while not all expose the row ids. Only the
+    rows looked up get a gradient from it: the rest of each table is untouched (FuxiCTR/BARS's
+    embedding_regularizer, applied lazily)."""
+    return emb_l2 * tf.add_n([tf.reduce_sum(tf.square(r)) for r in rows]) if rows else tf.constant(0.0)
+
+
+def micro_batched_gradients(forward, features, labels, micro_batches, loss_of=None, penalty_of=None):
+    """Gradients of the full-batch mean loss, computed one micro-batch after another (plus, with `penalty_of`,
+    the penalty its call returns after each micro-batch's forward pass, summed over that micro-batch's
+    examples and divided by the full batch: --emb_l2).
 
     Each micro-batch's forward pass waits for the previous one's gradients, so only one
     micro-batch's activations are alive at a time. Dense gradients are summed; sparse (embedding)
@@ -65,6 +78,8 @@ def micro_batched_gradients(forward, features, labels, micro_batches, loss_of=No
             else:  # a mean loss weighted by the micro-batch's share of the batch
                 weighted = loss_of(labels[start:start + size], forward(part)) * \
                     tf.cast(size, tf.float32) / tf.cast(batch, tf.float32)
+            if penalty_of is not None:
+                weighted += penalty_of() / tf.cast(batch, tf.float32)
             if variables is None:
                 variables = tf1.trainable_variables()
             grads = tf.gradients(weighted, variables)
@@ -153,16 +168,23 @@ def make_model_fn(ctx, meter, steps_range, ev_report=None):
         training = mode == tf.estimator.ModeKeys.TRAIN
         tables = make_tables(ctx, training, params.get("frozen"))
 
+        penalties, penalties_on = [], bool(opts.train.emb_l2)  # --emb_l2: each training forward pass's penalty
+
         def forward(feats):
             if F.is_raw(feats):  # (always with --tf: it turns --smartstaged off)
                 feats = F.transform(feats, schema, keyed=tables.keyed, stock_columns=opts.speed.tf)
             inputs = ModelInputs(feats.get(F.DENSE), feats[F.IDS], tables, schema, feats.get(F.CROSS_IDS))
             # --dense_layer_partitioner: every other variable of the model (its tables set their own);
             # --bf16: the precision scope every modelzoo.layers.mlp reads (so no model can forget it), except
-            # under --bf16_mode grappler, where the model builds float32 and session_config's pass converts it
+            # under --bf16_mode grappler, where the model builds float32 and session_config's pass converts it;
+            # --dropout: the dropout scope every mlp reads, open in training graphs only
             with tf1.variable_scope(tf1.get_variable_scope(), partitioner=world.dense_partitioner(opts.distributed)), \
-                    precision(tf.bfloat16 if opts.speed.bf16_casts else tf.float32):
-                return tf.reshape(spec.build_logits(inputs, args, training), [-1])
+                    precision(tf.bfloat16 if opts.speed.bf16_casts else tf.float32), \
+                    dropout(opts.train.dropout if training else 0.0), F.record_lookups() as looked_up:
+                logits = tf.reshape(spec.build_logits(inputs, args, training), [-1])
+            if training and penalties_on:
+                penalties.append(embedding_penalty(looked_up, opts.train.emb_l2))
+            return logits
 
         if mode == tf.estimator.ModeKeys.PREDICT:
             logits = forward(features)
@@ -185,9 +207,11 @@ def make_model_fn(ctx, meter, steps_range, ev_report=None):
                                                          world.lr_factor(opts.distributed.lr_scaling))
         if opts.speed.micro_batch:
             loss, grads_and_vars = micro_batched_gradients(forward, features, labels, opts.speed.micro_batch,
-                                                           loss_of)
+                                                           loss_of, (lambda: penalties[-1]) if penalties_on else None)
         else:
             loss = loss_of(labels, forward(features))
+            if penalties:
+                loss += penalties[-1] / tf.cast(tf.shape(labels)[0], tf.float32)
             variables = tf1.trainable_variables()
             grads_and_vars = [(g, v) for g, v in zip(tf.gradients(loss, variables), variables) if g is not None]
         grads_and_vars = world.average_gradients(grads_and_vars)

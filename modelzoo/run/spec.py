@@ -9,7 +9,7 @@ from modelzoo import flags as flaglib
 
 # what a ModelSpec's `defaults` may set (modelzoo/flags.py reads these), and the speed defaults a model may
 # give besides one for each of flags.SPEED_SWITCHES (a switch's default with --ev)
-MODEL_DEFAULT_KEYS = ("batch_size", "learning_rate", "optimizer", "generate_rows")
+MODEL_DEFAULT_KEYS = ("batch_size", "learning_rate", "optimizer", "generate_rows", "emb_l2", "dropout")
 OPTIONAL_SPEED_DEFAULTS = tuple(f"{name}_ev" for name in flaglib.SPEED_SWITCHES)
 
 
@@ -22,6 +22,7 @@ class ModelSpec:
     speed_defaults: Dict[str, bool] = field(default_factory=dict)
     add_flags: Optional[Callable] = None
     uses_crosses: bool = False  # the model reads the schema's crosses (a wide part); else they are refused
+    has_mlp: bool = True  # the model has modelzoo.layers.mlp layers; else --bf16 and --dropout (theirs) are refused
     shape_flags: Tuple[str, ...] = ()  # model flags that change the variables
     # embedding widths the model imposes: one for every categorical column, or a function of the column
     embedding_dim: Optional[Union[int, Callable]] = None
