@@ -56,9 +56,9 @@ dlrm/README.md)."""
 @dataclasses.dataclass(frozen=True)
 class Model:
     """One model folder's manifests. `jobs`: "ps" (a TFJob with Chief, Workers, PS and an Evaluator) and/or
-    "horovod" (an MPIJob), each written in FP32 and BF16. `memory_note`: the Chief's comment on the memory
-    the tables need (the PS memory is `memory`). `requires`: a file the model needs; the entry is skipped
-    while it does not exist (a model being added on another branch)."""
+    "horovod" (an MPIJob), each written in FP32 and, if the model's SPEC has an MLP, BF16. `memory_note`: the
+    Chief's comment on the memory the tables need (the PS memory is `memory`). `requires`: a file the model
+    needs; the entry is skipped while it does not exist (a model being added on another branch)."""
     folder: str
     title: str
     memory: str
@@ -156,7 +156,7 @@ of FM's. --ev grows the tables with the ids admitted: raise the PS memory (or PS
 )
 
 # Manifests written by hand, with no BF16 twin on purpose: path -> why (tests/test_k8s_manifests.py
-# fails for any other *_FP32.yaml without a *_BF16.yaml).
+# fails for any other *_FP32.yaml without a *_BF16.yaml but the generated ones of without_bf16_twin()).
 FP32_ONLY = {
     "gdmix_lr/distribute_k8s/distribute_k8s_FP32.yaml": "its solvers run in float64: there is no BF16 job",
 }
