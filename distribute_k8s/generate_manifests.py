@@ -21,6 +21,7 @@ import math
 import pathlib
 import re
 import sys
+import textwrap
 
 import yaml
 
@@ -55,9 +56,9 @@ dlrm/README.md)."""
 @dataclasses.dataclass(frozen=True)
 class Model:
     """One model folder's manifests. `jobs`: "ps" (a TFJob with Chief, Workers, PS and an Evaluator) and/or
-    "horovod" (an MPIJob), each written in FP32 and BF16. `memory_note`: the Chief's comment on the memory
-    the tables need (the PS memory is `memory`). `requires`: a file the model needs; the entry is skipped
-    while it does not exist (a model being added on another branch)."""
+    "horovod" (an MPIJob), each written in FP32 and, if the model's SPEC has an MLP, BF16. `memory_note`: the
+    Chief's comment on the memory the tables need (the PS memory is `memory`). `requires`: a file the model
+    needs; the entry is skipped while it does not exist (a model being added on another branch)."""
     folder: str
     title: str
     memory: str
@@ -77,6 +78,17 @@ class Model:
     def present(self):
         return not self.requires or (REPO / self.requires).is_file()
 
+    def precisions(self):
+        """FP32 and BF16, or FP32 alone for a model whose train.py SPEC has no MLP: --bf16 computes only the
+        MLP layers in bfloat16, so that model refuses it and a BF16 job could not start."""
+        return PRECISIONS if model_spec(self.folder).has_mlp else ("FP32",)
+
+    def no_bf16_reason(self):
+        """Why the model has no BF16 manifest ("" when it has one)."""
+        return "" if "BF16" in self.precisions() else (
+            f"{self.folder}/train.py has no MLP (its ModelSpec's has_mlp is False), the only part --bf16 "
+            "computes in bfloat16, so it refuses --bf16")
+
     def save_time(self):
         """The measured save of the model's default checkpoint: (median seconds, bytes, date)."""
         path = REPO / "benchmarks" / "results" / f"checkpoint_save_time_{self.folder}.json"
@@ -86,6 +98,14 @@ class Model:
     def grace_seconds(self):
         """terminationGracePeriodSeconds: GRACE_FACTOR x the measured save, rounded up to 30 s, >= 1 minute."""
         return max(GRACE_MIN_SECS, 30 * math.ceil(GRACE_FACTOR * self.save_time()[0] / 30))
+
+
+def model_spec(folder):
+    """MODEL/train.py's ModelSpec, imported without TensorFlow (modelzoo/models.py)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from modelzoo import models
+    return models.load_spec(folder)
 
 
 MODELS = (
@@ -118,10 +138,25 @@ weights, meant for CPUs with AVX512-BF16 or AMX (slower without them: dlrm/READM
 Memory: DCN-v2's tables (the shipped Criteo schema, as DLRM's) and lazy Adam's two slots
 are split over the PS tasks, the cross layers add little (sizes in dcn_v2/README.md).
 --ev grows the tables with the ids admitted: raise the PS memory (or PS.replicas) for it."""),
+    # No MLP in lr and fm (their SPEC's has_mlp): FP32 only (Model.precisions).
+    Model(
+        folder="lr", title="Logistic regression", memory="4Gi",
+        memory_note="""\
+Memory: LR's weights (shipped schema: 1.79M rows x 1) and FTRL's two slots are 22 MB
+in all (benchmarks/checkpoint_save_time.py), split over the PS tasks; 4Gi is DLRM's
+measured 1.4 GB peak (0.35 GB of tables) with room, not a measurement of LR's. --ev grows
+the tables with the ids admitted: raise the PS memory (or PS.replicas) for it."""),
+    Model(
+        folder="fm", title="Factorization machine", memory="4Gi",
+        memory_note="""\
+Memory: FM's tables (shipped schema: 1.79M rows x 16, plus the first-order weights) and
+Adagrad's slot are 0.24 GB in all (benchmarks/checkpoint_save_time.py), split over the PS
+tasks; 4Gi is DLRM's measured 1.4 GB peak (0.35 GB of tables) with room, not a measurement
+of FM's. --ev grows the tables with the ids admitted: raise the PS memory (or PS.replicas)."""),
 )
 
 # Manifests written by hand, with no BF16 twin on purpose: path -> why (tests/test_k8s_manifests.py
-# fails for any other *_FP32.yaml without a *_BF16.yaml).
+# fails for any other *_FP32.yaml without a *_BF16.yaml but the generated ones of without_bf16_twin()).
 FP32_ONLY = {
     "gdmix_lr/distribute_k8s/distribute_k8s_FP32.yaml": "its solvers run in float64: there is no BF16 job",
 }
@@ -196,7 +231,7 @@ PS_HEADER = """\
 # {{title}} on Criteo, {{prec}}: asynchronous parameter-server training (tf.estimator.train_and_evaluate)
 # as a Kubeflow Training Operator TFJob (kubeflow.org/v1): 1 Chief, 2 Workers, 2 PS, 1 Evaluator.
 {{bf16_note}}
-# {{twin}}
+{{twin}}
 #
 #   kubectl create -f distribute_k8s/pvc.yaml     # once: the volume for data and outputs
 #   # once: Criteo Kaggle's train.txt into the volume's data/criteo/, through a pod that mounts the
@@ -424,10 +459,12 @@ def pod_parts(model):
 LAUNCHER_TAIL = CONTAINER_TAIL.format(cpu_request="500m", cpu_limit='"1"', memory="2Gi")
 
 
-def twin_line(other, bf16):
-    """The header line naming the file's FP32/BF16 twin."""
-    return (f"{other} is this file without --bf16 and with other names." if bf16
-            else f"{other} is this file with --bf16 and other names.")
+def twin_line(model, other, bf16):
+    """The header comment naming the file's FP32/BF16 twin, or saying why an FP32 file has none."""
+    if model.no_bf16_reason():
+        return comment(textwrap.fill(f"No BF16 twin: {model.no_bf16_reason()}.", 100))
+    return comment(f"{other} is this file without --bf16 and with other names." if bf16
+                   else f"{other} is this file with --bf16 and other names.")
 
 
 CHIEF_RESOURCES_NOTE = "requests = limits: Guaranteed QoS, whole cores for --intra 8 (no CFS throttling)."
@@ -456,10 +493,11 @@ def ps_tfjob(model, prec, path, image=IMAGE, horovod_image=None):
     save_secs, save_bytes, save_date = model.save_time()
     return fill(
         PS_HEADER, generated=GENERATED, title=model.title, prec=prec, path=rel, job=job, app=model.app,
-        grace=str(model.grace_seconds()), grace_factor=str(GRACE_FACTOR), save_secs=f"{save_secs:.0f}",
+        grace=str(model.grace_seconds()), grace_factor=str(GRACE_FACTOR),
+        save_secs=f"{save_secs:.0f}" if save_secs >= 1 else f"{save_secs:.1f}",
         save_mb=f"{save_bytes / 1e6:,.0f}", save_date=save_date[:10],
         folder=model.folder, bf16_note=comment(model.bf16_note) if bf16 else "",
-        twin=twin_line(other, bf16),
+        twin=twin_line(model, other, bf16),
         follow=padded([(f"#   kubectl logs -f {job}-chief-0", "progress, evaluation, summary"),
                        (f"#   kubectl get tfjob {job}", "Succeeded when the chief has finished")], 2),
         without_operator=comment(f"\nOn a cluster without the training operator: the same tasks as plain Kubernetes "
@@ -481,7 +519,7 @@ HOROVOD = """\
 # "HOST slots=N" line per worker); horovodrun starts the ranks over ssh in the workers, which run
 # only sshd (non-root, port 2222). -np must be Worker replicas x slotsPerWorker: change them together.
 # Rank 0 writes the checkpoint, SavedModel and result.json to /mnt/modelzoo/result/JOB/{{folder}}.
-# {{twin}}
+{{twin}}
 apiVersion: kubeflow.org/v2beta1
 kind: MPIJob
 metadata:
@@ -587,7 +625,7 @@ def horovod_mpijob(model, prec, path, image=None, horovod_image=HOROVOD_IMAGE):
                     (f"#   kubectl logs -f job/{job}-launcher", "every rank's output"),
                     (f"#   kubectl delete -f {rel}", "when done")], 4)
     return fill(HOROVOD, generated=GENERATED, title=model.title, prec=prec, operator_line=operator_line,
-                howto=howto, folder=model.folder, job=job, app=model.app, twin=twin_line(other, bf16),
+                howto=howto, folder=model.folder, job=job, app=model.app, twin=twin_line(model, other, bf16),
                 launcher_tail=LAUNCHER_TAIL, horovod_image=horovod_image, **pod_parts(model),
                 train_args=items(list(model.horovod_args) + (["--bf16"] if bf16 else [])))
 
@@ -606,9 +644,20 @@ def manifests(models=MODELS, image=IMAGE, horovod_image=HOROVOD_IMAGE):
             continue
         for kind in model.jobs:
             name, render = JOBS[kind]
-            for prec in PRECISIONS:
+            for prec in model.precisions():
                 path = REPO / model.folder / "distribute_k8s" / name.format(prec=prec)
                 out[path] = render(model, prec, path, image=image, horovod_image=horovod_image)
+    return out
+
+
+def without_bf16_twin(models=MODELS):
+    """{path: why} of every FP32 manifest with no BF16 twin on purpose: the hand-written FP32_ONLY ones and
+    the generated ones of the models without an MLP."""
+    out = dict(FP32_ONLY)
+    for model in models:
+        if model.present() and model.no_bf16_reason():
+            for kind in model.jobs:
+                out[f"{model.folder}/distribute_k8s/{JOBS[kind][0].format(prec='FP32')}"] = model.no_bf16_reason()
     return out
 
 

@@ -19,6 +19,7 @@ sys.path.insert(0, str(REPO))
 DLRM = REPO / "dlrm" / "distribute_k8s" / "distribute_k8s_FP32.yaml"
 WDL_BF16 = REPO / "wide_and_deep" / "distribute_k8s" / "distribute_k8s_BF16.yaml"
 DCN_V2_BF16 = REPO / "dcn_v2" / "distribute_k8s" / "distribute_k8s_BF16.yaml"
+LR = REPO / "lr" / "distribute_k8s" / "distribute_k8s_FP32.yaml"
 BATCH = 256
 # small and quick: one thread each (six processes share the machine), the evaluator looks every 2 s
 TRAIN = ["--generate_rows", 20000, "--batch_size", BATCH, "--log_steps", 20, "--intra", 1, "--inter", 1,
@@ -110,14 +111,17 @@ def test_dlrm_job_writes_checkpoint_savedmodel_and_the_evaluators_auc(dlrm_job):
     assert set(job["trainer_reports"]) == {"chief-0", "worker-0", "worker-1"}
 
 
-def test_dcn_v2_bf16_manifest_runs_as_a_ps_job_and_exports(tmp_path, small_schema):
-    """The generated manifest of the fourth model runs a PS job end to end with no PS code of its own."""
-    proc, summary = local_run(DCN_V2_BF16, tmp_path, ["--workers", 1, "--ps", 1],
+@pytest.mark.parametrize("manifest,job,model,bf16", [(DCN_V2_BF16, "dcn-v2-bf16", "dcn_v2", True),
+                                                     (LR, "lr-fp32", "lr", False)], ids=["dcn_v2-BF16", "lr-FP32"])
+def test_generated_manifest_runs_as_a_ps_job_and_exports(manifest, job, model, bf16, tmp_path, small_schema):
+    """Generated manifests beyond DLRM's run a PS job end to end with no PS code of the model's own: the fourth
+    model's BF16 one, and lr's FP32-only one (a model without an MLP: no BF16 twin)."""
+    proc, summary = local_run(manifest, tmp_path, ["--workers", 1, "--ps", 1],
                               [*TRAIN, "--schema", small_schema, "--steps", 40, "--save_steps", 20])
     assert_clean_success(proc, summary)
-    checkpoint = checkpoint_dir(tmp_path, "dcn-v2-bf16", "dcn_v2")
+    checkpoint = checkpoint_dir(tmp_path, job, model)
     result = json.loads((checkpoint / "result.json").read_text())
-    assert result["model"] == "dcn_v2" and result["steps"] >= 40 and result["flags"]["bf16"]
+    assert result["model"] == model and result["steps"] >= 40 and result["flags"]["bf16"] == bf16
     assert result["parameter_server_job"]["evaluated_by"] == "evaluator" and 0.5 < result["auc"] < 1.0
     assert list((checkpoint / "export").glob("*/saved_model.pb"))
 

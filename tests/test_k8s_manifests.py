@@ -45,12 +45,15 @@ MOUNT = "/mnt/modelzoo"
 PVC = REPO / "distribute_k8s" / "pvc.yaml"
 DOCKERFILE = REPO / "Dockerfile"
 
-# The parameter-server TFJobs: model folder -> {precision: manifest}; every model of the generator's table
-# with a "ps" job (a model added there is checked here too), at least DLRM and Wide & Deep.
-PS_MODELS = tuple(m.folder for m in generate_manifests.MODELS if "ps" in m.jobs and m.present())
-assert {"dlrm", "wide_and_deep"} <= set(PS_MODELS), PS_MODELS
+# The parameter-server TFJobs: (model folder, precision) -> manifest; every model of the generator's table
+# with a "ps" job (a model added there is checked here too), at least DLRM and Wide & Deep, in FP32 and, for a
+# model with an MLP, BF16 (lr and fm have none: FP32 only).
+PS_ENTRIES = {m.folder: m for m in generate_manifests.MODELS if "ps" in m.jobs and m.present()}
+PS_MODELS = tuple(PS_ENTRIES)
+assert {"dlrm", "wide_and_deep", "lr", "fm"} <= set(PS_MODELS), PS_MODELS
 PS_TFJOBS = {(model, prec): REPO / model / "distribute_k8s" / f"distribute_k8s_{prec}.yaml"
-             for model in PS_MODELS for prec in ("FP32", "BF16")}
+             for model, entry in PS_ENTRIES.items() for prec in entry.precisions()}
+BF16_PS_MODELS = tuple(model for model in PS_MODELS if (model, "BF16") in PS_TFJOBS)
 # the job's name: the folder with dashes, and the precision (dlrm-fp32, wide-and-deep-bf16)
 PS_JOB_NAMES = {(model, prec): f"{model.replace('_', '-')}-{prec.lower()}" for model, prec in PS_TFJOBS}
 assert PS_JOB_NAMES[("wide_and_deep", "BF16")] == "wide-and-deep-bf16"
@@ -499,7 +502,7 @@ def ps_job(model, prec):
     return load_one(PS_TFJOBS[(model, prec)])
 
 
-@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids="-".join)
+@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids=str)
 def test_ps_tfjob_is_what_the_launcher_train_py_and_the_operator_expect(model, prec):
     doc = ps_job(model, prec)
     assert (doc["apiVersion"], doc["kind"]) == ("kubeflow.org/v1", "TFJob")
@@ -509,7 +512,7 @@ def test_ps_tfjob_is_what_the_launcher_train_py_and_the_operator_expect(model, p
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids="-".join)
+@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids=str)
 def test_ps_tfjob_train_flags_have_the_documented_values(model, prec):
     doc = ps_job(model, prec)
     c = the_container(doc["spec"]["tfReplicaSpecs"]["Chief"]["template"])
@@ -524,7 +527,7 @@ def test_ps_tfjob_train_flags_have_the_documented_values(model, prec):
     assert "--workqueue" in PS_TFJOBS[(model, prec)].read_text()
 
 
-@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids="-".join)
+@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids=str)
 def test_ps_tfjob_containers_use_the_image_placeholder_and_guaranteed_resources(model, prec):
     """The image is the generator's placeholder: the Dockerfile's image under a registry that never resolves
     (.invalid, RFC 2606), so no node pulls a Docker Hub image of that name by accident (--image sets yours)."""
@@ -554,7 +557,7 @@ def operator_tf_config(doc, rtype, index, namespace="default"):
     return json.dumps({"cluster": cluster, "task": {"type": rtype.lower(), "index": index}, "environment": "cloud"})
 
 
-@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids="-".join)
+@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids=str)
 def test_operator_tf_config_is_a_parameter_server_cluster_for_every_task(model, prec):
     from modelzoo import distributed
     doc = ps_job(model, prec)
@@ -567,25 +570,41 @@ def test_operator_tf_config_is_a_parameter_server_cluster_for_every_task(model, 
     assert sorted(roles) == sorted(f"{t.lower()}:{i}" for t, n in PS_REPLICAS.items() for i in range(n))
 
 
-@pytest.mark.parametrize("rtype", sorted(PS_REPLICAS))
-@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids="-".join)
-def test_ps_tfjob_train_flags_pass_train_py_validation_under_the_operators_tf_config(model, prec, rtype,
-                                                                                     monkeypatch):
-    # What train.py itself does with the flags in each task: modelzoo.flags.validate (the refusals), with the
-    # TF_CONFIG of that task in the environment (the parameter-server flags depend on it).
+def train_py_refusal(model, doc, rtype, monkeypatch):
+    """What train.py itself says of the flags of DOC's RTYPE task: its parser, then modelzoo.flags.validate (the
+    refusals, with the model's name and SPEC's has_mlp as runner.main passes them) with the TF_CONFIG of that task
+    in the environment (the parameter-server flags depend on it); None when it accepts them."""
     from modelzoo import flags
-    doc = ps_job(model, prec)
     _, argv = launcher_split(the_container(doc["spec"]["tfReplicaSpecs"][rtype]["template"]))
     args, error = parse_train_args(model, argv)
-    assert not error, error
+    if error:
+        return error
     monkeypatch.setenv("TF_CONFIG", operator_tf_config(doc, rtype, 0))
     spec = train_spec(model)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
-            flags.validate(args, spec.speed_defaults, spec.defaults)
+            flags.validate(args, spec.speed_defaults, spec.defaults, spec.name, spec.has_mlp)
     except flags.FlagError as err:
-        raise AssertionError(f"{rel(PS_TFJOBS[(model, prec)])}: {rtype}: train.py refuses the flags: "
-                             f"{err.message}") from None
+        return err.message
+    return None
+
+
+@pytest.mark.parametrize("rtype", sorted(PS_REPLICAS))
+@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids=str)
+def test_ps_tfjob_train_flags_pass_train_py_validation_under_the_operators_tf_config(model, prec, rtype,
+                                                                                     monkeypatch):
+    refusal = train_py_refusal(model, ps_job(model, prec), rtype, monkeypatch)
+    assert refusal is None, f"{rel(PS_TFJOBS[(model, prec)])}: {rtype}: train.py refuses the flags: {refusal}"
+
+
+def test_a_bf16_tfjob_of_a_model_without_an_mlp_is_refused_by_its_train_py(monkeypatch):
+    """Why lr and fm have no BF16 manifest, and that the check above fails on one: rendered anyway, its --bf16
+    is refused in every task by lr/train.py's own validation (ModelSpec.has_mlp False)."""
+    path = REPO / "lr" / "distribute_k8s" / "distribute_k8s_BF16.yaml"
+    doc = yaml.safe_load(generate_manifests.ps_tfjob(PS_ENTRIES["lr"], "BF16", path))
+    for rtype in PS_REPLICAS:
+        refusal = train_py_refusal("lr", doc, rtype, monkeypatch)
+        assert refusal and "--bf16 acts on a model's MLP layers, and lr has none" in refusal, (rtype, refusal)
 
 
 def without_bf16_and_renamed(bf16_doc, fp32_name):
@@ -596,7 +615,7 @@ def without_bf16_and_renamed(bf16_doc, fp32_name):
     return yaml.safe_load(yaml.safe_dump(same).replace(bf16_doc["metadata"]["name"], fp32_name))
 
 
-@pytest.mark.parametrize("model", PS_MODELS)
+@pytest.mark.parametrize("model", BF16_PS_MODELS)
 def test_bf16_manifest_is_the_fp32_one_with_bf16_and_other_names(model):
     fp32, bf16 = ps_job(model, "FP32"), ps_job(model, "BF16")
     for rtype, rs in bf16["spec"]["tfReplicaSpecs"].items():
@@ -604,7 +623,7 @@ def test_bf16_manifest_is_the_fp32_one_with_bf16_and_other_names(model):
     assert without_bf16_and_renamed(bf16, fp32["metadata"]["name"]) == fp32
 
 
-@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids="-".join)
+@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids=str)
 def test_ps_tfjob_says_how_to_create_follow_delete_and_run_it_locally(model, prec):
     path, name = PS_TFJOBS[(model, prec)], PS_JOB_NAMES[(model, prec)]
     text = path.read_text()
@@ -651,7 +670,7 @@ def test_the_launcher_accepts_every_manifests_options_and_allocator():
                         assert "libjemalloc" in changes["LD_PRELOAD"], (rel(path), dotted(field), strategy)
 
 
-@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids="-".join)
+@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids=str)
 def test_local_run_plans_the_manifest_as_its_header_says(model, prec, tmp_path):
     # `python -m distribute_k8s.local_run MANIFEST --workers 2 --ps 1`, planned only (nothing is started).
     from distribute_k8s import local_run
@@ -992,13 +1011,41 @@ def test_every_fp32_manifest_has_its_bf16_twin_and_back():
     fp32 = {rel(p) for p in REPO.glob("*/distribute_k8s/*_FP32.yaml")}
     bf16 = {rel(p) for p in REPO.glob("*/distribute_k8s/*_BF16.yaml")}
     assert fp32, "no *_FP32.yaml manifest found"
-    missing = {p.replace("_FP32.yaml", "_BF16.yaml") for p in fp32 - set(generate_manifests.FP32_ONLY)} - bf16
+    exempt = generate_manifests.without_bf16_twin()  # FP32_ONLY and the generated ones of models without an MLP
+    missing = {p.replace("_FP32.yaml", "_BF16.yaml") for p in fp32 - set(exempt)} - bf16
     assert not missing, (f"{sorted(missing)}: missing BF16 twin(s) of the FP32 manifests "
                          f"(distribute_k8s/generate_manifests.py)")
     orphans = {p.replace("_BF16.yaml", "_FP32.yaml") for p in bf16} - fp32
     assert not orphans, f"{sorted(orphans)}: missing FP32 twin(s) of BF16 manifests"
-    for path, why in generate_manifests.FP32_ONLY.items():
+    for path, why in exempt.items():
         assert (REPO / path).is_file() and why, path  # a stale exemption would hide a missing twin
+        assert not (REPO / path.replace("_FP32.yaml", "_BF16.yaml")).exists(), path  # nor a twin that is there
+    assert {"lr/distribute_k8s/distribute_k8s_FP32.yaml", "fm/distribute_k8s/distribute_k8s_FP32.yaml"} <= set(exempt)
+
+
+@pytest.mark.parametrize("model", PS_MODELS)
+def test_a_model_has_bf16_manifests_exactly_when_its_spec_has_an_mlp(model):
+    """--bf16 computes the MLP layers in bfloat16 and train.py refuses it without them (ModelSpec.has_mlp):
+    a model has the BF16 TFJob iff its SPEC has an MLP, and the FP32 header of one without says why."""
+    has_mlp = train_spec(model).has_mlp
+    assert ((model, "BF16") in PS_TFJOBS) == has_mlp
+    header = PS_TFJOBS[(model, "FP32")].read_text().split("apiVersion:")[0]
+    assert ("No BF16 twin:" in header and "has no MLP" in header) == (not has_mlp), header
+    assert ("distribute_k8s_BF16.yaml is this file with --bf16" in header) == has_mlp
+
+
+def test_the_bf16_decision_reads_the_spec_not_the_model_name(monkeypatch):
+    """The generator asks each model's SPEC: with has_mlp flipped for every model (names unchanged) DLRM loses its
+    BF16 files and lr gains them."""
+    import dataclasses
+    real = generate_manifests.model_spec
+    monkeypatch.setattr(generate_manifests, "model_spec",
+                        lambda folder: dataclasses.replace(real(folder), has_mlp=not real(folder).has_mlp))
+    flipped = {rel(p) for p in generate_manifests.manifests()}
+    assert "dlrm/distribute_k8s/distribute_k8s_FP32.yaml" in flipped
+    assert "dlrm/distribute_k8s/distribute_k8s_BF16.yaml" not in flipped
+    assert {"lr/distribute_k8s/distribute_k8s_BF16.yaml", "fm/distribute_k8s/distribute_k8s_BF16.yaml"} <= flipped
+    assert "dlrm/distribute_k8s/distribute_k8s_FP32.yaml" in generate_manifests.without_bf16_twin()
 
 
 def test_generated_bf16_differs_from_fp32_only_by_bf16_names_and_the_bf16_comments():
@@ -1086,7 +1133,7 @@ def test_the_generator_writes_the_image_it_is_given_everywhere():
     assert all(image.split("/")[0].endswith(".invalid") for image in committed)
 
 
-@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids="-".join)
+@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids=str)
 def test_ps_tfjob_grace_period_covers_the_measured_checkpoint_save(model, prec):
     """The chief saves a final checkpoint on SIGTERM: every pod's grace period is GRACE_FACTOR times the save of
     the default tables measured by benchmarks/checkpoint_save_time.py (the default 30 s did not cover W&D's
