@@ -186,7 +186,7 @@ class SharedTable:
         return tf.raw_ops.LookupTableExportV2(table_handle=self.handle, Tkeys=tf.string, Tvalues=self.value_dtype)
 
 
-def _mtime(path):
+def mtime(path):
     try:
         return os.stat(path).st_mtime_ns
     except OSError:
@@ -217,7 +217,7 @@ def serve_ps(cluster, protocol="grpc", checkpoint=None):
         print(f"{me}: {checkpoint} has a checkpoint (step {step:,}): the chief restores the variables from its latest "
               "checkpoint into this task (a restarted PS, or a resumed job)", flush=True)
     result = os.path.join(checkpoint, "result.json") if checkpoint else None
-    result_before = _mtime(result) if result else None
+    result_before = mtime(result) if result else None
     with tf.Graph().as_default():
         queue = _done_queue(cluster.task_index)
         take, size = queue.dequeue(), queue.size()
@@ -226,7 +226,7 @@ def serve_ps(cluster, protocol="grpc", checkpoint=None):
             finished = set()
             while len(finished) < cluster.trainers:
                 if not session.run(size):
-                    if result and _mtime(result) != result_before:
+                    if result and mtime(result) != result_before:
                         missing = sorted(set(range(cluster.trainers)) - finished)
                         print(f"{me}: the chief has written {result} (the job has ended) without word from "
                               f"trainer(s) {missing} (lost if they finished before this PS was restarted); "

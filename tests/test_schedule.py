@@ -124,8 +124,8 @@ def test_keep_best_copies_a_whole_checkpoint_folder(tmp_path):
         for suffix in (".index", ".data-00000-of-00001", ".meta"):
             (tmp_path / f"model.ckpt-{step}{suffix}").write_text(f"{step}{suffix}")
     (tmp_path / "run_config.json").write_text("{}")
-    S.keep_best(str(tmp_path), 5)
-    S.keep_best(str(tmp_path), 10)
+    S.keep_best(str(tmp_path), str(tmp_path / "model.ckpt-5"))
+    S.keep_best(str(tmp_path), str(tmp_path / "model.ckpt-10"))
     best = tmp_path / "best"
     assert sorted(p.name for p in best.iterdir()) == ["checkpoint", "model.ckpt-10.data-00000-of-00001",
                                                       "model.ckpt-10.index", "model.ckpt-10.meta", "run_config.json"]

@@ -3,7 +3,6 @@ The trainers build the graph, the checkpoint listeners and the report of local.p
 start (the chief claims the folder and the data, the others wait for it), train_and_evaluate with an
 evaluator task, and the job's figures gathered from every trainer."""
 import os
-import shutil
 import time
 
 import tensorflow as tf
@@ -21,7 +20,7 @@ from modelzoo.run.checkpoints import check_data  # (the data a checkpoint was tr
 from modelzoo.run.context import RunContext, Trained
 from modelzoo.run.graph import build_estimator, input_fn
 from modelzoo.run.local import checkpoint_listeners, data_generator, describe_evaluation, finish, run_reading
-from modelzoo.run.schedule import EvaluationRecord, keep_best, plan
+from modelzoo.run.schedule import EvaluationRecord, copy_checkpoint, keep_best, plan
 from modelzoo.system import cpu_info
 
 TRAINER_REPORT_WAIT_SECS = 30  # the workers end with the chief; their reports may come a little later
@@ -63,18 +62,18 @@ def evaluator(ctx, estimator):
     record = EvaluationRecord.load(checkpoint, schedule)
     eval_input = input_fn(ctx, ctx.data.eval, False)
     result = os.path.join(checkpoint, "result.json")
-    result_before, last, step = _mtime(result), None, 0
+    result_before, last, step = distributed.mtime(result), None, 0
     with distributed.Heartbeat(checkpoint):
         while not record.should_stop(step):
             latest = tf.train.latest_checkpoint(checkpoint)
             if latest is None or latest == last:
-                if _mtime(result) != result_before:
+                if distributed.mtime(result) != result_before:
                     print("evaluator: the chief has written result.json (the job ended); exiting", flush=True)
                     return 0
                 time.sleep(1)
                 continue
             started, last = time.time(), latest
-            snapshot = snapshot_checkpoint(latest, os.path.join(distributed.evaluator_dir(checkpoint), "snapshot"))
+            snapshot = copy_checkpoint(latest, os.path.join(distributed.evaluator_dir(checkpoint), "snapshot"))
             if snapshot is None:  # replaced while it was copied: the next pass takes the newest
                 continue
             step = int(snapshot.rsplit("-", 1)[1])  # (model.ckpt-STEP)
@@ -82,43 +81,17 @@ def evaluator(ctx, estimator):
                                   lambda path=snapshot: estimator.evaluate(eval_input, checkpoint_path=path))
             improved = record.add(step, metrics)
             if improved and schedule.keeps_best:
-                keep_best(checkpoint, step, source=os.path.dirname(snapshot))
-            record.should_stop(step)
+                keep_best(checkpoint, snapshot)
+            done = record.should_stop(step)
             record.save()
             distributed.record_evaluation(checkpoint, metrics, snapshot, final=step >= schedule.max_steps)
             print(f"evaluator: {describe_evaluation(record, step, improved)}"
                   f"{' (final)' if step >= schedule.max_steps else ''}", flush=True)
-            if not record.should_stop(step):
-                time.sleep(max(0.0, throttle - (time.time() - started)) if step < schedule.max_steps else 0)
+            if not done:
+                time.sleep(max(0.0, throttle - (time.time() - started)))
     print(f"evaluator: {'early stopping ended the job' if record.stopped_early else 'evaluated the last step'}; "
           "exiting", flush=True)
     return 0
-
-
-def snapshot_checkpoint(prefix, folder):
-    """A copy of checkpoint `prefix`'s files in `folder` (replacing the last one); its prefix there, or None
-    when the chief removed the files before they were all copied."""
-    shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(folder)
-    name = os.path.basename(prefix)
-    try:
-        files = [f for f in os.listdir(os.path.dirname(prefix)) if f.startswith(name + ".")]
-        for f in files:
-            shutil.copy2(os.path.join(os.path.dirname(prefix), f), folder)
-    except FileNotFoundError:
-        return None
-    if not any(f.endswith(".index") for f in files):
-        return None
-    with open(os.path.join(folder, "checkpoint"), "w", encoding="utf-8") as f:
-        f.write(f'model_checkpoint_path: "{name}"\n')
-    return os.path.join(folder, name)
-
-
-def _mtime(path):
-    try:
-        return os.path.getmtime(path)
-    except OSError:
-        return None
 
 
 class EarlyStopWatch(tf.compat.v1.train.SessionRunHook):

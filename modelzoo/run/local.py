@@ -143,7 +143,7 @@ def evaluate_on_schedule(ctx, estimator, record, step):
     if world.is_chief and evaluates and not record.evaluated(step):
         improved = record.add(step, evaluate(ctx, estimator))
         if improved and schedule.keeps_best:
-            keep_best(ctx.checkpoint, step)
+            keep_best(ctx.checkpoint, os.path.join(ctx.checkpoint, f"model.ckpt-{step}"))
         go_on = not record.should_stop(step)
         record.save()
         print(describe_evaluation(record, step, improved), flush=True)
@@ -194,9 +194,9 @@ def final_metrics(ctx, trained):
         (e for e in record.evaluations if e["step"] == step), None)
     if entry is None:
         return evaluate(ctx, trained.estimator)
-    metrics = {name: value for name, value in entry.items() if name not in ("step", "epoch")}
-    metrics["auc"] = float("nan") if metrics.get("auc", 0) is None else metrics.get("auc")
-    return {**record.last_metrics, **{k: v for k, v in metrics.items() if v is not None or k == "auc"}}
+    metrics = {name: value for name, value in entry.items() if name not in ("step", "epoch") and value is not None}
+    metrics.setdefault("auc", float("nan"))  # (null in the record: one class in the held-out labels)
+    return {**record.last_metrics, **metrics}
 
 
 def write_predictions(ctx, estimator):

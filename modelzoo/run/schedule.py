@@ -9,7 +9,6 @@ deep CTR models on real click logs, Zhang et al. 2022); a smaller training set t
 DEFAULT_MAX_EPOCHS epochs and never less than MIN_STEPS steps, and the best checkpoint is the run's model.
 Without held-out rows there is nothing to stop on: such a run trains whole epochs up to MIN_STEPS steps.
 """
-import glob
 import json
 import math
 import os
@@ -168,22 +167,34 @@ class EvaluationRecord:
                 "best": self.best, "stopped_early": self.stopped_early}
 
 
-def keep_best(folder, step, source=None):
-    """Copy the checkpoint of `step` (from `source`, a folder holding it, default FOLDER) to FOLDER/best (a
-    checkpoint folder of its own: `--checkpoint FOLDER/best --predict` scores it), replacing the previous
-    best only once the copy is whole."""
-    prefix = f"model.ckpt-{step}"
-    files = glob.glob(os.path.join(source or folder, prefix + ".*"))
-    if not files:
-        raise FileNotFoundError(f"no checkpoint files {os.path.join(source or folder, prefix)}.* to keep as the best")
+def copy_checkpoint(prefix, folder):
+    """A copy of checkpoint `prefix`'s files in `folder` (made anew), a checkpoint folder of its own; its prefix
+    there, or None when the files went (a chief's --keep_checkpoint_max) before they were all copied."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    source, name = os.path.split(prefix)
+    try:
+        files = [f for f in os.listdir(source) if f.startswith(name + ".")]
+        for f in files:
+            shutil.copy2(os.path.join(source, f), folder)
+    except FileNotFoundError:
+        return None
+    if not any(f.endswith(".index") for f in files):
+        return None
+    with open(os.path.join(folder, "checkpoint"), "w", encoding="utf-8") as f:
+        f.write(f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
+    return os.path.join(folder, name)
+
+
+def keep_best(folder, prefix):
+    """Copy checkpoint `prefix` to FOLDER/best (a checkpoint folder of its own, with the run's identity:
+    `--checkpoint FOLDER/best --predict` scores it), replacing the previous best only once the copy is whole."""
     best, staging, old = (os.path.join(folder, name) for name in (BEST, BEST + ".tmp", BEST + ".old"))
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    for path in files + [os.path.join(folder, "run_config.json")]:
-        if os.path.exists(path):
-            shutil.copy2(path, staging)
-    with open(os.path.join(staging, "checkpoint"), "w", encoding="utf-8") as f:
-        f.write(f'model_checkpoint_path: "{prefix}"\nall_model_checkpoint_paths: "{prefix}"\n')
+    if copy_checkpoint(prefix, staging) is None:
+        raise FileNotFoundError(f"no checkpoint files {prefix}.* to keep as the best")
+    identity = os.path.join(folder, "run_config.json")
+    if os.path.exists(identity):
+        shutil.copy2(identity, staging)
     shutil.rmtree(old, ignore_errors=True)
     if os.path.exists(best):
         os.rename(best, old)
