@@ -1,10 +1,20 @@
 """Declarative feature schemas: a model's feature set is data (a JSON file), not code.
 
 A schema lists the columns of the input file in order. Each column has a kind:
-- `label`: the 0/1 target;
+- `label`: a 0/1 target; a multi-task schema declares several (`click`, `conversion`), the first is the
+  main one (the `auc` of result.json, the `probabilities` output);
 - `numeric`: an integer or float feature with a normalization (`log1p`, `standard`, `minmax`, `none`);
 - `categorical`: a string or integer id mapped to a row of an embedding table, either by hashing into
   `hash_buckets` rows or through a `vocabulary` list (unknown values share one extra row);
+- `multi_value`: several ids of one field joined by `separator` (`"a|b|c"`, order-free), at most
+  `max_length` kept, embedded and pooled by `combiner` (`sum` or `mean`);
+- `sequence`: an ordered history, oldest first, joined by `separator`; the newest `max_length` are kept,
+  handed to the model unpooled (padded and masked) for attention;
+  a `multi_value` or `sequence` column either has a table of its own (`hash_buckets` or `vocabulary`, and
+  `embedding_dim`) or reads a categorical column's (`shares_embedding_with`: the history of item ids and
+  the candidate item read one table, as DIN needs); empty tokens are dropped, an empty field is no id;
+- `group`: the column whose values group rows for GAUC (e.g. the user id): read, never embedded, never
+  asked for by the serving signature; at most one; it takes only `name` and `kind`;
 - `ignore`: a column of the file that no model reads (a row id such as Avazu's `id`); it takes only
   `name` and `kind`.
 With a header line (modelzoo/datafiles.py) the file's columns are matched to these by name, in any
@@ -23,7 +33,12 @@ from pathlib import Path
 from typing import Tuple
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
-KINDS = ("label", "numeric", "categorical", "ignore")
+KINDS = ("label", "numeric", "categorical", "multi_value", "sequence", "group", "ignore")
+LIST_KINDS = ("multi_value", "sequence")  # a field holding several ids
+COMBINERS = ("sum", "mean")
+# keys added after checkpoints were made: left out of Schema.fingerprint at their defaults, so that those
+# checkpoints keep their identity
+_LATER_KEYS = {"separator": "|", "max_length": 0, "combiner": "mean", "shares_embedding_with": ""}
 NORMALIZATIONS = ("log1p", "standard", "minmax", "none")
 MAX_VOCABULARY = 10_000  # vocabularies are matched by comparison; larger sets should hash
 
@@ -45,11 +60,20 @@ class Column:
     hash_buckets: int = 0
     vocabulary: Tuple[str, ...] = field(default_factory=tuple)
     embedding_dim: int = 0
+    separator: str = "|"  # multi_value and sequence: between the ids of one field
+    max_length: int = 0  # multi_value and sequence: ids kept (the first of a multi_value, the newest of a sequence)
+    combiner: str = "mean"  # multi_value: how its ids' rows are pooled
+    shares_embedding_with: str = ""  # multi_value and sequence: the categorical column whose table it reads
 
     @property
     def num_ids(self):
         """Rows of this column's embedding table."""
         return self.hash_buckets if self.hash_buckets else len(self.vocabulary) + 1
+
+    @property
+    def owns_table(self):
+        """Whether the column has an embedding table of its own (a shared list column reads its owner's)."""
+        return self.kind == "categorical" or (self.kind in LIST_KINDS and not self.shares_embedding_with)
 
 
 @dataclass(frozen=True)
@@ -70,7 +94,36 @@ class Schema:
 
     @property
     def label(self):
-        return next(c for c in self.columns if c.kind == "label")
+        """The first (main) label."""
+        return self.labels[0]
+
+    @property
+    def labels(self):
+        """Every label column, in schema order (one per task of a multi-task model)."""
+        return [c for c in self.columns if c.kind == "label"]
+
+    @property
+    def group(self):
+        """The GAUC group column, or None."""
+        return next((c for c in self.columns if c.kind == "group"), None)
+
+    @property
+    def lists(self):
+        """The multi_value and sequence columns, in schema order."""
+        return [c for c in self.columns if c.kind in LIST_KINDS]
+
+    @property
+    def tables(self):
+        """The columns that own an embedding table, in schema order: the categorical columns and the list
+        columns that share no other column's table."""
+        return [c for c in self.columns if c.owns_table]
+
+    def table_of(self, column):
+        """The column whose embedding table `column` (a column or its name) reads."""
+        col = column if isinstance(column, Column) else next(c for c in self.columns if c.name == column)
+        if col.shares_embedding_with:
+            return next(c for c in self.columns if c.name == col.shares_embedding_with)
+        return col
 
     @property
     def numeric(self):
@@ -91,7 +144,9 @@ class Schema:
 
     def fingerprint(self):
         """Changes whenever a checkpoint made with this schema could no longer be restored."""
-        described = [asdict(c) for c in self.columns] + [asdict(x) for x in self.crosses]
+        def described_column(col):
+            return {k: v for k, v in asdict(col).items() if k not in _LATER_KEYS or v != _LATER_KEYS[k]}
+        described = [described_column(c) for c in self.columns] + [asdict(x) for x in self.crosses]
         text = json.dumps(described, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -99,7 +154,7 @@ class Schema:
         """The same schema with every categorical column embedded in `dim` dimensions, or in
         `dim(column)` dimensions when `dim` is a function (a model's own sizing rule)."""
         width = dim if callable(dim) else (lambda col: dim)
-        cols = tuple(Column(**{**asdict(c), "embedding_dim": width(c)}) if c.kind == "categorical" else c
+        cols = tuple(Column(**{**asdict(c), "embedding_dim": width(c)}) if c.owns_table else c
                      for c in self.columns)
         return Schema(self.name, cols, self.source, self.crosses)
 
@@ -126,7 +181,12 @@ VALUE_TYPES = {
     "embedding_dim": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "vocabulary": (lambda v: isinstance(v, list) and all(isinstance(x, str) or _is_int(x) for x in v),
                    "a list of strings or integers"),
+    "separator": (lambda v: isinstance(v, str) and len(v) == 1, "one character"),
+    "max_length": (lambda v: _is_int(v) and v > 0, "an integer > 0"),
+    "combiner": (lambda v: v in COMBINERS, f"one of {COMBINERS}"),
+    "shares_embedding_with": (lambda v: isinstance(v, str) and v, "a column name"),
 }
+LIST_KEYS = ("separator", "max_length", "combiner", "shares_embedding_with")  # only for LIST_KINDS
 
 
 def _column(raw, where):
@@ -141,9 +201,21 @@ def _column(raw, where):
     kind = raw["kind"]
     if kind not in KINDS:
         raise SchemaError(f"{where} ({raw['name']}): kind {kind!r} is not one of {KINDS}"[:300])
-    if kind == "ignore" and set(raw) != {"name", "kind"}:
-        raise SchemaError(f"{where} ({raw['name']}): an 'ignore' column takes only 'name' and 'kind', got "
+    if kind in ("ignore", "group") and set(raw) != {"name", "kind"}:
+        raise SchemaError(f"{where} ({raw['name']}): an {kind!r} column takes only 'name' and 'kind', got "
                           f"{sorted(set(raw) - {'name', 'kind'})}")
+    misplaced = sorted(k for k in raw if k in LIST_KEYS and kind not in LIST_KINDS)
+    if kind == "sequence" and "combiner" in raw:
+        misplaced.append("combiner")  # a sequence is never pooled by the runner
+    if misplaced:
+        raise SchemaError(f"{where} ({raw['name']}): {misplaced} apply to "
+                          f"{'multi_value' if kind == 'sequence' else 'multi_value or sequence'} columns only")
+    if kind in LIST_KINDS and "max_length" not in raw:
+        raise SchemaError(f"{where} ({raw['name']}): a {kind} column needs max_length (the ids kept a row)")
+    if raw.get("shares_embedding_with") and \
+            sorted(k for k in ("hash_buckets", "vocabulary", "embedding_dim") if k in raw):
+        raise SchemaError(f"{where} ({raw['name']}): a column that shares_embedding_with another takes that "
+                          f"column's table: no hash_buckets, vocabulary or embedding_dim of its own")
     for key, (ok, what) in VALUE_TYPES.items():
         if key in raw and not ok(raw[key]):
             raise SchemaError(f"{where} ({raw['name']}): {key} must be {what}, got {raw[key]!r}"[:300])
@@ -160,9 +232,9 @@ def _column(raw, where):
         raise SchemaError(f"{where} ({col.name}): 'standard' normalization needs std > 0")
     if kind == "numeric" and col.normalization == "minmax" and not col.max > col.min:
         raise SchemaError(f"{where} ({col.name}): 'minmax' normalization needs max > min")
-    if kind == "categorical":
+    if col.owns_table:
         if bool(col.hash_buckets) == bool(col.vocabulary):
-            raise SchemaError(f"{where} ({col.name}): a categorical column needs exactly one of "
+            raise SchemaError(f"{where} ({col.name}): a {kind} column needs exactly one of "
                               "'hash_buckets' (> 0) or 'vocabulary' (a list)")
         if col.hash_buckets < 0:
             raise SchemaError(f"{where} ({col.name}): hash_buckets must be positive")
@@ -184,11 +256,19 @@ def parse_schema(doc, source="<memory>"):
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise SchemaError(f"{source}: duplicate column names {dupes}")
-    labels = [c for c in cols if c.kind == "label"]
-    if len(labels) != 1:
-        raise SchemaError(f"{source}: expected exactly one column of kind 'label', found {len(labels)}")
+    if not any(c.kind == "label" for c in cols):
+        raise SchemaError(f"{source}: expected at least one column of kind 'label'")
+    if sum(c.kind == "group" for c in cols) > 1:
+        raise SchemaError(f"{source}: expected at most one column of kind 'group', found "
+                          f"{[c.name for c in cols if c.kind == 'group']}")
     if not any(c.kind == "categorical" for c in cols):
         raise SchemaError(f"{source}: expected at least one categorical column")
+    kinds = {c.name: c.kind for c in cols}
+    for c in cols:
+        if c.shares_embedding_with and kinds.get(c.shares_embedding_with) != "categorical":
+            raise SchemaError(f"{source} ({c.name}): shares_embedding_with {c.shares_embedding_with!r} must name a "
+                              f"categorical column of the schema (categorical: "
+                              f"{[n for n, k in kinds.items() if k == 'categorical']})"[:300])
     crosses = tuple(_cross(x, f"{source}: cross {i + 1}", cols) for i, x in enumerate(doc.get("crosses", [])))
     return Schema(doc.get("name", Path(source).stem), cols, source, crosses)
 
@@ -233,9 +313,11 @@ def load_schema(name_or_path):
 
 def schema_summary(schema: Schema):
     cats = schema.categorical
-    rows = sum(c.num_ids for c in cats)
+    rows = sum(c.num_ids for c in schema.tables)
     ignored = sum(c.kind == "ignore" for c in schema.columns)
+    lists = {kind: sum(c.kind == kind for c in schema.columns) for kind in LIST_KINDS}
     return (f"schema {schema.name}: {len(schema.numeric)} numeric, {len(cats)} categorical"
+            + "".join(f", {n} {kind}" for kind, n in lists.items() if n)
             + (f", {ignored} ignored" if ignored else "") + f" columns, {rows:,} embedding rows")
 
 
