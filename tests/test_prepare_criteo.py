@@ -8,6 +8,7 @@ import gzip
 import importlib.util
 import io
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -168,3 +169,80 @@ def test_real_sample(tmp_path):
     lines = CRITEO_SAMPLE.read_bytes().split(b'\n')[:-1]
     assert (tmp_path / 'train.csv').read_bytes() == as_csv(lines[:8571])
     assert (tmp_path / 'eval.csv').read_bytes() == as_csv(lines[8571:])
+
+
+@pytest.fixture()
+def days(raw, tmp_path):
+    """Criteo 1TB-shaped day files: day_0, day_2 and day_10 (gzip), 1,000 generated lines each, and their
+    lines by day number."""
+    _, lines = raw
+    folder = tmp_path / 'days'
+    folder.mkdir()
+    by_day = {0: lines[:1000], 2: lines[1000:2000], 10: lines[2000:3000]}
+    for day, rows in by_day.items():
+        text = b''.join(line + b'\n' for line in rows)
+        if day == 10:
+            (folder / 'day_10.gz').write_bytes(gzip.compress(text))
+        else:
+            (folder / f'day_{day}').write_bytes(text)
+    return folder, by_day
+
+
+def test_day_files_convert_one_csv_a_day_in_day_order_the_last_day_held_out(days, tmp_path):
+    folder, by_day = days
+    out = tmp_path / 'out'
+    proc = run_cli('--input', folder, '--output_dir', out)
+    assert proc.returncode == 0, proc.stderr
+    # day 10 is the last in time (text order would put it before day 2) and is held out
+    assert sorted(os.listdir(out / 'train')) == ['day_0.csv', 'day_2.csv']
+    assert os.listdir(out / 'eval') == ['day_10.csv']
+    for day, side in ((0, 'train'), (2, 'train'), (10, 'eval')):
+        assert (out / side / f'day_{day}.csv').read_bytes() == as_csv(by_day[day])
+    assert "--train_files '%s/train/*.csv' --eval_files '%s/eval/*.csv'" % (out, out) in proc.stdout
+    assert 'counting' not in proc.stdout  # one pass a day: no line count
+
+
+def test_day_files_eval_day_max_rows_and_gzip_output(days, tmp_path):
+    folder, by_day = days
+    st = prep.prepare_days([folder / 'day_10.gz', folder / 'day_0', folder / 'day_2'], tmp_path, eval_day=2,
+                           max_rows=300, gzip_output=True, log=lambda m: None)
+    assert (st['train_rows'], st['eval_rows'], st['eval_day']) == (600, 300, 2)
+    assert gzip.decompress((tmp_path / 'eval' / 'day_2.csv.gz').read_bytes()) == as_csv(by_day[2][:300])
+    assert gzip.decompress((tmp_path / 'train' / 'day_10.csv.gz').read_bytes()) == as_csv(by_day[10][:300])
+
+
+def test_a_stopped_day_run_resumes_at_the_first_day_not_written(days, tmp_path):
+    """A bad line in day 2 stops the run after day 0 is written; once day 2 is fixed, the next run keeps
+    day 0 (recorded in prepared.json with its input's identity) and converts the rest."""
+    folder, by_day = days
+    good = (folder / 'day_2').read_bytes()
+    (folder / 'day_2').write_bytes(good.replace(b'\n', b'\nnot a row\n', 1))
+    with pytest.raises(prep.PrepareError, match=r'day_2:2: '):
+        prep.prepare_days([folder], tmp_path, log=lambda m: None)
+    assert os.listdir(tmp_path / 'train') == ['day_0.csv']  # nothing half-written for day 2
+    (folder / 'day_2').write_bytes(good)
+    st = prep.prepare_days([folder], tmp_path, log=lambda m: None)
+    assert (st['kept'], st['converted']) == ([0], [2, 10])
+    assert (tmp_path / 'train' / 'day_2.csv').read_bytes() == as_csv(by_day[2])
+    # an output whose input changed since is not kept silently
+    (folder / 'day_0').write_bytes(as_csv(by_day[0][:10]).replace(b',', b'\t'))
+    with pytest.raises(prep.PrepareError, match='does not say it was made from'):
+        prep.prepare_days([folder], tmp_path, log=lambda m: None)
+    # another held-out day moves day 10 to train and removes its eval copy
+    st = prep.prepare_days([folder], tmp_path, eval_day=2, overwrite=True, log=lambda m: None)
+    assert os.listdir(tmp_path / 'eval') == ['day_2.csv'] and 'day_10.csv' in os.listdir(tmp_path / 'train')
+
+
+@pytest.mark.parametrize('args,words', [
+    (['--eval_fraction', '0.1'], '--eval_fraction applies to one input file only'),
+    (['--eval_day', '7'], r'--eval_day 7: no such day among the inputs \(days 0, 2, 10\)'),
+])
+def test_day_file_refusals_name_the_flag(days, tmp_path, args, words):
+    folder, _ = days
+    proc = run_cli('--input', folder, '--output_dir', tmp_path / 'out', *args)
+    assert proc.returncode == 2 and re.search(words, proc.stderr), proc.stderr
+    proc = run_cli('--input', folder / 'day_0', tmp_path / 'x.txt', '--output_dir', tmp_path / 'out')
+    assert proc.returncode == 2 and 'file not found' in proc.stderr
+    (tmp_path / 'train.txt').write_bytes(b'')
+    proc = run_cli('--input', folder / 'day_0', tmp_path / 'train.txt', '--output_dir', tmp_path / 'out')
+    assert proc.returncode == 2 and 'must be a Criteo 1TB day file named day_N' in proc.stderr
