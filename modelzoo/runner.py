@@ -20,6 +20,7 @@ from modelzoo.datafiles import DataError
 from modelzoo.distributed import ClusterError
 from modelzoo.export import ExportError
 from modelzoo.io_utils import OutputError
+from modelzoo.memory import MemoryPlanError
 from modelzoo.run.context import model_schema  # noqa: F401 (the schema of a spec and its flags)
 from modelzoo.run.errors import SIGTERM_EXIT, CheckpointMismatch, TrainingStopped  # noqa: F401
 from modelzoo.run.spec import MODEL_DEFAULT_KEYS, OPTIONAL_SPEED_DEFAULTS, ModelInputs, ModelSpec  # noqa: F401
@@ -65,7 +66,7 @@ def main(spec, argv=None):
         print(f"{spec.name}/train.py: error: {err}", file=sys.stderr, flush=True)
         return err.code
     except (DataError, SchemaError, CheckpointMismatch, DataParallelError, ClusterError, OutputError,
-            ExportError) as err:
+            ExportError, MemoryPlanError) as err:
         print(f"{spec.name}/train.py: error: {err}", file=sys.stderr, flush=True)
         return 1
     except TrainingStopped as err:

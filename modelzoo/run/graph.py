@@ -7,6 +7,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
 from modelzoo import features as F
+from modelzoo import memory
 from modelzoo.data_parallel import World
 from modelzoo.distributed import progress_variable
 from modelzoo.embedding_variables import DynamicEmbeddingTables, ps_devices
@@ -127,6 +128,15 @@ def variable_bytes(grads_and_vars, groups):
     return sizes
 
 
+def plan_memory(ctx, sizes, groups):
+    """The start-up memory line (modelzoo/memory.py), raising MemoryPlanError before the session allocates
+    anything when the run cannot fit; --ev's tables are planned from the schema's hash_buckets."""
+    slots = max(len(opt.get_slot_names()) for _, opt in groups)
+    dynamic = memory.dynamic_table_bytes(ctx.schema, slots) if sizes["dynamic_tables"] else 0
+    cluster = ctx.world.cluster
+    return memory.check(sizes, dynamic, parameter_servers=cluster.num_ps if cluster else 0)
+
+
 def apply_by_group(groups, grads_and_vars, global_step):
     """Each variable is updated by the optimizer of the first group whose prefix its name starts with
     (the group with prefix None takes the rest); the global step then advances once."""
@@ -219,6 +229,7 @@ def make_model_fn(ctx, meter, steps_range, ev_report=None):
         train_op = apply_by_group(groups, grads_and_vars, global_step)
         if world.is_chief and meter.variable_bytes is None:  # (once: a run trains in segments between evaluations)
             print(describe_variable_bytes(variable_bytes(grads_and_vars, groups)), flush=True)
+            print(plan_memory(ctx, variable_bytes(grads_and_vars, groups), groups), flush=True)
         meter.variable_bytes = variable_bytes(grads_and_vars, groups)
         after_update = tables.finish([opt for _, opt in groups], global_step, after=train_op)
         if after_update:

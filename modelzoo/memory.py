@@ -1,0 +1,120 @@
+"""The memory plan: what a training process will hold, against what it may use, before anything is allocated.
+
+The figures come from the training graph (run/graph.variable_bytes: tables, dense layers and their
+optimizer slots, read from the variables' shapes) while it is being built, so a run that cannot fit is
+refused before its session allocates a byte, naming the remedies. The peak of a run is more than its
+variables: the process itself, the initial values of a table while it is initialized, the checkpoint
+and evaluation copies. Those are folded into two constants measured with benchmarks/peak_memory.py
+(the peak RSS of whole runs: start, train, checkpoint, evaluate, export) on DLRM and Wide & Deep:
+
+| run | variables + slots | peak RSS | source |
+|---|---:|---:|---|
+| DLRM, shipped schema, 40 steps | 0.35 GB | 1.07 GB | benchmarks/results/peak_memory_dlrm.json |
+| Wide & Deep, shipped schema, 40 steps | 2.74 GB | 3.76 GB | benchmarks/results/peak_memory_wide_and_deep.json |
+| DLRM, real Kaggle cardinalities, 3,000 steps | 6.19 GB | 8.8 GB | issue 27's measurement |
+
+PEAK_FACTOR is the largest slope between those runs ((8.8 - 1.07) / (6.19 - 0.35) = 1.32, rounded up)
+and PROCESS_BYTES the intercept it leaves (1.07 - 1.33 x 0.35 = 0.6, rounded up), so the plan is at or
+above each measured peak (1.08, 4.25 and 8.84 GB): a plan that errs refuses a run that would have
+fitted by a few percent, never lets one die an hour in.
+
+Dynamic tables (--ev) grow with the ids admitted: their plan takes each column's `hash_buckets` (the
+schema's estimate of its distinct ids; `modelzoo/schemas/criteo_full.json` holds the real Kaggle counts,
+which a full epoch without a filter stores) as the ids stored, times the payload of a row and its slots
+(key + values), times EV_TABLE_FACTOR = 2.9: issue 27's DLRM --ev run peaked at 3.65 GB for 1.07 GB of
+payload (5.2M rows stored): (3.65 - 0.61) / 1.07 = 2.84. (TFRA's table alone holds 1.34x to 3.1x its
+payload, depending on where its capacity doubling falls: 4M and 1M keys inserted, widths 16 and 64; the
+checkpoint's export of the keys and values adds a copy.) Unverified on a full epoch yet: an estimate.
+No TensorFlow import here.
+"""
+import math
+import os
+
+GB = 10 ** 9  # (as the peak_memory results and issue 27 count)
+PEAK_FACTOR = 1.33
+PROCESS_BYTES = int(0.61 * GB)
+EV_TABLE_FACTOR = 2.9
+WARN_FRACTION = 0.9  # a plan above this share of the limit is said, not refused
+LIMIT_VARIABLE = "MODELZOO_MEMORY_LIMIT_MB"  # overrides the detected limit (a test, or memory shared with others)
+
+
+class MemoryPlanError(Exception):
+    """A run whose planned memory exceeds what the process may use; the message names the remedies."""
+
+
+def _read_int(path):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # cgroup v2 says "max" when unlimited
+
+
+def memory_limit():
+    """(bytes the process may use, where that figure comes from): MODELZOO_MEMORY_LIMIT_MB, the cgroup's
+    limit (a Kubernetes pod's resources.limits.memory), else the machine's RAM."""
+    given = os.environ.get(LIMIT_VARIABLE)
+    if given:
+        try:
+            return int(float(given) * (1 << 20)), LIMIT_VARIABLE
+        except ValueError:
+            raise MemoryPlanError(f"{LIMIT_VARIABLE}={given!r}: expected a number of MB") from None
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        value = _read_int(path)
+        if value and value < (1 << 60):  # (cgroup v1 says a huge number when unlimited)
+            return value, "the cgroup limit"
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024, "the machine's RAM"
+    except OSError:
+        pass
+    return None, "unknown"
+
+
+def dynamic_table_bytes(schema, slots_per_row):
+    """The plan for --ev's tables: each table column's hash_buckets as its stored ids, TFRA's overhead
+    included, with `slots_per_row` optimizer slot tables of the same width."""
+    payload = sum(c.num_ids * (8 + 4 * c.embedding_dim) for c in schema.tables)
+    return int(payload * (1 + slots_per_row) * EV_TABLE_FACTOR)
+
+
+def plan_bytes(sizes, dynamic_bytes=0):
+    """The planned peak RSS of a training process holding `sizes` (run/graph.variable_bytes)."""
+    held = sum(v for k, v in sizes.items() if k != "dynamic_tables")
+    return int(PROCESS_BYTES + PEAK_FACTOR * held + dynamic_bytes)
+
+
+def check(sizes, dynamic_bytes=0, parameter_servers=0, limit=None, source=None):
+    """The start-up memory line; raises MemoryPlanError when the plan exceeds the limit. With parameter
+    servers, the tables live on them: the line gives each one's share and nothing is refused here."""
+    if limit is None:
+        limit, source = memory_limit()
+    tables = sizes["tables"] + sizes["table_slots"] + dynamic_bytes
+    if parameter_servers:
+        return (f"memory plan: tables and slots {tables / GB:.2f} GB over {parameter_servers} parameter "
+                f"server(s), about {tables / parameter_servers / GB:.2f} GB each (x {PEAK_FACTOR} with the "
+                f"checkpoint and evaluation copies); each PS pod's memory limit must hold that")
+    planned = plan_bytes(sizes, dynamic_bytes)
+    held = sum(v for k, v in sizes.items() if k != "dynamic_tables") + dynamic_bytes
+    line = (f"memory plan: peak about {planned / GB:.2f} GB (variables and slots {held / GB:.2f} GB"
+            + (f", of which --ev tables {dynamic_bytes / GB:.2f} GB estimated from the schema's hash_buckets"
+               if dynamic_bytes else "")
+            + f"; modelzoo/memory.py) of {limit / GB:.1f} GB ({source})" if limit else
+            f"memory plan: peak about {planned / GB:.2f} GB; the memory limit is unknown")
+    if limit and planned > limit:
+        room = WARN_FRACTION * limit - plan_bytes({**sizes, "tables": 0, "table_slots": 0})  # what tables may take
+        if room <= 0:
+            raise MemoryPlanError(f"{line}: this run cannot fit, even without its tables; give the process more "
+                                  f"memory (a pod's resources.limits.memory)")
+        shards = max(2, math.ceil(PEAK_FACTOR * tables / room))
+        raise MemoryPlanError(
+            f"{line}: this run cannot fit. Remedies: --ev (dynamic tables hold only the ids seen and admitted; "
+            f"--ev_filter admits fewer), fewer hash_buckets in the schema (python -m modelzoo.schema infer FILE "
+            f"--label COLUMN --max_buckets N), or a parameter-server job with {shards} PS tasks "
+            f"(about {tables / shards / GB:.2f} GB of tables and slots each; distribute_k8s/)")
+    if limit and planned > WARN_FRACTION * limit:
+        line += ": close to the limit"
+    return line

@@ -1,0 +1,80 @@
+"""The memory plan (modelzoo/memory.py): a run that cannot fit is refused while its graph is built, before
+its session allocates the tables, with the figure and the remedies; the plan's constants stay at or above
+the peaks measured by benchmarks/peak_memory.py (issue 27)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_train
+from modelzoo import memory
+
+RESULTS = REPO / "benchmarks" / "results"
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("model", ["dlrm", "wide_and_deep"])
+def test_the_plan_is_at_or_above_each_measured_peak_and_within_25_percent(model):
+    run = json.loads((RESULTS / f"peak_memory_{model}.json").read_text())
+    planned, peak = memory.plan_bytes(run["variable_bytes"]), run["peak_rss_gb"] * memory.GB
+    assert peak <= planned <= 1.25 * peak, (model, planned / memory.GB, run["peak_rss_gb"])
+
+
+SIZES = {"tables": 40 * memory.GB, "table_slots": 20 * memory.GB, "dense": 10 ** 7, "dense_slots": 10 ** 7,
+         "dynamic_tables": 0}
+
+
+@pytest.mark.fast
+def test_a_plan_over_the_limit_is_refused_with_shards_that_would_each_fit():
+    limit = 24 * memory.GB
+    with pytest.raises(memory.MemoryPlanError) as err:
+        memory.check(SIZES, limit=limit, source="test")
+    text = str(err.value)
+    shards = int(text.split("parameter-server job with ")[1].split()[0])
+    assert "peak about 80.44 GB" in text and "--ev" in text and "--max_buckets" in text
+    per_shard = {**SIZES, "tables": SIZES["tables"] / shards, "table_slots": SIZES["table_slots"] / shards}
+    assert memory.plan_bytes(per_shard) <= memory.WARN_FRACTION * limit  # each PS task's share fits
+    assert "close to" not in memory.check(SIZES, limit=100 * memory.GB, source="test")
+    assert "close to the limit" in memory.check(SIZES, limit=85 * memory.GB, source="test")
+    with pytest.raises(memory.MemoryPlanError, match="even without its tables"):
+        memory.check(SIZES, limit=memory.PROCESS_BYTES // 2, source="test")
+    # parameter servers hold the tables: the line gives each one's share and refuses nothing here
+    assert "about 15.00 GB each" in memory.check(SIZES, parameter_servers=4, limit=limit, source="test")
+
+
+@pytest.mark.fast
+def test_the_limit_comes_from_the_environment_the_cgroup_or_the_machine(monkeypatch):
+    monkeypatch.setenv(memory.LIMIT_VARIABLE, "512")
+    assert memory.memory_limit() == (512 << 20, memory.LIMIT_VARIABLE)
+    monkeypatch.setenv(memory.LIMIT_VARIABLE, "lots")
+    with pytest.raises(memory.MemoryPlanError, match="expected a number of MB"):
+        memory.memory_limit()
+    monkeypatch.delenv(memory.LIMIT_VARIABLE)
+    limit, source = memory.memory_limit()
+    assert limit > 0 and source in ("the cgroup limit", "the machine's RAM")
+
+
+def test_wide_and_deep_at_the_real_kaggle_cardinalities_is_refused_before_allocating(criteo_sample, tmp_path):
+    """52 GB of tables and lazy Adam slots (modelzoo/schemas/criteo_full.json): refused with the figure and
+    the remedies while the graph is built; nothing but the run's configuration is written."""
+    proc = run_train("wide_and_deep", ["--schema", "criteo_full", "--train_files", criteo_sample, "--steps", 2,
+                                       "--output_dir", tmp_path], check=False)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "memory plan: peak about" in line and "this run cannot fit" in line and "PS tasks" in line, line
+    assert "Traceback" not in proc.stderr
+    written = [p.name for p in Path(tmp_path).rglob("*") if p.is_file()]
+    assert written == ["run_config.json"], written
+
+
+def test_the_start_up_line_states_the_plan_and_a_small_limit_refuses(criteo_sample, tmp_path):
+    args = ["--train_files", criteo_sample, "--steps", 2, "--no_eval", "--output_dir", tmp_path]
+    proc = run_train("dlrm", args)
+    assert "memory plan: peak about 1.08 GB" in proc.stdout, proc.stdout[-2000:]
+    env = dict(os.environ, **{memory.LIMIT_VARIABLE: "700"})
+    proc = subprocess.run([sys.executable, str(REPO / "dlrm" / "train.py"), *map(str, args),
+                           "--output_dir", tmp_path / "small"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "of 0.7 GB (MODELZOO_MEMORY_LIMIT_MB): this run cannot fit" in proc.stderr
