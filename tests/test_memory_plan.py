@@ -34,7 +34,7 @@ def test_a_plan_over_the_limit_is_refused_with_shards_that_would_each_fit():
         memory.check(SIZES, limit=limit, source="test")
     text = str(err.value)
     shards = int(text.split("parameter-server job with ")[1].split()[0])
-    assert "peak about 80.48 GB" in text and "--ev" in text and "--max_buckets" in text
+    assert "peak about 80.58 GB" in text and "--ev" in text and "--max_buckets" in text
     per_shard = {**SIZES, "tables": SIZES["tables"] / shards, "table_slots": SIZES["table_slots"] / shards}
     assert memory.plan_bytes(per_shard) <= memory.WARN_FRACTION * limit  # each PS task's share fits
     assert "close to" not in memory.check(SIZES, limit=100 * memory.GB, source="test")
@@ -75,7 +75,7 @@ def test_the_start_up_line_states_the_plan_and_a_small_limit_refuses(criteo_samp
     proc = run_train("dlrm", args)
     peak = read_result(tmp_path / "dlrm")["peak_rss_mb"] * (1 << 20)
     assert peak <= memory.plan_bytes(read_result(tmp_path / "dlrm")["variable_bytes"])  # (1.108 GB measured)
-    assert "memory plan: peak about 1.12 GB" in proc.stdout, proc.stdout[-2000:]
+    assert "memory plan: peak about 1.22 GB" in proc.stdout, proc.stdout[-2000:]
     env = dict(os.environ, **{memory.LIMIT_VARIABLE: "700"})
     proc = subprocess.run([sys.executable, str(REPO / "dlrm" / "train.py"), *map(str, args),
                            "--output_dir", tmp_path / "small"], env=env, capture_output=True, text=True, timeout=300)
