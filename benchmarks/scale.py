@@ -1,0 +1,162 @@
+"""Cost against data size (issue 27): generated Criteo-format data at several row counts, DLRM's default
+command on each, and what grows with the rows: time from start to the first training step, steady
+samples/s, the held-out evaluations (with their checkpoint saves), the export, and the peak RSS.
+
+Each size is generated once into --data_dir (data/generate_criteo.py's generator, the Kaggle
+cardinalities; 45.8M rows are 11.1 GB and take about a minute), as one file or, with --days 24, as 24
+day files (day_0 .. day_23) read with --train_files in day order. Then, per configuration:
+- `default`: the README's command with --train_files (one epoch: the last 10% of rows held out);
+- `full`: --schema criteo_full (hash buckets at the real Kaggle cardinalities), --steps 3000;
+- `ev`: --ev, --steps 3000.
+The timings come from the child's log lines as they are printed (benchmarks/peak_memory.py's sampler):
+the first `step N/` line (with --log_steps 1), the `eval at step` lines, the `SavedModel:` line.
+
+    python benchmarks/scale.py --rows 1000000 4000000 16000000 45840617 --configs default
+    python benchmarks/scale.py --rows 45840617 --days 24 --configs default full ev
+
+Writes benchmarks/results/scale.{json,md} (and scale.png, each figure against the rows).
+"""
+import argparse
+import json
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from peak_memory import measure  # noqa: E402
+
+from modelzoo.io_utils import write_report  # noqa: E402
+from modelzoo.synthetic import generate_criteo  # noqa: E402
+
+CONFIGS = {"default": [], "full": ["--schema", "criteo_full", "--steps", "3000"], "ev": ["--ev", "--steps", "3000"]}
+STEP_LINE = re.compile(r"^step (\d[\d,]*)/")
+
+
+def data_files(folder, rows, days, seed=0):
+    """The generated data of `rows` rows in `folder` (made once), as a --train_files pattern."""
+    folder = Path(folder) / (f"{rows}" + (f"_days{days}" if days else ""))
+    done = folder / "DONE"
+    if not done.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        whole = folder / "train.txt"
+        generate_criteo(str(whole), rows, seed=seed)
+        if days:  # split in time order: day k gets rows [k * rows / days, (k + 1) * rows / days)
+            with open(whole, "rb") as src:
+                for day in range(days):
+                    stop = (day + 1) * rows // days - day * rows // days
+                    with open(folder / f"day_{day}", "wb") as out:
+                        for _ in range(stop):
+                            out.write(src.readline())
+            whole.unlink()
+        done.write_text("complete\n")
+    return str(folder / ("day_*" if days else "train.txt"))
+
+
+def timings(events):
+    """Seconds from start to the first step, to the first and last evaluation line, to the export line."""
+    first_step = next((t for t, line in events if STEP_LINE.match(line)), None)
+    evals = [t for t, line in events if line.startswith("eval at step")]
+    before_eval = [t for t, line in events if STEP_LINE.match(line) and evals and t < evals[0]]
+    export = next((t for t, line in events if line.startswith("SavedModel:")), None)
+    return {"first_step_s": first_step,
+            "first_eval_s": round(evals[0] - before_eval[-1], 2) if evals and before_eval else None,
+            "evaluations": len(evals),
+            "after_training_s": round(export - evals[-1], 2) if export and evals else None,
+            "wall_to_export_s": export}
+
+
+def run_one(pattern, config, work):
+    out = Path(work) / config
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, str(REPO / "dlrm" / "train.py"), "--train_files", pattern, "--output_dir", str(out),
+           "--log_steps", "1", *CONFIGS[config]]
+    rc, samples, events, tail = measure(cmd, interval=0.5)
+    if rc != 0:
+        return {"config": config, "error": f"exit {rc}: {tail[-1500:]}"}
+    result = json.loads((out / "dlrm" / "result.json").read_text())
+    shutil.rmtree(out, ignore_errors=True)  # (checkpoints of full cardinality are GBs)
+    peak = max(s[1] for s in samples)
+    return {"config": config, **timings(events), "samples_per_sec": round(result["samples_per_sec"]),
+            "steps": result["steps"], "train_rows": result["train_rows"], "eval_rows": result["eval_rows"],
+            "auc": round(result["auc"], 4), "peak_rss_gb": round(peak / 1e9, 2),
+            "variables_gb": round(sum(v for k, v in result["variable_bytes"].items() if k != "dynamic_tables") / 1e9,
+                                  2), "cpu": result["cpu"]["model"], "command": " ".join(cmd[1:])}
+
+
+def cpu_line():
+    """'AMD EPYC, family 25 model 17, 2 CPUs' from /proc/cpuinfo (the model name alone hides the generation)."""
+    info, cpus = {}, 0
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = (part.strip() for part in line.partition(":"))
+            cpus += key == "processor"
+            info.setdefault(key, value)
+    name, family, model = (info.get(k, "?") for k in ("model name", "cpu family", "model"))
+    return f"{name}, family {family} model {model}, {cpus} CPUs"
+
+
+def plot(runs, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = ["first_step_s", "samples_per_sec", "first_eval_s", "after_training_s", "peak_rss_gb"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5))
+    for ax, key in zip(axes, keys):
+        for config in sorted({r["config"] for r in runs}):
+            points = sorted((r["rows"], r[key]) for r in runs if r["config"] == config and r.get(key) is not None)
+            if points:
+                ax.plot(*zip(*points), marker="o", label=config)
+        ax.set_xscale("log")
+        ax.set_xlabel("rows")
+        ax.set_title(key)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000, 16_000_000, 45_840_617])
+    p.add_argument("--days", type=int, default=0, help="split each size into this many day files (0: one file)")
+    p.add_argument("--configs", nargs="+", default=["default"], choices=sorted(CONFIGS))
+    p.add_argument("--data_dir", default=None, help="where generated data is kept between runs (default: a temp "
+                                                    "folder, removed at the end)")
+    p.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "scale"))
+    a = p.parse_args(argv)
+    data_dir = a.data_dir or tempfile.mkdtemp(prefix="scale-data-")
+    work = tempfile.mkdtemp(prefix="scale-runs-")
+    runs = []
+    try:
+        for rows in a.rows:
+            pattern = data_files(data_dir, rows, a.days)
+            for config in a.configs:
+                run = {"rows": rows, "days": a.days, **run_one(pattern, config, work)}
+                print(json.dumps(run), flush=True)
+                runs.append(run)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if not a.data_dir:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    lines = ["# Cost against data size (benchmarks/scale.py)", "",
+             f"`python benchmarks/scale.py {' '.join(argv if argv is not None else sys.argv[1:])}`; one run each; "
+             f"CPU: {cpu_line()}.", "",
+             "| rows | config | start to first step (s) | samples/s | first evaluation (s) | after training (s) | "
+             "peak RSS (GB) | variables (GB) | AUC |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        lines.append(f"| {r['rows']:,} | {r['config']} | " + (" | ".join(
+            str(r.get(k)) for k in ("first_step_s", "samples_per_sec", "first_eval_s", "after_training_s",
+                                    "peak_rss_gb", "variables_gb", "auc")) if "error" not in r else r["error"][:200])
+                     + " |")
+    write_report(a.output, {"cpu": cpu_line(), "runs": runs}, "\n".join(lines) + "\n")
+    if runs:
+        plot([r for r in runs if "error" not in r], a.output + ".png")
+
+
+if __name__ == "__main__":
+    main()
