@@ -245,3 +245,21 @@ def test_eval_auc_benchmark_times_both_implementations_and_they_agree(tmp_path):
         assert 0.5 < r["auc"] < 1 and r["update_seconds"] > 0 and r["peak_rss_above_start_mb"] >= 0
         assert 0 < r["distinct_scores"] <= r["rows"]
     assert doc["machine"]["cores"] > 0
+
+
+@pytest.mark.fast
+def test_scale_reads_its_timings_from_the_log_and_splits_day_files_in_time_order(tmp_path):
+    """benchmarks/scale.py: start to first step, the first evaluation's cost and the export's come from the
+    child's timed log lines; its day-file layout keeps every generated row once, in order."""
+    import scale
+    events = [(1.0, "train: 10 steps"), (30.0, "step 1/10 (10%) loss 0.7"), (31.0, "step 5/10 (50%) loss 0.6"),
+              (40.5, "eval at step 5 (epoch 1): AUC 0.7"), (41.0, "step 6/10 (60%) loss 0.6"),
+              (50.0, "eval at step 10 (epoch 2): AUC 0.71"), (53.5, "SavedModel: /x/export/1")]
+    assert scale.timings(events) == {"first_step_s": 30.0, "first_eval_s": 9.5, "evaluations": 2,
+                                     "after_training_s": 3.5, "wall_to_export_s": 53.5}
+    whole = (tmp_path / "one" / "1000" / "train.txt")
+    assert scale.data_files(tmp_path / "one", 1000, 0) == str(whole)
+    pattern = scale.data_files(tmp_path / "days", 1000, 3)
+    assert pattern.endswith("day_*")
+    days = [(tmp_path / "days" / "1000_days3" / f"day_{d}").read_bytes() for d in range(3)]
+    assert b"".join(days) == whole.read_bytes() and [d.count(b"\n") for d in days] == [333, 333, 334]
