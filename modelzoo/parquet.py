@@ -18,7 +18,7 @@ holding its first row (only that group's leading rows are read past), never from
 """
 import numpy as np
 
-from modelzoo.datafiles import DataError, Slice
+from modelzoo.datafiles import DataError
 
 SUFFIX = ".parquet"
 READ_ROWS = 4096  # rows per record batch read (a row group is read in such batches: memory stays bounded)
@@ -281,6 +281,48 @@ def make_dataset(slices, schema, batch_size, training, smartstaged, bad_rows="er
     return F.decoded(ds, parse, training, smartstaged, processes, queued=rows is not None)
 
 
-def counted(files, schema):
-    """Each file's rows as a Slice, counted from its footer, and its columns checked."""
-    return [Slice(path, 0, check_file(path, schema)) for path in files]
+def _as_text(value, label=False):
+    """A sampled value as the CSV reader would see its field: null "", a boolean 0/1, an integral label 0/1."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or (label and isinstance(value, float) and value.is_integer()):
+        return str(int(value))
+    return str(value)
+
+
+def sample_text(path, label, rows):
+    """For schema.infer: the file's column names, its first `rows` rows' values by column (text; a list
+    column's values are lists of ids), the list columns, its rows (from the footer), how they were counted
+    and its format in words."""
+    import pyarrow as pa
+    f = open_file(path)
+    names = [field.name for field in f.schema_arrow]
+    if label not in names:
+        raise DataError(f"{path}: no column {label!r} (--label); its columns: {', '.join(names[:30])}")
+    if f.metadata.num_rows == 0:
+        raise DataError(f"{path}: file is empty, expected rows of data")
+    lists = set()
+    for field in f.schema_arrow:
+        t = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            t = t.value_type
+            lists.add(field.name)
+        if pa.types.is_nested(t) or not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+                                         or pa.types.is_string(t) or pa.types.is_large_string(t)):
+            raise DataError(f"{path}: column {field.name} is {field.type}; the models read numbers, strings, "
+                            "and lists of strings or integers")
+    taken, got = [], 0
+    for batch in f.iter_batches(min(rows, 65536)):
+        taken.append(batch.slice(0, rows - got))
+        got += taken[-1].num_rows
+        if got >= rows:
+            break
+    table = pa.Table.from_batches(taken)
+    columns = []
+    for name in names:
+        values = table.column(name).to_pylist()
+        if name in lists:
+            columns.append([[_as_text(x) for x in v if x not in (None, "")] if v else [] for v in values])
+        else:
+            columns.append([_as_text(v, name == label) for v in values])
+    return names, columns, lists, f.metadata.num_rows, "from the Parquet footer", "Parquet, columns by name"

@@ -1,5 +1,6 @@
 """Parquet input (modelzoo/parquet.py) and data/csv_to_parquet.py: a Parquet copy of a CSV file reads to the
 same batches, holdout and shards, trains and evaluates to the same metrics; bad files are refused in one line."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -312,3 +313,40 @@ def test_the_runner_refuses_a_parquet_file_without_a_schema_column_in_one_line(t
                             "--schema", small_schema, "--steps", 2], check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert f"{tmp_path / 'no_i5.parquet'}: no column I5" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.fast
+def test_schema_infer_reads_a_parquet_file_as_its_csv_copy(tmp_path):
+    """The same columns, kinds, statistics and buckets from a Parquet copy as from the CSV with a header line;
+    its rows from the footer."""
+    from modelzoo.schema import infer
+    rows = make_rows(300, seed=9)
+    names = [c.name for c in SCHEMA.columns]
+    csv = tmp_path / "named.csv"
+    csv.write_text(",".join(names) + "\n" + "".join(",".join(r) + "\n" for r in rows))
+    par = tmp_path / "named.parquet"
+    convert(str(csv), SCHEMA, str(par), row_group_rows=100)
+    from_csv, _ = infer(str(csv), "label", rows=200, file_rows=300)
+    from_parquet, notes = infer(str(par), "label", rows=200)
+    assert from_parquet["columns"] == from_csv["columns"]
+    assert notes[0] == "300 rows in named.parquet (from the Parquet footer); sampled the first 200"
+
+
+@pytest.mark.fast
+def test_schema_infer_makes_list_columns_multi_value_or_sequence_as_told(tmp_path, capsys):
+    from modelzoo.schema import main
+    table = pa.table({"click": pa.array([1, 0, 1, 0] * 50, pa.int8()), "item": [f"i{k % 7}" for k in range(200)],
+                      "history": pa.array([[f"i{j}" for j in range(k % 6)] for k in range(200)], pa.list_(pa.string())),
+                      "tags": pa.array([[k % 3, 9] if k % 4 else None for k in range(200)], pa.list_(pa.int32()))})
+    pq.write_table(table, tmp_path / "lists.parquet")
+    out = tmp_path / "lists.json"
+    assert main(["infer", str(tmp_path / "lists.parquet"), "--label", "click", "--sequence", "history",
+                 "--output", str(out)]) == 0
+    cols = {c["name"]: c for c in json.loads(out.read_text())["columns"]}
+    assert (cols["history"]["kind"], cols["history"]["max_length"]) == ("sequence", 5)
+    assert (cols["tags"]["kind"], cols["tags"]["max_length"], cols["tags"]["hash_buckets"]) == ("multi_value", 2, 16)
+    assert "tags: multi_value (a list column; --sequence tags if it is an ordered history)" in capsys.readouterr().err
+    assert main(["infer", str(tmp_path / "lists.parquet"), "--label", "click", "--sequence", "item"]) == 1
+    assert capsys.readouterr().err.strip() == (f"python -m modelzoo.schema infer: error: --sequence item: not a list "
+                                               f"column of {tmp_path / 'lists.parquet'} (only the list columns of a "
+                                               "Parquet file are read as lists)")
