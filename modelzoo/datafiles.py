@@ -78,10 +78,13 @@ class DataSpec:
 
 def open_binary(path):
     """Open a plain or gzip file for reading bytes; errors name the file."""
+    return opened(path, lambda p: gzip.open(p, "rb") if str(p).endswith(".gz") else open(p, "rb"))
+
+
+def opened(path, opener):
+    """opener(path), its errors (no such file, a folder, no permission) a DataError naming the file."""
     try:
-        if str(path).endswith(".gz"):
-            return gzip.open(path, "rb")
-        return open(path, "rb")
+        return opener(path)
     except IsADirectoryError:
         raise DataError(f"{path}: is a directory, expected a data file") from None
     except FileNotFoundError:

@@ -18,7 +18,7 @@ holding its first row (only that group's leading rows are read past), never from
 """
 import numpy as np
 
-from modelzoo.datafiles import DataError
+from modelzoo.datafiles import DataError, opened
 
 SUFFIX = ".parquet"
 READ_ROWS = 4096  # rows per record batch read (a row group is read in such batches: memory stays bounded)
@@ -35,14 +35,11 @@ def _pq():
 
 
 def open_file(path):
+    """A pyarrow ParquetFile (its footer read); errors name the file."""
     try:
-        return _pq().ParquetFile(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected a data file") from None
-    except PermissionError:
-        raise DataError(f"{path}: not readable (permission denied)") from None
+        return opened(path, _pq().ParquetFile)
+    except DataError:
+        raise
     except Exception as err:  # pyarrow's ArrowInvalid (not a Parquet file, a damaged footer) and its kin
         raise DataError(f"{path}: cannot be read as Parquet: {str(err).splitlines()[0]}") from None
 
