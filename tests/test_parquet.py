@@ -308,13 +308,22 @@ def test_a_parquet_copy_of_criteo_trains_and_evaluates_to_the_csv_metrics(tmp_pa
         assert abs(evaluated["csv"][key] - evaluated["parquet"][key]) <= 1e-6, (key, evaluated)
 
 
-def test_the_runner_refuses_a_parquet_file_without_a_schema_column_in_one_line(tmp_path, criteo_sample, small_schema):
+def test_the_runner_refuses_a_missing_column_and_a_bad_value_in_one_line(tmp_path, criteo_sample, small_schema):
+    """A column missing: refused before training; a label of 2 in row group 1: training stops, the last line names
+    the file, row group and column (as a CSV file's bad row is named by file and line)."""
     _, par = write_criteo_pair(tmp_path, criteo_sample, 300)
-    pq.write_table(pq.read_table(par).drop(["I5"]), tmp_path / "no_i5.parquet")
-    proc = run_train("lr", ["--train_files", tmp_path / "no_i5.parquet", "--checkpoint", tmp_path / "ckpt",
-                            "--schema", small_schema, "--steps", 2], check=False)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert f"{tmp_path / 'no_i5.parquet'}: no column I5" in proc.stderr.strip().splitlines()[-1]
+    table = pq.read_table(par)
+    pq.write_table(table.drop(["I5"]), tmp_path / "no_i5.parquet")
+    labels = table.column("label").to_pylist()
+    labels[150] = 2
+    pq.write_table(table.set_column(0, "label", pa.array(labels, pa.int8())), tmp_path / "label2.parquet",
+                   row_group_size=100)
+    for name, words in (("no_i5", "no column I5 (the schema criteo's)"),
+                        ("label2", "row group 1, column label: row 51 of the group holds a label that is not 0 or 1")):
+        proc = run_train("lr", ["--train_files", tmp_path / f"{name}.parquet", "--checkpoint", tmp_path / name,
+                                "--schema", small_schema, "--steps", 4, "--batch_size", 64], check=False)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert f"{tmp_path / name}.parquet: {words}" in proc.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.fast
