@@ -100,56 +100,87 @@ def _text(arr):
     import pyarrow.compute as pc
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-        arr = pc.cast(arr, pa.string())
-    return pc.fill_null(arr, "").to_numpy(zero_copy_only=False).astype(object)
+    return pc.fill_null(pc.cast(arr, pa.large_string()), "")
+
+
+def _flat(arr):
+    """Strings (a pyarrow large_string array without nulls) as (one bytes blob, offsets [n + 1]): what TensorFlow
+    takes from Python as two tensors, cut back into strings by flat_strings (a numpy array of n Python strings
+    would be converted one by one, the most of the reading's time)."""
+    _, offsets, data = arr.buffers()
+    offs = np.frombuffer(offsets, np.int64)[arr.offset:arr.offset + len(arr) + 1]
+    blob = b"" if data is None else memoryview(data)[offs[0]:offs[-1]].tobytes()
+    return np.array(blob, object), (offs - offs[0]).astype(np.int64)
+
+
+def flat_strings(blob, offsets):
+    import tensorflow as tf
+    return tf.strings.substr(blob, offsets[:-1], offsets[1:] - offsets[:-1])
 
 
 def _list(arr):
-    """A list column as (values, row lengths): nulls and empty strings dropped, a null list empty."""
+    """A list column as (blob, offsets, row lengths) of its ids: nulls and empty strings dropped, a null list
+    empty."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    values = pc.list_flatten(arr)
+    values = pc.cast(pc.list_flatten(arr), pa.large_string())
     parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-        values = pc.cast(values, pa.string())
-    keep = pc.fill_null(pc.not_equal(values, ""), False).to_numpy(zero_copy_only=False)
-    lengths = np.bincount(parents[keep], minlength=len(arr)).astype(np.int64)
-    return values.to_numpy(zero_copy_only=False)[keep].astype(object), lengths
+    keep = pc.fill_null(pc.not_equal(values, ""), False)
+    lengths = np.bincount(parents[keep.to_numpy(zero_copy_only=False)], minlength=len(arr)).astype(np.int64)
+    return (*_flat(pc.filter(values, keep)), lengths)
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+LISTS = ("multi_value", "sequence")
+
+
+def _pack_of(col):
+    """The scalar columns travel stacked by dtype ([n, k] tensors: strings, ints, floats), so that a row is a
+    few tensors (shuffling and batching rows costs per tensor)."""
+    if col.kind == "label" or (col.kind == "numeric" and col.dtype == "float32"):
+        return "floats"
+    return "ints" if col.kind == "numeric" else "strings"
+
+
+def _packs(schema):
+    """{pack: its columns}, for the packs the schema has, in a fixed order."""
+    packs = {name: [c for c in read_columns(schema) if c.kind not in LISTS and _pack_of(c) == name]
+             for name in ("strings", "ints", "floats")}
+    return {name: cols for name, cols in packs.items() if cols}
 
 
 def decode_batch(batch, schema):
     """A pyarrow RecordBatch -> (the arrays `signature` describes, the first problem as (column, what) or
     None). A row with a bad value is marked not good (the last array), its values zeros."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     out, good, problem = [], np.ones(batch.num_rows, bool), None
+    for pack, cols in _packs(schema).items():
+        if pack == "strings":
+            out.extend(_flat(pa.concat_arrays([_text(batch.column(c.name)) for c in cols])))
+            continue
+        stacked = []
+        for col in cols:
+            arr = batch.column(col.name)
+            if pack == "ints":
+                stacked.append(pc.fill_null(arr, 0).cast("int64").to_numpy(zero_copy_only=False))
+                continue
+            values = pc.fill_null(pc.cast(arr, "float64"), np.nan if col.kind == "label" else 0.0).to_numpy(
+                zero_copy_only=False)
+            if col.kind == "label":
+                bad, what = ~np.isin(values, (0.0, 1.0)), "a label that is not 0 or 1 (or is null)"
+            else:
+                bad = ~np.isfinite(values) | (np.abs(values) > FLOAT32_MAX)
+                what = "a value that is not a finite float32 number"
+            if bad.any():
+                good &= ~bad
+                problem = problem or (col.name, f"row {int(np.argmax(bad)) + 1} of the group holds {what}")
+                values = np.where(bad, 0, values)
+            stacked.append(values.astype(np.float32))
+        out.append(np.stack(stacked, axis=1))
     for col in read_columns(schema):
-        arr = batch.column(col.name)
-        if col.kind in ("multi_value", "sequence"):
-            out.extend(_list(arr))
-            continue
-        if col.kind not in ("label", "numeric"):
-            out.append(_text(arr))
-            continue
-        values = pc.fill_null(pc.cast(arr, "float64"), np.nan if col.kind == "label" else 0.0).to_numpy(
-            zero_copy_only=False)
-        if col.kind == "label":
-            bad = ~np.isin(values, (0.0, 1.0))
-            what = "a label that is not 0 or 1 (or is null)"
-        elif col.dtype == "float32":
-            bad = ~np.isfinite(values) | (np.abs(values) > FLOAT32_MAX)
-            what = "a value that is not a finite float32 number"
-        else:
-            values = pc.fill_null(arr, 0).cast("int64").to_numpy(zero_copy_only=False)
-            bad = np.zeros(len(values), bool)
-        if bad.any():
-            good &= ~bad
-            problem = problem or (col.name, f"row {int(np.argmax(bad)) + 1} of the group holds {what}")
-            values = np.where(bad, 0, values)
-        out.append(values.astype(np.float32) if col.kind == "label" or col.dtype == "float32" else values)
+        if col.kind in LISTS:
+            out.extend(_list(batch.column(col.name)))
     out.append(good)
     return out, problem
 
@@ -157,16 +188,13 @@ def decode_batch(batch, schema):
 def signature(schema):
     """The TensorSpecs of decode_batch's arrays."""
     import tensorflow as tf
+    blob = [tf.TensorSpec([], tf.string), tf.TensorSpec([None], tf.int64)]
     specs = []
-    for col in read_columns(schema):
-        if col.kind in ("multi_value", "sequence"):
-            specs += [tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.int64)]
-        elif col.kind == "label" or (col.kind == "numeric" and col.dtype == "float32"):
-            specs.append(tf.TensorSpec([None], tf.float32))
-        elif col.kind == "numeric":
-            specs.append(tf.TensorSpec([None], tf.int64))
-        else:
-            specs.append(tf.TensorSpec([None], tf.string))
+    for pack, cols in _packs(schema).items():
+        specs += blob if pack == "strings" else \
+            [tf.TensorSpec([None, len(cols)], tf.int64 if pack == "ints" else tf.float32)]
+    specs += [spec for c in read_columns(schema) if c.kind in LISTS
+              for spec in blob + [tf.TensorSpec([None], tf.int64)]]
     return tuple(specs) + (tf.TensorSpec([None], tf.bool),)
 
 
@@ -226,17 +254,28 @@ def range_dataset(schema):
 
 
 def rows_of(arrays, schema):
-    """decode_batch's arrays as ({column: tensor or RaggedTensor}, good)."""
+    """decode_batch's arrays as ({pack: [n, k] tensor, list column: RaggedTensor [n, (m)]}, good [n])."""
     import tensorflow as tf
     raw, k = {}, 0
-    for col in read_columns(schema):
-        if col.kind in ("multi_value", "sequence"):
-            raw[col.name] = tf.RaggedTensor.from_row_lengths(arrays[k], arrays[k + 1])
+    for pack, cols in _packs(schema).items():
+        if pack == "strings":
+            raw[pack] = tf.transpose(tf.reshape(flat_strings(arrays[k], arrays[k + 1]), [len(cols), -1]))
             k += 2
         else:
-            raw[col.name] = arrays[k]
+            raw[pack] = arrays[k]
             k += 1
+    for col in read_columns(schema):
+        if col.kind in LISTS:
+            raw[col.name] = tf.RaggedTensor.from_row_lengths(flat_strings(arrays[k], arrays[k + 1]), arrays[k + 2])
+            k += 3
     return raw, arrays[k]
+
+
+def unpacked(rows, schema):
+    """rows_of's (batched) dict -> {column: [B] tensor, or RaggedTensor [B, (n)] for a list column}."""
+    raw = {col.name: rows[pack][:, k] for pack, cols in _packs(schema).items() for k, col in enumerate(cols)}
+    raw.update({col.name: rows[col.name] for col in read_columns(schema) if col.kind in LISTS})
+    return raw
 
 
 def read_slices(slices, schema):
@@ -262,7 +301,8 @@ def make_dataset(slices, schema, batch_size, training, smartstaged, bad_rows="er
     labels = [c.name for c in schema.labels]
     skip = bad_rows == "skip"
 
-    def parse(raw, good):
+    def parse(rows, good):
+        raw = unpacked(rows, schema)
         if processes > 1:
             mine = tf.range(index, tf.shape(good, out_type=tf.int64)[0], processes)
             raw, good = {k: tf.gather(v, mine) for k, v in raw.items()}, tf.gather(good, mine)
