@@ -480,6 +480,9 @@ def resolve(args, schema, generate=None):
     if len(kinds) > 1:
         raise DataError(f"{kinds[True]} is Parquet but {kinds[False]} is CSV/TSV: one run reads one format "
                         "(data/csv_to_parquet.py converts the CSV files)")
+    if True in kinds and header != "auto":
+        raise DataError(f"--header {header}: Parquet files ({kinds[True]}) have no header line, their columns are "
+                        "always matched by name; leave --header out")
     for path, layout in layouts:
         if layout.delimiter != first.delimiter:
             raise DataError(f"{path}: {DELIMITERS[layout.delimiter]}-separated, but {first_path} is "

@@ -216,17 +216,21 @@ def batches(path, start, stop, schema, with_group=False):
     row group and problem)."""
     f = open_file(path)
     names = [c.name for c in read_columns(schema)]
-    for group, passed, taken in row_groups(f.metadata, start, stop):
-        for batch in f.iter_batches(READ_ROWS, row_groups=[group], columns=names, use_threads=False):
-            if passed >= batch.num_rows:
-                passed -= batch.num_rows
-                continue
-            batch = batch.slice(passed, taken)
-            passed, taken = 0, taken - batch.num_rows
-            arrays, problem = decode_batch(batch, schema)
-            yield (arrays, group, problem) if with_group else tuple(arrays)
-            if taken <= 0:
-                break
+    group = None
+    try:
+        for group, passed, taken in row_groups(f.metadata, start, stop):
+            for batch in f.iter_batches(READ_ROWS, row_groups=[group], columns=names, use_threads=False):
+                if passed >= batch.num_rows:
+                    passed -= batch.num_rows
+                    continue
+                batch = batch.slice(passed, taken)
+                passed, taken = 0, taken - batch.num_rows
+                arrays, problem = decode_batch(batch, schema)
+                yield (arrays, group, problem) if with_group else tuple(arrays)
+                if taken <= 0:
+                    break
+    except Exception as err:  # pyarrow's: a damaged page, an integer beyond int64 (tf.data reports it as it comes)
+        raise DataError(f"{path}: row group {group}: cannot be read: {str(err).splitlines()[0]}") from None
 
 
 def diagnose(slices, schema):

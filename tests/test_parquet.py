@@ -137,6 +137,20 @@ def test_holdout_and_eval_files_cut_parquet_files_as_csv_ones(tmp_path):
 
 
 @pytest.mark.fast
+def test_data_location_reads_train_and_eval_parquet(tmp_path):
+    write_pair(tmp_path, make_rows(40), name="train")
+    write_pair(tmp_path, make_rows(15), name="eval")
+    for p in tmp_path.glob("*.txt"):
+        p.unlink()
+    spec = datafiles.resolve(args_for(data_location=str(tmp_path)), SCHEMA)
+    assert (spec.train_rows, spec.eval_rows, spec.description) == (
+        40, 15, f"{tmp_path}/train.parquet and {tmp_path}/eval.parquet")
+    with pytest.raises(DataError, match=r"^--header true: Parquet files \(.*\) have no header line, their columns "
+                                        r"are always matched by name; leave --header out$"):
+        datafiles.resolve(args_for(data_location=str(tmp_path), header="true"), SCHEMA)
+
+
+@pytest.mark.fast
 def test_data_location_reads_a_folder_of_parquet_parts(tmp_path):
     rows = make_rows(100, seed=4)
     for k in (1, 2, 10):  # natural order: part-2 before part-10
@@ -224,6 +238,9 @@ def test_files_that_do_not_fit_the_schema_are_refused_in_one_line_naming_file_an
     with pytest.raises(DataError, match=r"data\.parquet is Parquet but .*data\.txt is CSV/TSV: one run reads one "
                                         r"format \(data/csv_to_parquet\.py converts the CSV files\)$"):
         datafiles.resolve(args_for(train_files=f"{par},{tmp_path / 'data.txt'}"), SCHEMA)
+    pq.write_table(table.set_column(1, "I1", pa.array([2 ** 64 - 1] * 20, pa.uint64())), tmp_path / "huge.parquet")
+    with pytest.raises(DataError, match=r"huge\.parquet: row group 0: cannot be read: Integer value 1844674407370955"):
+        parquet.diagnose([Slice(str(tmp_path / "huge.parquet"), 0, 20)], SCHEMA)
     (tmp_path / "junk.parquet").write_text("not parquet")
     with pytest.raises(DataError, match=r"junk\.parquet: cannot be read as Parquet: "):
         datafiles.resolve(args_for(train_files=str(tmp_path / "junk.parquet")), SCHEMA)
