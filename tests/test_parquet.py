@@ -404,3 +404,24 @@ def test_a_parameter_server_job_deals_parquet_work_items_once_each(tmp_path, gen
     assert items == 8  # 18,000 training rows in items of 2,250 (at least 4 a trainer)
     for epoch in sorted({e for e, _ in taken})[:-1]:
         assert {i for e, i in taken if e == epoch} == set(range(items)), f"epoch {epoch}"
+
+
+def test_horovod_ranks_train_on_a_parquet_copy_as_on_its_csv(tmp_path, generated_criteo):
+    """--hvd: each rank reads its rows of every global batch from the Parquet copy; the two-process run ends with
+    identical ranks and the CSV run's AUC (same seed, batches in their seeded order; measured on the Zen 4 host,
+    1 run: 0.6488840636925911 on both; asserted within 1e-6)."""
+    from conftest import small_schema_file
+    from test_horovod import horovodrun
+    par = tmp_path / "train.parquet"
+    convert(str(generated_criteo), SCHEMA, str(par), row_group_rows=3000)
+    schema = small_schema_file(tmp_path / "small.json")
+    aucs = {}
+    for name, path in (("csv", generated_criteo), ("parquet", par)):
+        run = horovodrun("lr", ["--train_files", path, "--schema", schema, "--checkpoint", tmp_path / name,
+                                "--global_batch_size", 256, "--steps", 30, "--smartstaged", "false"])
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        result = read_result(tmp_path / name)
+        assert result["horovod"]["processes"] == 2 and result["horovod"]["identical_variables"]
+        aucs[name] = result["auc"]
+    print("horovod AUC:", aucs)
+    assert abs(aucs["csv"] - aucs["parquet"]) <= 1e-6, aucs
