@@ -115,8 +115,8 @@ class ClusterWorld(World):
     def training_hooks(self):
         return [distributed.resume_report_hook(self.progress_slot, self.progress_prefix, self.cluster)]
 
-    def workqueue_lines(self, data):
-        return WorkQueue.for_trainer(self.cluster, data).lines()
+    def workqueue_lines(self, data, read=None):
+        return WorkQueue.for_trainer(self.cluster, data).lines(read)
 
     def workqueue_hooks(self, args, data, steps, checkpoint=None):
         """The chief fills the --workqueue in its training session, before any step (again from the

@@ -27,7 +27,8 @@ from modelzoo.io_utils import atomic_write_json
 
 HOLDOUT_FRACTION = 0.1
 DELIMITERS = {"\t": "tab", ",": "comma"}
-KNOWN_TRAIN_NAMES = ("train.txt", "train.txt.gz", "train.csv", "train.csv.gz")
+PARQUET = "parquet"  # DataSpec.delimiter of Parquet files (modelzoo/parquet.py reads them)
+KNOWN_TRAIN_NAMES = ("train.txt", "train.txt.gz", "train.csv", "train.csv.gz", "train.parquet")
 SYNTHETIC_MARKER = "SYNTHETIC"  # left beside generated data, so later runs still say it is synthetic
 SYNTHETIC_NOTE = "train.txt in this folder is synthetic (modelzoo/synthetic.py), not real Criteo data."
 
@@ -77,10 +78,13 @@ class DataSpec:
 
 def open_binary(path):
     """Open a plain or gzip file for reading bytes; errors name the file."""
+    return opened(path, lambda p: gzip.open(p, "rb") if str(p).endswith(".gz") else open(p, "rb"))
+
+
+def opened(path, opener):
+    """opener(path), its errors (no such file, a folder, no permission) a DataError naming the file."""
     try:
-        if str(path).endswith(".gz"):
-            return gzip.open(path, "rb")
-        return open(path, "rb")
+        return opener(path)
     except IsADirectoryError:
         raise DataError(f"{path}: is a directory, expected a data file") from None
     except FileNotFoundError:
@@ -285,10 +289,14 @@ def row_problem(line, schema, delimiter):
 
 
 def diagnose(slices, schema, delimiter):
-    """Find the first malformed row of `slices`: 'file:line: problem', or None if all are fine.
+    """Find the first malformed row of `slices`: 'file:line: problem', or None if all are fine (Parquet:
+    'file: row group G, column C: problem', modelzoo/parquet.diagnose).
 
     A line is checked as tf.data's TextLineDataset reads it: split at "\\n", with every "\\r" dropped
     (so CRLF files read as LF ones; a stray "\\r" inside a field is dropped too, and "1\\r2" reads as 12)."""
+    if delimiter == PARQUET:
+        from modelzoo import parquet
+        return parquet.diagnose(slices, schema)
     pattern = re.compile(row_pattern(schema, delimiter, python=True))
     floats = any(c.kind == "numeric" and c.dtype == "float32" for c in schema.columns)
     for piece in slices:
@@ -318,9 +326,14 @@ def diagnose(slices, schema, delimiter):
 
 def _counted(files, schema, header):
     """Each file's data lines as a Slice (from line 1 after a header) and its Layout; an empty file
-    (or one with only a header) is an error, not a silent zero."""
+    (or one with only a header) is an error, not a silent zero. A Parquet file's rows are in its footer."""
+    from modelzoo import parquet
     out = []
     for path in files:
+        if parquet.is_parquet(path):
+            out.append((Slice(path, 0, parquet.check_file(path, schema)),
+                        Layout(PARQUET, False, tuple(c.name for c in schema.columns))))
+            continue
         n = count_lines(path)
         if n == 0:
             raise DataError(f"{path}: file is empty, expected rows of data")
@@ -335,7 +348,8 @@ def describe_holdout(evals, whole, limit=4):
     """The held-out rows for the start-up `data:` line: a whole file by name, part of one with its
     1-based line range (a header is line 1); past `limit` files the middle ones are counted."""
     names = [os.path.basename(s.path) if s.path in whole else
-             f"{os.path.basename(s.path)} lines {s.start + 1:,}-{s.stop:,}" for s in evals]
+             f"{os.path.basename(s.path)} {'rows' if s.path.endswith('.parquet') else 'lines'} "
+             f"{s.start + 1:,}-{s.stop:,}" for s in evals]
     if len(names) > limit:
         names = names[:limit // 2] + [f"{len(names) - limit} more"] + names[-(limit - limit // 2):]
     return ", ".join(names)
@@ -392,11 +406,18 @@ def _from_location(args, schema, header, generate):
     loc = Path(args.data_location)
     if loc.exists() and not loc.is_dir():
         raise DataError(f"--data_location {loc}: is a file, expected a folder")
-    if (loc / "train.csv").is_file() and (loc / "eval.csv").is_file():
-        (train, layouts), (evals, more) = (_whole([str(loc / "train.csv")], schema, header),
-                                           _whole([str(loc / "eval.csv")], schema, header))
+    pair = next((ext for ext in ("csv", "parquet") if (loc / f"train.{ext}").is_file()
+                 and (loc / f"eval.{ext}").is_file()), None)
+    parts = sorted((str(p) for p in loc.glob("*.parquet") if p.is_file()), key=natural_key) if loc.is_dir() else []
+    if pair:
+        (train, layouts), (evals, more) = (_whole([str(loc / f"train.{pair}")], schema, header),
+                                           _whole([str(loc / f"eval.{pair}")], schema, header))
         layouts += more
-        where = f"{loc}/train.csv and {loc}/eval.csv (DeepRec CSV)"
+        where = f"{loc}/train.{pair} and {loc}/eval.{pair}" + (" (DeepRec CSV)" if pair == "csv" else "")
+    elif parts and not any((loc / n).is_file() for n in KNOWN_TRAIN_NAMES):  # (part-00000.parquet, ...)
+        train, evals, layouts, held = _split_holdout(parts, schema, header)
+        where = (f"{len(parts)} Parquet file(s) in {loc} in name order (numbers by value), last 10% of rows "
+                 f"held out for eval: {held}")
     else:
         if generate is not None and loc.is_dir():  # (only the process that would generate cleans)
             remove_generation_leftovers(loc)
@@ -455,6 +476,13 @@ def resolve(args, schema, generate=None):
     if not train:
         raise DataError(f"no training rows in {where}")
     first_path, first = layouts[0]
+    kinds = {layout.delimiter == PARQUET: path for path, layout in layouts}
+    if len(kinds) > 1:
+        raise DataError(f"{kinds[True]} is Parquet but {kinds[False]} is CSV/TSV: one run reads one format "
+                        "(data/csv_to_parquet.py converts the CSV files)")
+    if True in kinds and header != "auto":
+        raise DataError(f"--header {header}: Parquet files ({kinds[True]}) have no header line, their columns are "
+                        "always matched by name; leave --header out")
     for path, layout in layouts:
         if layout.delimiter != first.delimiter:
             raise DataError(f"{path}: {DELIMITERS[layout.delimiter]}-separated, but {first_path} is "

@@ -162,34 +162,12 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
     if lines is not None:
         ds = lines
     else:
-        by_file = len(slices) >= trainers
-        if by_file:
-            slices = slices[trainer::trainers]
-        ds = _slice_dataset(slices[0])
-        for piece in slices[1:]:
-            ds = ds.concatenate(_slice_dataset(piece))
-        if not by_file:
-            ds = ds.shard(trainers, trainer)
-    if training:
-        # (a work queue's items come in a shuffled order already; a smaller buffer takes fewer of them)
-        ds = ds.shuffle(SHUFFLE_BUFFER if lines is None else WORKQUEUE_SHUFFLE_BUFFER, seed=seed,
-                        reshuffle_each_iteration=True)
-        if repeat and lines is None:  # (the work queue's items end when the job's epochs are dealt out)
-            ds = ds.repeat()
-        if not isinstance(skip_rows, int) or skip_rows:
-            ds = ds.skip(skip_rows)
-    ds = ds.batch(batch_size * processes)
+        ds = read_slices(slices, _slice_dataset, trainers, trainer)
+    ds = ordered(ds, batch_size * processes, training, seed, repeat, skip_rows, queued=lines is not None)
     layout = layout or schema
     pattern = row_pattern(layout, delimiter)
     floats = [c.name for c in schema.numeric if c.dtype == "float32"]
     skip = bad_rows == "skip"
-
-    def stop_unless(good, tensor):
-        """--bad_rows error: `tensor`, once every row is good; else the step fails, and the runner's
-        DataError names the file, line and problem (found by datafiles.diagnose)."""
-        check = tf.debugging.Assert(tf.reduce_all(good), ["a malformed row (see modelzoo/datafiles.row_problem)"])
-        with tf.control_dependencies([check]):
-            return tf.identity(tensor)
 
     def parse(lines):
         if processes > 1:
@@ -209,15 +187,64 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
                 label = tf.boolean_mask(label, finite)
             else:
                 label = stop_unless(finite, label)
-        features = transform(raw, schema, keyed) if smartstaged else raw
-        if skip:
-            features[BAD_ROWS] = skipped
-        return features, label
+        return finished(raw, label, schema, smartstaged, keyed, skipped if skip else None)
 
+    return decoded(ds, parse, training, smartstaged, processes, queued=lines is not None)
+
+
+def read_slices(slices, read, trainers, trainer, whole=False):
+    """The rows of `slices` in file order (`read(slice)`: one slice's dataset; with `whole`, `read(slices)`
+    reads them all), a parameter-server trainer's share: its own files (every trainers-th slice) when there
+    are at least as many as trainers, else every trainers-th row."""
+    by_file = len(slices) >= trainers
+    if by_file:
+        slices = slices[trainer::trainers]
+    if whole:
+        ds = read(slices)
+    else:
+        ds = read(slices[0])
+        for piece in slices[1:]:
+            ds = ds.concatenate(read(piece))
+    return ds if by_file else ds.shard(trainers, trainer)
+
+
+def ordered(ds, rows, training, seed, repeat, skip_rows, queued, ragged=False):
+    """Rows -> batches of `rows` in the order make_dataset documents: training shuffles (seeded), repeats
+    and skips the rows already trained on; a work queue's rows (`queued`) are shuffled in a smaller buffer.
+    With `ragged`, rows of varying length (list columns) are batched into RaggedTensors."""
+    if training:
+        # (a work queue's items come in a shuffled order already; a smaller buffer takes fewer of them)
+        ds = ds.shuffle(WORKQUEUE_SHUFFLE_BUFFER if queued else SHUFFLE_BUFFER, seed=seed,
+                        reshuffle_each_iteration=True)
+        if repeat and not queued:  # (the work queue's items end when the job's epochs are dealt out)
+            ds = ds.repeat()
+        if not isinstance(skip_rows, int) or skip_rows:
+            ds = ds.skip(skip_rows)
+    return ds.ragged_batch(rows) if ragged else ds.batch(rows)
+
+
+def stop_unless(good, tensor):
+    """--bad_rows error: `tensor`, once every row is good; else the step fails, and the runner's
+    DataError names the file, line (or row group) and problem (found by datafiles.diagnose)."""
+    check = tf.debugging.Assert(tf.reduce_all(good), ["a malformed row (see modelzoo/datafiles.row_problem)"])
+    with tf.control_dependencies([check]):
+        return tf.identity(tensor)
+
+
+def finished(raw, label, schema, smartstaged, keyed, skipped):
+    """A decoded batch as the model_fn takes it: transformed with --smartstaged, with --bad_rows skip's count."""
+    features = transform(raw, schema, keyed) if smartstaged else raw
+    if skipped is not None:
+        features[BAD_ROWS] = skipped
+    return features, label
+
+
+def decoded(ds, parse, training, smartstaged, processes, queued):
+    """Batches -> `parse`d batches, decoded in parallel and prefetched."""
     # Out-of-order batches are fine for one smart-staged process; the processes of a job must stay in
     # step, and without --smartstaged the seeded order is kept (two runs see the same batches).
     # A work-queue trainer reads only a little ahead: what it has taken, the others cannot.
-    ahead = tf.data.AUTOTUNE if lines is None else WORKQUEUE_READ_AHEAD
+    ahead = WORKQUEUE_READ_AHEAD if queued else tf.data.AUTOTUNE
     ds = ds.map(parse, num_parallel_calls=ahead, deterministic=not (training and smartstaged) or processes > 1)
     return ds.prefetch(ahead)
 

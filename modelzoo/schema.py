@@ -380,7 +380,7 @@ def _sig(x):
 
 
 def infer(path, label, rows=INFER_ROWS, header="auto", numeric=(), categorical=(), ignore=(),
-          factor=BUCKET_FACTOR, cap=MAX_BUCKETS, name=None, file_rows=None):
+          factor=BUCKET_FACTOR, cap=MAX_BUCKETS, name=None, file_rows=None, sequence=()):
     """A schema document for FILE from its first `rows` rows, and notes on what was decided.
 
     Columns are named by the header line (detected when it holds --label), else c1..cN. The label
@@ -390,9 +390,114 @@ def infer(path, label, rows=INFER_ROWS, header="auto", numeric=(), categorical=(
     are a row id (ignore); everything else (strings, integer ids and codes) is categorical, hashed into
     buckets_for(distinct_in_file(...)) rows: its distinct values extrapolated to the file's rows
     (`file_rows`, else estimated from the file's size). Integer counts that should be numeric are named
-    with `numeric`."""
+    with `numeric`. A Parquet file (.parquet) is read by column name, its rows counted from its footer, its
+    values judged by their text (an integer by its digits, a null as an empty field); its list columns are
+    multi_value, or sequence when named in `sequence` (whether a list is an ordered history is not in its
+    type), with max_length the longest list sampled and buckets for the distinct ids expected."""
     import re
-    from modelzoo.datafiles import DELIMITERS, FLOAT_PATTERN, INT_PATTERN, DataError
+    from modelzoo.datafiles import FLOAT_PATTERN, INT_PATTERN, DataError
+    if str(path).endswith(".parquet"):
+        from modelzoo.parquet import sample_text
+        names, columns, lists, file_rows, how, described = sample_text(path, label, rows)
+    else:
+        names, columns, file_rows, how, described = _text_sample(path, label, rows, header, file_rows)
+        lists = {}
+    for given, what in ((numeric, "--numeric"), (categorical, "--categorical"), (ignore, "--ignore"),
+                        (sequence, "--sequence")):
+        unknown = [n for n in given if n not in names]
+        if unknown:
+            raise DataError(f"{what} {','.join(unknown)}: not a column of {path} (its columns: "
+                            f"{', '.join(names[:30])})")
+    not_lists = [n for n in sequence if n not in lists]
+    if not_lists:
+        raise DataError(f"--sequence {','.join(not_lists)}: not a list column of {path} (only the list columns "
+                        "of a Parquet file are read as lists)")
+    sampled = len(columns[0])
+    is_int, is_float = re.compile(INT_PATTERN).fullmatch, re.compile(FLOAT_PATTERN).fullmatch
+    is_digits = re.compile("[-+]?[0-9]+").fullmatch
+    out, notes = [], []
+    for col_name, values in zip(names, columns):
+        if col_name in lists and col_name not in ignore:
+            out.append(_list_column(col_name, values, col_name in sequence, file_rows, factor, cap, notes))
+            continue
+        present = [v for v in values if v]
+        distinct = len(set(values))
+        ints = bool(present) and all(is_int(v) for v in present)
+        floats = bool(present) and all(is_float(v) for v in present)
+        whole = bool(present) and all(is_digits(v) for v in present)  # (ids may have more than 18 digits)
+        if col_name == label:
+            bad = sorted(set(values) - {"0", "1"})
+            if bad:
+                raise DataError(f"{path}: label column {label!r} holds {bad[:5]}, expected 0 or 1")
+            out.append({"name": col_name, "kind": "label"})
+        elif col_name in ignore:
+            out.append({"name": col_name, "kind": "ignore"})
+        elif not present and col_name not in categorical:
+            out.append({"name": col_name, "kind": "ignore"})
+            notes.append(f"{col_name}: ignore (empty in the {sampled:,} rows sampled)")
+        elif (whole or not floats) and distinct == len(values) >= ID_MIN_ROWS and col_name not in categorical \
+                and col_name not in numeric:
+            out.append({"name": col_name, "kind": "ignore"})
+            notes.append(f"{col_name}: ignore (a row id: all {len(values):,} values distinct; "
+                         f"--categorical {col_name} to embed it)")
+        elif col_name in numeric or (floats and not whole and col_name not in categorical):
+            if not floats:
+                example = next(v for v in present if not is_float(v))
+                raise DataError(f"--numeric {col_name}: {example!r} is not a decimal number")
+            xs = [float(v) if v else 0.0 for v in values]
+            mean = sum(xs) / len(xs)
+            std = math.sqrt(sum((x - mean) ** 2 for x in xs) / len(xs))
+            entry = {"name": col_name, "kind": "numeric", "dtype": "int64" if ints else "float32",
+                     "normalization": "standard" if std > 0 else "none", "mean": _sig(mean),
+                     "std": _sig(std) if std > 0 else 1.0, "min": _sig(min(xs)), "max": _sig(max(xs))}
+            out.append(entry)
+            notes.append(f"{col_name}: numeric {entry['dtype']}, mean {entry['mean']:g}, std {entry['std']:g}"
+                         + ("" if std > 0 else " (constant in the sample: not normalized)"))
+        else:
+            seen_once = sum(1 for n in Counter(values).values() if n == 1)
+            expected = math.ceil(distinct_in_file(distinct, seen_once, sampled, file_rows))
+            buckets = buckets_for(expected, factor, cap)
+            out.append({"name": col_name, "kind": "categorical", "hash_buckets": buckets,
+                        "embedding_dim": INFER_EMBEDDING_DIM})
+            grows = "" if file_rows == sampled else (
+                f", {seen_once:,} seen once -> ~{expected:,} in the file's {file_rows:,} rows (Heaps' law, exponent "
+                f"{seen_once / distinct:.2f}: the share seen once)")
+            notes.append(f"{col_name}: categorical, {distinct:,} distinct values{grows} -> {buckets:,} hash buckets"
+                         + (f" (capped: --max_buckets {cap:,})" if buckets == cap and expected * factor > cap else "")
+                         + (" (integers: --numeric to read them as numbers)" if ints else ""))
+    doc = {"name": name or Path(path).name.split(".")[0],
+           "description": f"inferred by python -m modelzoo.schema infer from the first {sampled:,} rows of "
+                          f"{Path(path).name} ({described}; {file_rows:,} rows: "
+                          f"{how}); hash buckets >= {factor:g} x the distinct values expected in those rows, "
+                          f"at most {cap:,}",
+           "columns": out}
+    notes.insert(0, f"{file_rows:,} rows in {Path(path).name} ({how}); sampled the first {sampled:,}")
+    parse_schema(doc, str(path))  # what a model would refuse, refused now
+    return doc, notes
+
+
+def _list_column(name, values, is_sequence, file_rows, factor, cap, notes):
+    """The schema entry of a list column from its sampled lists of ids (text): max_length the longest list,
+    hash buckets for the distinct ids expected in the file (distinct_in_file over the ids drawn)."""
+    tokens = [t for v in values for t in v]
+    counts = Counter(tokens)
+    once = sum(1 for n in counts.values() if n == 1)
+    expected = math.ceil(distinct_in_file(len(counts), once, len(tokens), len(tokens) * file_rows / len(values))) \
+        if tokens else 1
+    longest = max(1, max(len(v) for v in values))
+    kind = "sequence" if is_sequence else "multi_value"
+    hint = "" if is_sequence else f"; --sequence {name} if it is an ordered history"
+    notes.append(f"{name}: {kind} (a list column{hint}), lists of up to {longest:,} ids (max_length), "
+                 f"{len(counts):,} distinct ids -> ~{expected:,} in the file -> "
+                 f"{buckets_for(expected, factor, cap):,} hash buckets")
+    return {"name": name, "kind": kind, "max_length": longest, "hash_buckets": buckets_for(expected, factor, cap),
+            "embedding_dim": INFER_EMBEDDING_DIM}
+
+
+def _text_sample(path, label, rows, header, file_rows):
+    """A CSV/TSV file's column names, its first `rows` rows' values by column (text), its rows, how they
+    were counted, and its format in words."""
+    from modelzoo.datafiles import DELIMITERS, DataError
     lines, file_lines, whole_file = _sample(path, rows)
     try:
         text = [raw.decode("utf-8").rstrip("\r\n").replace("\r", "") for raw in lines]
@@ -427,71 +532,9 @@ def infer(path, label, rows=INFER_ROWS, header="auto", numeric=(), categorical=(
         file_rows, how = max(file_rows, len(body)), "--file_rows"
     else:
         file_rows, how = max(file_lines - (header == "true"), len(body)), "estimated from the file's size"
-    for given, what in ((numeric, "--numeric"), (categorical, "--categorical"), (ignore, "--ignore")):
-        unknown = [n for n in given if n not in names]
-        if unknown:
-            raise DataError(f"{what} {','.join(unknown)}: not a column of {path} (its columns: "
-                            f"{', '.join(names[:30])})")
     columns = list(zip(*[_split(row, delim, len(names), path, k + offset) for k, row in enumerate(body)]))
-    is_int, is_float = re.compile(INT_PATTERN).fullmatch, re.compile(FLOAT_PATTERN).fullmatch
-    is_digits = re.compile("[-+]?[0-9]+").fullmatch
-    out, notes = [], []
-    for col_name, values in zip(names, columns):
-        present = [v for v in values if v]
-        distinct = len(set(values))
-        ints = bool(present) and all(is_int(v) for v in present)
-        floats = bool(present) and all(is_float(v) for v in present)
-        whole = bool(present) and all(is_digits(v) for v in present)  # (ids may have more than 18 digits)
-        if col_name == label:
-            bad = sorted(set(values) - {"0", "1"})
-            if bad:
-                raise DataError(f"{path}: label column {label!r} holds {bad[:5]}, expected 0 or 1")
-            out.append({"name": col_name, "kind": "label"})
-        elif col_name in ignore:
-            out.append({"name": col_name, "kind": "ignore"})
-        elif not present and col_name not in categorical:
-            out.append({"name": col_name, "kind": "ignore"})
-            notes.append(f"{col_name}: ignore (empty in the {len(body):,} rows sampled)")
-        elif (whole or not floats) and distinct == len(values) >= ID_MIN_ROWS and col_name not in categorical \
-                and col_name not in numeric:
-            out.append({"name": col_name, "kind": "ignore"})
-            notes.append(f"{col_name}: ignore (a row id: all {len(values):,} values distinct; "
-                         f"--categorical {col_name} to embed it)")
-        elif col_name in numeric or (floats and not whole and col_name not in categorical):
-            if not floats:
-                example = next(v for v in present if not is_float(v))
-                raise DataError(f"--numeric {col_name}: {example!r} is not a decimal number")
-            xs = [float(v) if v else 0.0 for v in values]
-            mean = sum(xs) / len(xs)
-            std = math.sqrt(sum((x - mean) ** 2 for x in xs) / len(xs))
-            entry = {"name": col_name, "kind": "numeric", "dtype": "int64" if ints else "float32",
-                     "normalization": "standard" if std > 0 else "none", "mean": _sig(mean),
-                     "std": _sig(std) if std > 0 else 1.0, "min": _sig(min(xs)), "max": _sig(max(xs))}
-            out.append(entry)
-            notes.append(f"{col_name}: numeric {entry['dtype']}, mean {entry['mean']:g}, std {entry['std']:g}"
-                         + ("" if std > 0 else " (constant in the sample: not normalized)"))
-        else:
-            seen_once = sum(1 for n in Counter(values).values() if n == 1)
-            expected = math.ceil(distinct_in_file(distinct, seen_once, len(body), file_rows))
-            buckets = buckets_for(expected, factor, cap)
-            out.append({"name": col_name, "kind": "categorical", "hash_buckets": buckets,
-                        "embedding_dim": INFER_EMBEDDING_DIM})
-            grows = "" if file_rows == len(body) else (
-                f", {seen_once:,} seen once -> ~{expected:,} in the file's {file_rows:,} rows (Heaps' law, exponent "
-                f"{seen_once / distinct:.2f}: the share seen once)")
-            notes.append(f"{col_name}: categorical, {distinct:,} distinct values{grows} -> {buckets:,} hash buckets"
-                         + (f" (capped: --max_buckets {cap:,})" if buckets == cap and expected * factor > cap else "")
-                         + (" (integers: --numeric to read them as numbers)" if ints else ""))
-    doc = {"name": name or Path(path).name.split(".")[0],
-           "description": f"inferred by python -m modelzoo.schema infer from the first {len(body):,} rows of "
-                          f"{Path(path).name} ({DELIMITERS[delim]}-separated, "
-                          f"{'a header line' if header == 'true' else 'no header line'}; {file_rows:,} rows: "
-                          f"{how}); hash buckets >= {factor:g} x the distinct values expected in those rows, "
-                          f"at most {cap:,}",
-           "columns": out}
-    notes.insert(0, f"{file_rows:,} rows in {Path(path).name} ({how}); sampled the first {len(body):,}")
-    parse_schema(doc, str(path))  # what a model would refuse, refused now
-    return doc, notes
+    return names, columns, file_rows, how, (f"{DELIMITERS[delim]}-separated, "
+                                            f"{'a header line' if header == 'true' else 'no header line'}")
 
 
 def _decodes(raw):
@@ -522,9 +565,9 @@ def main(argv=None):
     from modelzoo.io_utils import OutputError, atomic_write_text
     parser = argparse.ArgumentParser(prog="python -m modelzoo.schema", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("infer", help="write a schema JSON from a sample of a CSV/TSV file",
+    p = sub.add_parser("infer", help="write a schema JSON from a sample of a CSV/TSV or Parquet file",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("file", help="a data file (plain or .gz), tab- or comma-separated (detected)")
+    p.add_argument("file", help="a data file (plain or .gz), tab- or comma-separated (detected), or .parquet")
     p.add_argument("--label", required=True, help="the 0/1 label column: a header name, or cN without a header")
     p.add_argument("--rows", type=int, default=INFER_ROWS, help="rows sampled from the start of the file")
     p.add_argument("--header", choices=("auto", "true", "false"), default="auto",
@@ -532,6 +575,9 @@ def main(argv=None):
     p.add_argument("--numeric", type=_names, default=(), help="columns to read as numbers (comma-separated)")
     p.add_argument("--categorical", type=_names, default=(), help="columns to hash as ids (comma-separated)")
     p.add_argument("--ignore", type=_names, default=(), help="columns no model reads (comma-separated)")
+    p.add_argument("--sequence", type=_names, default=(),
+                   help="list columns of a Parquet file that are ordered histories (kind sequence; the other list "
+                        "columns are multi_value), comma-separated")
     p.add_argument("--bucket_factor", type=float, default=BUCKET_FACTOR,
                    help="hash buckets >= this x the distinct values expected in the file (rounded up to a "
                         "power of two)")
@@ -547,7 +593,8 @@ def main(argv=None):
                      "--file_rows >= 0")
     try:
         doc, notes = infer(args.file, args.label, args.rows, args.header, args.numeric, args.categorical,
-                           args.ignore, args.bucket_factor, args.max_buckets, args.name, args.file_rows)
+                           args.ignore, args.bucket_factor, args.max_buckets, args.name, args.file_rows,
+                           args.sequence)
         text = json.dumps(doc, indent=1) + "\n"
         if args.output == "-":
             sys.stdout.write(text)

@@ -268,14 +268,17 @@ class WorkQueue:
         epoch, index = divmod(code, len(self.items))
         return f"{epoch}\t{index}\t{self.items[index]}"
 
-    def lines(self):
-        """The dataset of this trainer's lines, item after item."""
+    def lines(self, read_rows=None):
+        """The dataset of this trainer's lines, item after item (`read_rows(path, start, stop)`: the dataset
+        of an item's rows, for files other than text: modelzoo/parquet.range_dataset)."""
         import tensorflow as tf
 
         def read(item):
             fields = tf.strings.split(item, "\t")
             start = tf.strings.to_number(fields[3], tf.int64)
             stop = tf.strings.to_number(fields[4], tf.int64)
+            if read_rows is not None:
+                return read_rows(fields[2], start, stop)
             gzip = tf.strings.regex_full_match(fields[2], r".*\.gz")
             lines = tf.data.TextLineDataset(fields[2], compression_type=tf.where(gzip, "GZIP", ""))
             return lines.skip(start).take(stop - start)

@@ -7,8 +7,9 @@ import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
 from modelzoo import features as F
-from modelzoo import memory
+from modelzoo import memory, parquet
 from modelzoo.data_parallel import World
+from modelzoo.datafiles import PARQUET
 from modelzoo.distributed import progress_variable
 from modelzoo.embedding_variables import DynamicEmbeddingTables, ps_devices
 from modelzoo.export import export_saved_model, warm_start
@@ -303,11 +304,18 @@ def input_fn(ctx, slices, training, shard=(1, 0), with_label=False, skip_rows=0)
         if training and world.cluster:
             skip = progress_variable()[world.progress_slot]
             if opts.workqueue:
-                lines = world.workqueue_lines(data)
+                lines = world.workqueue_lines(data, parquet.range_dataset(ctx.schema)
+                                              if data.delimiter == PARQUET else None)
             else:
                 trainer_shard = (world.cluster.trainers, world.progress_slot)
-        ds = F.make_dataset(slices, ctx.schema, data.delimiter, opts.batch_size, training, opts.smartstaged,
-                            opts.bad_rows, seed=opts.seed, shard=shard, keyed=opts.keyed,
-                            trainer_shard=trainer_shard, skip_rows=skip, lines=lines, layout=data.layout(ctx.schema))
+        if data.delimiter == PARQUET:
+            ds = parquet.make_dataset(slices, ctx.schema, opts.batch_size, training, opts.smartstaged, opts.bad_rows,
+                                      seed=opts.seed, shard=shard, keyed=opts.keyed, trainer_shard=trainer_shard,
+                                      skip_rows=skip, rows=lines)
+        else:
+            ds = F.make_dataset(slices, ctx.schema, data.delimiter, opts.batch_size, training, opts.smartstaged,
+                                opts.bad_rows, seed=opts.seed, shard=shard, keyed=opts.keyed,
+                                trainer_shard=trainer_shard, skip_rows=skip, lines=lines,
+                                layout=data.layout(ctx.schema))
         return ds.map(lambda f, y: ({**f, F.LABEL: y}, y)) if with_label else ds
     return fn
