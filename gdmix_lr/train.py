@@ -51,6 +51,7 @@ DEFAULT_CONFIG = REPO / "gdmix_lr" / "configs" / "movielens.yaml"
 # TF_CONFIG job of a chief and workers). A flag acts in a run when both of the run's modes are among its own.
 PREPARED, ML100K, GENERATED = "prepared", "ml-100k", "generated"
 ONE, SEVERAL = "one process", "several processes"
+AXES = {"--data_location": (PREPARED, ML100K, GENERATED), "processes": (ONE, SEVERAL)}
 EVERY = frozenset({PREPARED, ML100K, GENERATED, ONE, SEVERAL})
 SPLITS = EVERY - {PREPARED}  # the seeded 80/20 split (and the generation): a prepared folder has its own
 GENERATES = EVERY - {PREPARED, ML100K}
@@ -111,9 +112,9 @@ def build_parser():
     p.add_argument("--wait_timeout", type=positive_float, default=3600.0,
                    help="seconds a worker waits for the others' results before giving up")
     g = p.add_argument_group("generated data (when no --data_location)")
-    g.add_argument("--generate_users", type=positive_int, default=943)
-    g.add_argument("--generate_movies", type=positive_int, default=1682)
-    g.add_argument("--generate_rows", type=positive_int, default=100_000)
+    g.add_argument("--generate_users", type=positive_int, default=943, help="users of the generated data")
+    g.add_argument("--generate_movies", type=positive_int, default=1682, help="movies of the generated data")
+    g.add_argument("--generate_rows", type=positive_int, default=100_000, help="ratings of the generated data")
     return p
 
 
