@@ -139,7 +139,6 @@ def refusal(name, mode, modes=None):
     return f"--{name} does nothing in {mode}; drop --{name}"
 
 
-
 class Default:
     """A default value, marked as not given on the command line (see `FlagParser`)."""
 
