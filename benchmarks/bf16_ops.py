@@ -32,8 +32,7 @@ def train_graph(model, flags, workdir):
     """Train one step and return the path of the checkpoint's MetaGraph (the training graph)."""
     ckpt = os.path.join(workdir, "ckpt")
     cmd = [sys.executable, str(REPO / model / "train.py"), "--data_location", os.path.join(workdir, "data"),
-           "--generate_rows", "20000", "--steps", "1", "--no_eval", "--checkpoint", ckpt,
-           "--output_dir", os.path.join(workdir, "out"), *flags]
+           "--generate_rows", "20000", "--steps", "1", "--no_eval", "--checkpoint", ckpt, *flags]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metas = sorted(glob.glob(os.path.join(ckpt, "model.ckpt-*.meta")))
     if not metas:

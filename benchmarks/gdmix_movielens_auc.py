@@ -27,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from modelzoo.datasets import movielens  # noqa: E402
 from modelzoo.io_utils import write_report  # noqa: E402
 from modelzoo.system import cpu_info  # noqa: E402
 
@@ -45,7 +46,9 @@ def run(args, what):
 
 
 def gdmix(data, out, seed, extra=()):
-    seconds = run(["gdmix_lr/train.py", "--data_location", data, "--output_dir", out, "--seed", seed, *extra],
+    """gdmix_lr on `data`: the ml-100k files split by --seed, or a folder already split (which refuses --seed)."""
+    split = [] if movielens.is_prepared(data) else ["--seed", seed]
+    seconds = run(["gdmix_lr/train.py", "--data_location", data, "--output_dir", out, *split, *extra],
                   f"gdmix_lr seed {seed}")
     result = json.loads((Path(out) / "result.json").read_text())
     return {"seconds": round(seconds, 2), "wall_seconds_in_run": result["wall_seconds"], "auc": result["auc"],
@@ -70,10 +73,11 @@ def wide_and_deep_row(prepared, work, seed, epochs, schema):
     """Wide & Deep on the MovieLens schema; its predictions become the global coordinate."""
     Path(work).mkdir(parents=True, exist_ok=True)
     wd_data, checkpoint = Path(prepared) / "wide_and_deep", Path(work) / "wd"
-    common = ["wide_and_deep/train.py", "--schema", schema, "--checkpoint", checkpoint, "--seed", seed]
+    common = ["wide_and_deep/train.py", "--schema", schema, "--checkpoint", checkpoint]
     train_rows = sum(1 for _ in open(wd_data / "train.csv", encoding="utf-8"))
     steps = max(1, epochs * train_rows // 2048)
-    seconds = run(common + ["--data_location", wd_data, "--steps", steps, "--no_eval"], "Wide & Deep training")
+    seconds = run(common + ["--data_location", wd_data, "--steps", steps, "--no_eval", "--seed", seed],
+                  "Wide & Deep training")
     seconds += run(common + ["--predict", "--train_files", wd_data / "train.csv",
                              "--eval_files", wd_data / "train.csv"],
                    "Wide & Deep scoring of the training rows")

@@ -36,7 +36,8 @@ from gdmix_lr.cluster import Exchange, world_from_tf_config  # noqa: E402
 from gdmix_lr.config import check_against, load_config  # noqa: E402
 from modelzoo.datasets import movielens  # noqa: E402
 from modelzoo.datafiles import DataError  # noqa: E402
-from modelzoo.flags import non_negative_int, positive_float, positive_int, probability, seed_int  # noqa: E402
+from modelzoo.flags import (FlagError, FlagParser, given_flags, non_negative_int, positive_float,  # noqa: E402
+                            positive_int, probability, seed_int)
 from modelzoo.io_utils import OutputError, atomic_write_json, probe_writable, write_problem  # noqa: E402
 from modelzoo.metrics import roc_auc  # noqa: E402
 from modelzoo.system import cpu_info, peak_rss_mb  # noqa: E402
@@ -46,9 +47,55 @@ AUC_UNDEFINED = "one class in the validation labels"  # result.json then says "a
 DEFAULT_CONFIG = REPO / "gdmix_lr" / "configs" / "movielens.yaml"
 
 
+# The modes of gdmix_lr's flags: what --data_location holds (`data_mode`), and one process or several (a
+# TF_CONFIG job of a chief and workers). A flag acts in a run when both of the run's modes are among its own.
+PREPARED, ML100K, GENERATED = "prepared", "ml-100k", "generated"
+ONE, SEVERAL = "one process", "several processes"
+AXES = {"--data_location": (PREPARED, ML100K, GENERATED), "processes": (ONE, SEVERAL)}
+EVERY = frozenset({PREPARED, ML100K, GENERATED, ONE, SEVERAL})
+SPLITS = EVERY - {PREPARED}  # the seeded 80/20 split (and the generation): a prepared folder has its own
+GENERATES = EVERY - {PREPARED, ML100K}
+# gdmix_lr's refusal table (modelzoo/flags.py's ACTS_IN for its own flags): a flag given where it does nothing is
+# refused in one line naming it and the mode (`validate`)
+ACTS_IN = {"data_location": EVERY, "output_dir": EVERY, "config": EVERY, "seed": SPLITS, "train_fraction": SPLITS,
+           "sweeps": EVERY, "partitions": EVERY, "intra": EVERY, "wait_timeout": EVERY - {ONE},
+           "generate_users": GENERATES, "generate_movies": GENERATES, "generate_rows": GENERATES}
+MODE_WORDS = {PREPARED: "--data_location {} is a prepared folder (features.json), read as it is",
+              ML100K: "--data_location {} holds the official ml-100k files (nothing is generated)",
+              ONE: "this run is one process (no TF_CONFIG job of a chief and workers)"}
+WHAT = {"seed": "the 80/20 split and the generated data", "train_fraction": "the 80/20 split",
+        "wait_timeout": "the wait for the other workers of a TF_CONFIG job"}
+
+
+def data_mode(location):
+    """What --data_location holds: a prepared folder, the ml-100k files, or nothing (generated data). Anything
+    else is left to obtain_data, which refuses it naming the folder."""
+    if location and movielens.is_prepared(location):
+        return PREPARED
+    if location and movielens.is_official_ml100k(location):
+        return ML100K
+    return GENERATED
+
+
+def refusal(name, mode, location):
+    """The one line that refuses --name in `mode`, where it does nothing."""
+    return (f"--{name} acts on {WHAT.get(name, 'the generated data')}, and {MODE_WORDS[mode].format(location)}; "
+            f"drop --{name}")
+
+
+def validate(args, world):
+    """Refuse a flag given where it does nothing (ACTS_IN), in one line."""
+    given, _, _ = given_flags(args)
+    modes = (data_mode(args.data_location), SEVERAL if world.size > 1 else ONE)
+    for name in sorted(given):
+        idle = [mode for mode in modes if mode not in ACTS_IN[name]]
+        if idle:
+            raise FlagError(refusal(name, idle[0], args.data_location))
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog="gdmix_lr/train.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = FlagParser(prog="gdmix_lr/train.py", description=__doc__.split("\n\n")[0],
+                   formatter_class=argparse.ArgumentDefaultsHelpFormatter, table=ACTS_IN)
     p.add_argument("--data_location", default=None,
                    help="folder with the official ml-100k files (u.data, u.user, u.item) or a prepared folder "
                         "(features.json); none or empty: generated data")
@@ -65,9 +112,9 @@ def build_parser():
     p.add_argument("--wait_timeout", type=positive_float, default=3600.0,
                    help="seconds a worker waits for the others' results before giving up")
     g = p.add_argument_group("generated data (when no --data_location)")
-    g.add_argument("--generate_users", type=positive_int, default=943)
-    g.add_argument("--generate_movies", type=positive_int, default=1682)
-    g.add_argument("--generate_rows", type=positive_int, default=100_000)
+    g.add_argument("--generate_users", type=positive_int, default=943, help="users of the generated data")
+    g.add_argument("--generate_movies", type=positive_int, default=1682, help="movies of the generated data")
+    g.add_argument("--generate_rows", type=positive_int, default=100_000, help="ratings of the generated data")
     return p
 
 
@@ -403,15 +450,21 @@ def print_summary(r, output_dir):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         world = world_from_tf_config(os.environ.get("TF_CONFIG", ""))
+        validate(args, world)
         prefix = f"[{world.task}] " if world.size > 1 else ""
 
         def say(message):
             print(f"{MODEL}: {prefix}{message}", flush=True)
 
         return run(args, world, say)
+    except FlagError as err:
+        parser.print_usage(sys.stderr)
+        print(f"{MODEL}/train.py: error: {err}", file=sys.stderr, flush=True)
+        return err.code
     except (DataError, OutputError) as err:
         print(f"{MODEL}/train.py: error: {err}", file=sys.stderr, flush=True)
         return 1

@@ -55,11 +55,6 @@ REFINES = {
         a.early_stop_patience is None and not a.steps and not a.epochs)),
         "early stopping (--early_stop_patience N, or neither --steps nor --epochs: the run's default length)"),
 }
-# Flags that only act while training: refused with --evaluate and --predict
-TRAINING_ONLY = ("steps", "epochs", "eval_steps", "early_stop_patience", "early_stop_metric", "save_steps",
-                 "save_secs", "keep_checkpoint_max", "micro_batch", "timeline", "log_steps", "emb_l2", "dropout")
-# of those, the ones that only change the training graph: refused with --export_only too
-TRAINING_GRAPH_ONLY = ("emb_l2", "dropout")
 # Flags that act on a model's MLP layers (modelzoo.layers.mlp): refused for a model without one (ModelSpec.has_mlp)
 NEEDS_MLP = ("bf16", "dropout")
 # The run's length when neither --steps nor --epochs is given (modelzoo/run/schedule.py decides; measured in
@@ -70,13 +65,78 @@ DEFAULT_MAX_EPOCHS = 100
 EARLY_STOP_METRICS = ("auc", "logloss")
 EV_FILTERS = ("counter", "cbf")
 BF16_MODES = ("casts", "grappler")
-# what --benchmark contradicts: it trains in a temporary folder and evaluates, exports and saves nothing
-BENCHMARK_CONFLICTS = ("evaluate", "predict", "export_only", "warm_start_from", "checkpoint", "save_steps", "save_secs",
-                       "keep_checkpoint_max", "timeline", "hvd", "incremental_ckpt", "epochs", "eval_steps",
-                       "early_stop_patience", "early_stop_metric")
 EV_ELIMINATIONS = ("gstep", "l2")
 
 DEEPREC_ONLY_PROTOCOLS = ("grpc++", "star_server", "star", "grpc+verbs", "grpc+mpi", "grpc+seastar")
+
+# The modes of a run, each named as its command line says it
+TRAIN, EVALUATE, PREDICT, EXPORT, BENCHMARK = "training", "--evaluate", "--predict", "--export_only", "--benchmark"
+MODES = (TRAIN, EVALUATE, PREDICT, EXPORT, BENCHMARK)
+MODE_FLAGS = {"evaluate": EVALUATE, "predict": PREDICT, "export_only": EXPORT, "benchmark": BENCHMARK}
+EVERY = frozenset(MODES)
+TRAINING = frozenset({TRAIN, BENCHMARK})  # the training graph, the optimizer, the training input's order
+TRAINING_RUN = frozenset({TRAIN})  # what a run that keeps its model does: its length, evaluations, checkpoints
+READS_DATA = EVERY - {EXPORT}  # the input files and the session that reads them (--export_only has neither)
+EVALUATES = frozenset({TRAIN, EVALUATE, PREDICT})  # the held-out rows (--benchmark evaluates nothing)
+KEEPS_CHECKPOINT = EVERY - {BENCHMARK}  # a checkpoint folder (--benchmark trains in a temporary one)
+# The one refusal table: the modes in which each shared flag acts. Given on the command line (even at its default
+# value) in another mode it would do nothing, so it is refused there in one line naming it and the mode
+# (`refusal`). A model's own flags act in every mode when they shape its variables (ModelSpec.shape_flags, which
+# a checkpoint must match), else in training only, unless its add_flags says otherwise (`acts_in`).
+ACTS_IN = {
+    "data_location": READS_DATA, "train_files": READS_DATA, "eval_files": EVALUATES, "schema": EVERY,
+    "bad_rows": READS_DATA, "header": READS_DATA, "generate_rows": READS_DATA,
+    "steps": TRAINING, "epochs": TRAINING_RUN, "eval_steps": TRAINING_RUN, "early_stop_patience": TRAINING_RUN,
+    "early_stop_metric": TRAINING_RUN, "batch_size": READS_DATA, "no_eval": TRAINING_RUN, "output_dir": EVERY,
+    "checkpoint": KEEPS_CHECKPOINT, "save_steps": TRAINING_RUN, "save_secs": TRAINING_RUN,
+    "keep_checkpoint_max": TRAINING_RUN, "seed": TRAINING, "learning_rate": TRAINING, "optimizer": TRAINING,
+    "micro_batch": TRAINING, "log_steps": TRAINING, "timeline": TRAINING_RUN, "emb_l2": TRAINING,
+    "dropout": TRAINING,
+    **{name: EVERY for name in MODE_FLAGS},  # (they choose the mode; two of them are refused together)
+    "warm_start_from": TRAINING_RUN, "hvd": TRAINING_RUN, "global_batch_size": READS_DATA,
+    "lr_scaling": TRAINING_RUN,
+    "inter": READS_DATA, "intra": READS_DATA, "tf": EVERY, "bf16": EVERY, "bf16_mode": EVERY,
+    "smartstaged": READS_DATA, "op_fusion": READS_DATA, "xla": READS_DATA, "emb_fusion": EVERY,
+    # the embedding variables' layout and admission act wherever the tables are read; eviction while training
+    "ev": EVERY, "ev_filter": EVERY, "ev_filter_freq": EVERY, "ev_cbf_max_elements": EVERY, "ev_cbf_fpr": EVERY,
+    "ev_elimination": EVERY, "ev_steps_to_live": TRAINING, "ev_l2_threshold": TRAINING, "ev_evict_steps": TRAINING,
+    "adaptive_emb": EVERY, "adaptive_emb_threshold": EVERY, "adaptive_emb_buckets": EVERY, "dynamic_ev": EVERY,
+    "dynamic_ev_dims": EVERY, "dynamic_ev_freqs": EVERY, "incremental_ckpt": KEEPS_CHECKPOINT,
+    "protocol": EVERY,  # (only grpc is accepted; it names the transport of a parameter-server job)
+    "workqueue": TRAINING_RUN, "input_layer_partitioner": TRAINING_RUN, "dense_layer_partitioner": TRAINING_RUN,
+    "eval_throttle_secs": TRAINING_RUN,
+}
+# A flag that another flag replaces: name -> (the other flag, what the flag is for)
+REPLACED_BY = {
+    "output_dir": ("checkpoint", "the parent of the default checkpoint folder OUTPUT_DIR/MODEL"),
+    "data_location": ("train_files", "the folder read (or generated into) when no --train_files are given"),
+}
+BENCHMARK_WORDS = "--benchmark (train --steps steps in a temporary folder; no evaluation, export or checkpoint)"
+
+
+def acts_in(modes, action):
+    """Mark a model flag's action (`group.add_argument(...)`) as acting in `modes` (e.g. flags.EVERY for one that
+    changes the forward graph without changing the variables); returns the action."""
+    action.modes = frozenset(modes)
+    return action
+
+
+def run_mode(args):
+    """The mode of parsed `args`: training unless a mode flag says otherwise."""
+    return next((mode for name, mode in MODE_FLAGS.items() if getattr(args, name)), TRAIN)
+
+
+def refusal(name, mode, modes=None):
+    """The one line that refuses --name in `mode`, where it would do nothing (it acts in `modes`: its ACTS_IN)."""
+    modes = ACTS_IN[name] if modes is None else modes
+    if mode == BENCHMARK:
+        return f"{BENCHMARK_WORDS} contradicts --{name}; drop one of them"
+    if mode != TRAIN and modes <= TRAINING:
+        return f"--{name} acts on training, and {mode} does not train; drop --{name}"
+    if mode == EXPORT:
+        return (f"--{name} acts on the input or the session that reads it, and --export_only has neither (it writes "
+                f"the checkpoint's SavedModel); drop --{name}")
+    return f"--{name} does nothing in {mode}; drop --{name}"
 
 
 class Default:
@@ -90,14 +150,32 @@ class Default:
 
 
 GIVEN = "_given"  # the parsed namespace's set of the flags given on the command line (`validate` pops it)
+MODES_OF = "_modes"  # the parsed namespace's {flag: the modes it acts in} (`validate` pops it)
+NAMED = "_named"  # the parsed namespace's {flag: the name the command line gave it by} (an alias's own name)
 
 
 class FlagParser(argparse.ArgumentParser):
     """argparse that notes which flags the command line gave (the model's own flags too), so that a
     flag that refines another (`--ev_filter_freq` of `--ev_filter`) or that acts only in some runs is
-    refused where it would do nothing, even at its default value, instead of being silently ignored."""
+    refused where it would do nothing, even at its default value, instead of being silently ignored.
+    `shape_flags`: the model flags that act in every mode (ModelSpec.shape_flags); see ACTS_IN."""
+
+    def __init__(self, *args, shape_flags=(), table=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shape_flags = tuple(shape_flags)
+        self.table = ACTS_IN if table is None else table  # (gdmix_lr/train.py has its own flags and modes)
+
+    def modes_of(self, action):
+        """Where the flag of `action` acts: its acts_in mark, the table (ACTS_IN), or for a model's own flag
+        every mode (a shape flag) or training only."""
+        if hasattr(action, "modes"):
+            return action.modes
+        if action.dest in self.table:
+            return self.table[action.dest]
+        return EVERY if action.dest in self.shape_flags else TRAINING
 
     def parse_known_args(self, args=None, namespace=None):
+        named = self.refuse_two_names_of_one_flag(sys.argv[1:] if args is None else args)
         for action in self._actions:
             if action.dest != "help" and action.default is not argparse.SUPPRESS \
                     and not isinstance(action.default, Default):
@@ -110,10 +188,30 @@ class FlagParser(argparse.ArgumentParser):
         for name, value in list(vars(namespace).items()):
             if isinstance(value, Default):
                 setattr(namespace, name, value.value)
-            elif name != GIVEN:
+            elif name not in (GIVEN, MODES_OF, NAMED):
                 given.add(name)
         setattr(namespace, GIVEN, given | getattr(namespace, GIVEN, set()))
+        modes = {a.dest: self.modes_of(a) for a in self._actions if a.option_strings and a.dest != "help"}
+        setattr(namespace, MODES_OF, modes)
+        setattr(namespace, NAMED, named)
         return namespace, extras
+
+    def refuse_two_names_of_one_flag(self, args):
+        """Two options that set one value (W&D's --deep_learning_rate is --learning_rate) given together: the
+        last would win silently."""
+        named = {}
+        for arg in map(str, args):
+            if arg == "--":
+                break
+            found = self._parse_optional(arg) if arg.startswith("--") else None
+            found = found[0] if isinstance(found, list) and len(found) == 1 else found  # (Python 3.12's form)
+            if isinstance(found, tuple) and found[0] is not None:
+                action = found[0]
+                named.setdefault(action.dest, {})[action.option_strings[0]] = True
+        for dest, names in named.items():
+            if len(names) > 1:
+                self.error(f"{' and '.join(names)} set the same value ({dest}); give one of them")
+        return {dest: next(iter(names))[2:] for dest, names in named.items()}
 
 
 class FlagError(SystemExit):
@@ -205,10 +303,10 @@ def add_bool(parser, name, help_text, default=False):
                         metavar="BOOL", help=help_text)
 
 
-def build_parser(model_name, defaults):
+def build_parser(model_name, defaults, shape_flags=()):
     """The shared parser. `defaults` holds the model's own defaults (batch size, optimizer...)."""
     p = FlagParser(
-        prog=f"{model_name}/train.py",
+        shape_flags=shape_flags, prog=f"{model_name}/train.py",
         description=f"Train, evaluate and export {model_name} (tf.compat.v1 graph mode, tf.estimator).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("data")
@@ -368,10 +466,17 @@ def build_parser(model_name, defaults):
     return p
 
 
+def given_flags(args):
+    """Take off `args` what FlagParser noted: the flags the command line gave, {flag: the modes it acts in} and
+    {flag: the name it was given by}. (A namespace not made by FlagParser: none given.)"""
+    return vars(args).pop(GIVEN, set()), vars(args).pop(MODES_OF, {}), vars(args).pop(NAMED, {})
+
+
 def validate(args, speed_defaults, defaults=None, model_name="the model", has_mlp=True):
     """Refuse what cannot work, then resolve the speed switches (None -> measured default)."""
     defaults = defaults or {}
-    given = vars(args).pop(GIVEN, set())  # (a namespace not made by FlagParser: none checked as given)
+    given, modes, named = given_flags(args)
+    validate_mode(args, given, modes, named)
     if not has_mlp:
         for name in NEEDS_MLP:
             if name in given and getattr(args, name):
@@ -387,37 +492,13 @@ def validate(args, speed_defaults, defaults=None, model_name="the model", has_ml
     if args.lr_scaling != "none" and not args.hvd:
         raise FlagError(f"--lr_scaling {args.lr_scaling} scales with the number of Horovod processes; "
                         "it needs --hvd")
-    if args.evaluate and args.predict:
-        raise FlagError("--evaluate and --predict are two separate runs; give one of them")
-    if (args.evaluate or args.predict) and args.hvd:
-        raise FlagError(f"--{'evaluate' if args.evaluate else 'predict'} runs in one process; drop --hvd")
-    only = [f"--{n}" for n in ("evaluate", "predict", "export_only") if getattr(args, n)]
-    if args.export_only and len(only) > 1:
-        raise FlagError(f"{' and '.join(only)} are separate runs; give one of them")
-    if args.export_only and args.hvd:
-        raise FlagError("--export_only runs in one process; drop --hvd")
-    if args.warm_start_from is not None and only:
-        raise FlagError(f"--warm_start_from initializes a training run; {only[0]} trains nothing")
     if args.warm_start_from == "":
         raise FlagError("--warm_start_from needs a checkpoint or SavedModel path")
-    if args.evaluate and args.no_eval:
-        raise FlagError("--evaluate and --no_eval contradict each other")
-    if args.predict and args.no_eval:
-        raise FlagError("--predict does not evaluate (it writes predictions.csv); drop --no_eval")
-    if args.evaluate or args.predict or args.export_only:
-        run = only[0]
-        for name in TRAINING_ONLY if args.evaluate or args.predict else TRAINING_GRAPH_ONLY:
-            if name in given:
-                raise FlagError(f"--{name} acts on training, and {run} does not train; drop --{name}")
     validate_length(args, given)
     if args.save_steps and args.save_secs and "save_secs" in given:
         raise FlagError(f"--save_steps {args.save_steps} and --save_secs {args.save_secs}: checkpoints are saved on "
                         "one timer, by steps or by seconds; give one of them")
     if args.benchmark:
-        clash = [f"--{n}" for n in BENCHMARK_CONFLICTS if n in given and getattr(args, n)]
-        if clash:
-            raise FlagError(f"--benchmark (train --steps steps in a temporary folder; no evaluation, export or "
-                            f"checkpoint) contradicts {' '.join(clash)}; drop one of them")
         if not args.steps:
             raise FlagError("--benchmark needs --steps N (the steps to time)")
     validate_ev(args)
@@ -452,6 +533,22 @@ def validate(args, speed_defaults, defaults=None, model_name="the model", has_ml
     if args.eval_files and not args.train_files:
         raise FlagError("--eval_files needs --train_files too")
     return args
+
+
+def validate_mode(args, given, modes, named):
+    """One mode a run, and no flag given where it would do nothing (ACTS_IN; `modes`: the parser's, model flags
+    included; `named`: the name each flag was given by)."""
+    chosen = [f"--{name}" for name in MODE_FLAGS if getattr(args, name)]
+    if len(chosen) > 1:
+        raise FlagError(f"{' and '.join(chosen)} are separate runs; give one of them")
+    mode = run_mode(args)
+    for name in sorted(given):
+        acts = modes.get(name, ACTS_IN.get(name, EVERY))
+        if mode not in acts:
+            raise FlagError(refusal(named.get(name, name), mode, acts))
+    for name, (other, what) in REPLACED_BY.items():
+        if name in given and other in given:
+            raise FlagError(f"--{name} is {what}, and --{other} replaces it; drop --{name}")
 
 
 def validate_length(args, given):
@@ -563,14 +660,27 @@ def validate_with_schema(args, schema, model_name, uses_crosses):
                                 f"the widths merge into {opts.widths(width)}; give widths further apart")
 
 
-def parse(model_name, argv=None, defaults=None, speed_defaults=None, add_model_flags=None, has_mlp=True):
-    """Parse and validate; a refused flag prints `train.py: error: ...` and exits with status 2.
-    `has_mlp` False (ModelSpec.has_mlp): the flags that act on MLP layers are refused."""
-    defaults = defaults or {}
-    parser = build_parser(model_name, defaults)
+def model_parser(model_name, defaults=None, add_model_flags=None, shape_flags=()):
+    """The shared flags and the model's own (`add_model_flags`, ModelSpec.add_flags), in one parser."""
+    parser = build_parser(model_name, defaults or {}, shape_flags)
     if add_model_flags:
         add_model_flags(parser.add_argument_group(f"{model_name}"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def spec_parser(spec):
+    """model_parser of a ModelSpec."""
+    return model_parser(spec.name, spec.defaults, spec.add_flags, spec.shape_flags)
+
+
+def parse(model_name, argv=None, defaults=None, speed_defaults=None, add_model_flags=None, has_mlp=True,
+          shape_flags=()):
+    """Parse and validate; a refused flag prints `train.py: error: ...` and exits with status 2.
+    `has_mlp` False (ModelSpec.has_mlp): the flags that act on MLP layers are refused. `shape_flags`
+    (ModelSpec.shape_flags): the model flags that act in every mode (the others act in training only)."""
+    defaults = defaults or {}
+    parser = model_parser(model_name, defaults, add_model_flags, shape_flags)
+    args = parser.parse_args(None if argv is None else [str(a) for a in argv])
     try:
         return validate(args, speed_defaults or {n: False for n in SPEED_SWITCHES}, defaults, model_name, has_mlp)
     except FlagError as err:

@@ -56,7 +56,8 @@ def run(spec, args):
 def main(spec, argv=None):
     """Entry point of every train.py: clear one-line errors for bad flags, data and checkpoints."""
     try:
-        args = flaglib.parse(spec.name, argv, spec.defaults, spec.speed_defaults, spec.add_flags, spec.has_mlp)
+        args = flaglib.parse(spec.name, argv, spec.defaults, spec.speed_defaults, spec.add_flags, spec.has_mlp,
+                              spec.shape_flags)
     except flaglib.FlagError as err:
         return err.code
     set_environment(args)

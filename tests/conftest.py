@@ -210,3 +210,19 @@ def dockerfile_stages(path=REPO / "Dockerfile"):
             stages[current] = []
         stages[current].append(line)
     return stages
+
+
+def for_mode(model, argv, mode):
+    """A training command's flags reused for another mode (modelzoo.flags.EVALUATE, PREDICT, EXPORT): without
+    the flags (and their values) that do nothing there, which modelzoo/flags.py refuses."""
+    from modelzoo import flags
+    from modelzoo.models import load_spec
+    parser = flags.spec_parser(load_spec(model))
+    kept, keep = [], True
+    for arg in argv:
+        if str(arg).startswith("--"):
+            action = parser._option_string_actions.get(str(arg).split("=", 1)[0])
+            keep = action is None or mode in parser.modes_of(action)
+        if keep:
+            kept.append(arg)
+    return kept

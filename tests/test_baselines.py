@@ -10,7 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from conftest import REPO, dense_only_auc, raw_columns, read_result, run_train, score_in_fresh_process
+from modelzoo.flags import PREDICT
+from conftest import REPO, dense_only_auc, for_mode, raw_columns, read_result, run_train, score_in_fresh_process
 from modelzoo import flags
 from modelzoo.models import ESTIMATOR_MODELS, load_spec
 
@@ -240,7 +241,7 @@ def test_lr_and_fm_exports_serve_in_stock_tensorflow_as_predict_scores(tmp_path)
                   "--seed", 3, "--smartstaged=false", *extra]
         run_train(model, [*common, "--steps", 8, "--no_eval"])
         exports[name] = read_result(tmp_path / name)["export_dir"]
-        run_train(model, [*common, "--predict"])
+        run_train(model, [*for_mode(model, common, PREDICT), "--predict"])
         lines = (tmp_path / name / "predictions.csv").read_text().splitlines()[1:]
         predicted[name] = np.array([float(line.split(",")[1]) for line in lines])
     held_out = (tmp_path / "train.txt").read_text().splitlines()[-200:]

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import (CRITEO_SAMPLE, REPO, dense_only_auc, load_train_module, raw_columns, read_result, run_train,
-                      score_in_fresh_process)
+from conftest import (CRITEO_SAMPLE, REPO, dense_only_auc, for_mode, load_train_module, raw_columns, read_result,
+                      run_train, score_in_fresh_process)
+from modelzoo.flags import EVALUATE
 
 SKIP_NO_DATA = f"real Criteo sample not found at {CRITEO_SAMPLE} (../shared/data beside the checkout)"
 # one table per column; batches in the same order in every run (--smartstaged's parallel decoding may
@@ -339,7 +340,8 @@ def test_wide_and_deep_trains_and_exports_with_wide_and_deep_dynamic_tables(runs
 
 def test_evaluate_on_an_ev_checkpoint_keeps_the_tables_report(runs, sample):
     ckpt, _, trained = runs["ev"]
-    run_train("dlrm", ["--ev", "--evaluate", "--train_files", sample, "--checkpoint", ckpt, *EV_FLAGS])
+    run_train("dlrm", ["--ev", "--evaluate", "--train_files", sample, "--checkpoint", ckpt,
+                       *for_mode("dlrm", EV_FLAGS, EVALUATE)])
     result = read_result(ckpt)
     assert result["steps_this_run"] == 0 and result["steps"] == 35
     assert result["auc"] == pytest.approx(trained["auc"], abs=1e-6)

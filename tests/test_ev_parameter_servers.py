@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CRITEO_SAMPLE, REPO, raw_columns, score_in_fresh_process
+from conftest import CRITEO_SAMPLE, REPO, for_mode, raw_columns, score_in_fresh_process
+from modelzoo.flags import EXPORT
 
 # one table per column; batches in file-shuffle order in both runs (--smartstaged's parallel decoding
 # may reorder them, and the two runs are compared row for row)
@@ -207,7 +208,7 @@ def test_ps_checkpoint_exports_on_one_machine_in_stock_ops(runs, tmp_path):
     from tensorflow.core.protobuf import saved_model_pb2
     from modelzoo.schema import load_schema
     ckpt = runs["ps"][0]
-    argv = [str(a) for a in ["--train_files", CRITEO_SAMPLE, "--checkpoint", ckpt, *FLAGS, "--export_only"]]
+    argv = [str(a) for a in ["--checkpoint", ckpt, *for_mode("dlrm", FLAGS, EXPORT), "--export_only"]]
     proc = subprocess.run([sys.executable, str(REPO / "dlrm" / "train.py"), *argv], cwd=REPO, env=clean_env(),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,4 +1,5 @@
 """The shared flag parser: DeepRec's names, boolean forms, refusals with clear messages."""
+import argparse
 import os
 
 import pytest
@@ -222,7 +223,7 @@ def test_training_flags_with_evaluate_or_predict_are_refused(only, flag):
 
 
 def test_no_eval_with_predict_is_refused():
-    with pytest.raises(FlagError, match="--predict does not evaluate .*drop --no_eval"):
+    with pytest.raises(FlagError, match="--no_eval acts on training, and --predict does not train; drop --no_eval"):
         parse("--predict", "--no_eval")
     assert parse("--predict", "--batch_size", "64").predict  # what scoring uses is accepted
 
@@ -263,9 +264,9 @@ def test_help_shows_the_real_defaults(capsys):
 
 @pytest.mark.parametrize("argv,words", [
     (["--export_only", "--predict"], "--predict and --export_only are separate runs"),
-    (["--export_only", "--hvd"], "--export_only runs in one process"),
-    (["--warm_start_from", "x", "--evaluate"], "--warm_start_from initializes a training run; --evaluate"),
-    (["--warm_start_from", "x", "--export_only"], "--warm_start_from initializes a training run; --export_only"),
+    (["--export_only", "--hvd"], "--hvd acts on training, and --export_only does not train"),
+    (["--warm_start_from", "x", "--evaluate"], "--warm_start_from acts on training, and --evaluate does not train"),
+    (["--warm_start_from", "x", "--export_only"], "--warm_start_from acts on training, and --export_only does not"),
     (["--warm_start_from", ""], "--warm_start_from needs a checkpoint or SavedModel path")])
 def test_export_and_warm_start_flags_refuse_what_cannot_work(argv, words):
     with pytest.raises(FlagError) as err:
@@ -366,3 +367,142 @@ def test_checkpoints_are_saved_by_time_unless_save_steps_is_given():
         parse("--save_steps", "100", "--save_secs", "60")
     assert err.value.message == ("--save_steps 100 and --save_secs 60: checkpoints are saved on one timer, by steps "
                                  "or by seconds; give one of them")
+
+
+# -- the refusal table (flags.ACTS_IN) walked against every mode of every registered model ---------------------
+
+MODE_ARGV = {flags.TRAIN: [], flags.EVALUATE: ["--evaluate"], flags.PREDICT: ["--predict"],
+             flags.EXPORT: ["--export_only"], flags.BENCHMARK: ["--benchmark", "--steps", "10"]}
+# what a flag needs beside it to act (the flag it refines, modelzoo/flags.py's REFINES), and values for the flags
+# whose type takes no "2"
+NEEDS = {"ev_filter": ["--ev"], "ev_elimination": ["--ev"], "adaptive_emb": ["--ev"], "dynamic_ev": ["--ev"],
+         "incremental_ckpt": ["--ev"], "ev_filter_freq": ["--ev", "--ev_filter", "counter"],
+         "ev_cbf_max_elements": ["--ev", "--ev_filter", "cbf"], "ev_cbf_fpr": ["--ev", "--ev_filter", "cbf"],
+         "ev_steps_to_live": ["--ev", "--ev_elimination", "gstep"], "ev_l2_threshold": ["--ev", "--ev_elimination", "l2"],
+         "ev_evict_steps": ["--ev", "--ev_elimination", "gstep"], "adaptive_emb_threshold": ["--ev", "--adaptive_emb"],
+         "adaptive_emb_buckets": ["--ev", "--adaptive_emb"], "dynamic_ev_dims": ["--ev", "--dynamic_ev"],
+         "dynamic_ev_freqs": ["--ev", "--dynamic_ev"], "bf16_mode": ["--bf16"], "lr_scaling": ["--hvd"],
+         "eval_files": ["--train_files", "t.txt"]}
+VALUES = {"dynamic_ev_dims": "4,16", "dynamic_ev_freqs": "10", "ev_cbf_fpr": "0.1", "protocol": "grpc",
+          "dropout": "0.1", "lr_scaling": "linear"}
+NEEDS_PS = tuple(flags.NEEDS_PS)  # (acting only in a parameter-server job: given there, under its TF_CONFIG)
+
+
+def example(action):
+    """A value for the flag, and whether its own type accepts it (not: a removed flag, refused whatever its value)."""
+    if action.nargs == "?" and action.const is True:
+        return "true", True
+    value = VALUES.get(action.dest) or (action.choices[-1] if action.choices else "2")
+    try:
+        action.type(value) if action.type else value
+    except argparse.ArgumentTypeError:
+        return value, False
+    return value, True
+
+
+def walk():
+    from modelzoo.models import ESTIMATOR_MODELS, load_spec
+    for model in ESTIMATOR_MODELS:
+        spec = load_spec(model)
+        for action in flags.spec_parser(spec)._actions:
+            if action.option_strings and action.dest != "help" and action.dest not in flags.MODE_FLAGS:
+                yield pytest.param(spec, action.option_strings[0], id=f"{model}-{action.option_strings[0]}")
+
+
+def parse_spec(spec, argv):
+    return flags.parse(spec.name, argv, spec.defaults, spec.speed_defaults, spec.add_flags, spec.has_mlp,
+                       spec.shape_flags)
+
+
+@pytest.mark.parametrize("spec,option", list(walk()))
+def test_every_flag_of_every_model_acts_or_is_refused_in_every_mode(spec, option, monkeypatch, capsys):
+    """A flag given where it does nothing is refused in one line naming it and the mode; where it acts, it parses
+    (with the flag it refines), whatever the model."""
+    parser = flags.spec_parser(spec)
+    action = parser._option_string_actions[option]
+    modes, name, (value, accepted) = parser.modes_of(action), option[2:], example(action)
+    for mode in flags.MODES:
+        argv = MODE_ARGV[mode] + [option, value]
+        if not accepted:  # a removed flag (W&D's --deep_dropout): its type refuses it, naming what replaces it
+            with pytest.raises(SystemExit) as err:
+                parse_spec(spec, argv)
+            assert err.value.code == 2 and f"{option} is now" in capsys.readouterr().err
+        elif mode not in modes:
+            with pytest.raises(FlagError) as err:
+                parse_spec(spec, argv)
+            assert err.value.message == flags.refusal(name, mode, modes)
+            assert name in err.value.message and mode in err.value.message
+        elif not spec.has_mlp and action.dest in (*flags.NEEDS_MLP, "bf16_mode"):
+            with pytest.raises(FlagError, match=f"acts on a model's MLP layers, and {spec.name} has none"):
+                parse_spec(spec, argv + NEEDS.get(action.dest, []))
+        else:
+            with monkeypatch.context() as env:
+                if action.dest in NEEDS_PS:
+                    env.setenv("TF_CONFIG", PS_JOB)
+                args = parse_spec(spec, argv + NEEDS.get(action.dest, []))
+            assert flags.run_mode(args) == mode, (option, mode)
+
+
+def test_the_refusal_table_lists_every_shared_flag():
+    """A shared flag added without saying where it acts fails here (ACTS_IN is what refuses it elsewhere)."""
+    dests = {a.dest for a in flags.build_parser("dlrm", {})._actions if a.option_strings and a.dest != "help"}
+    assert dests == set(flags.ACTS_IN), (dests ^ set(flags.ACTS_IN))
+
+
+def test_the_flags_of_a_checkpoints_identity_act_wherever_a_checkpoint_is_read():
+    """The flags a checkpoint's run_config.json must match (modelzoo/run/checkpoints.py) are given again to
+    evaluate, predict or export it, so the table must let them act there; the model's shape flags likewise."""
+    import re
+    from modelzoo.models import ESTIMATOR_MODELS, load_spec
+    from modelzoo.run import checkpoints
+    named = " ".join([*checkpoints.IDENTITY_FLAGS.values(), *checkpoints.EV_IDENTITY_FLAGS.values()])
+    identity = set(re.findall(r"--(\w+)", named)) - {"optimizer"}  # (not compared when nothing trains)
+    assert {"ev_filter", "emb_fusion", "tf", "incremental_ckpt"} <= identity
+    for name in identity:
+        assert flags.ACTS_IN[name] >= flags.KEEPS_CHECKPOINT, name
+    for model in ESTIMATOR_MODELS:
+        spec = load_spec(model)
+        parser = flags.spec_parser(spec)
+        for action in parser._actions:
+            shaping = action.dest in spec.shape_flags
+            if action.dest not in flags.ACTS_IN and action.option_strings:
+                # a model flag that acts outside training shapes the variables (or says so with flags.acts_in)
+                assert (parser.modes_of(action) == flags.EVERY) == shaping or hasattr(action, "modes"), action.dest
+
+
+@pytest.mark.parametrize("first", list(flags.MODE_FLAGS))
+@pytest.mark.parametrize("second", list(flags.MODE_FLAGS))
+def test_two_modes_are_refused_together(first, second):
+    if first == second:
+        return
+    with pytest.raises(FlagError, match="are separate runs; give one of them") as err:
+        parse(f"--{first}", f"--{second}", "--steps", "10")
+    assert f"--{first}" in err.value.message and f"--{second}" in err.value.message
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--checkpoint", "x", "--output_dir", "y"], "--output_dir is the parent of the default checkpoint folder "
+                                                 "OUTPUT_DIR/MODEL, and --checkpoint replaces it; drop --output_dir"),
+    (["--train_files", "a", "--data_location", "b"], "--data_location is the folder read (or generated into) when "
+                                                     "no --train_files are given, and --train_files replaces it"),
+])
+def test_a_flag_that_another_replaces_is_refused_with_it(argv, words):
+    with pytest.raises(FlagError) as err:
+        parse(*argv)
+    assert err.value.message.startswith(words)
+    assert parse(*argv[:2]) and parse(*argv[2:])
+
+
+def test_two_names_of_one_flag_are_refused_together(capsys):
+    """W&D's --deep_learning_rate is --learning_rate: given both, the last one won silently."""
+    from modelzoo.models import load_spec
+    spec = load_spec("wide_and_deep")
+    with pytest.raises(SystemExit) as err:
+        parse_spec(spec, ["--deep_learning_rate", "0.1", "--learning_rate", "0.2"])
+    assert err.value.code == 2
+    assert "--deep_learning_rate and --learning_rate set the same value (learning_rate); give one of them" in \
+        capsys.readouterr().err
+    assert parse_spec(spec, ["--deep_learning_rate", "0.1"]).learning_rate == 0.1
+    with pytest.raises(FlagError) as refused:
+        parse_spec(spec, ["--deep_learning_rate", "0.1", "--predict"])
+    assert refused.value.message.startswith("--deep_learning_rate acts on training, and --predict does not train")

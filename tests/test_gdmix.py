@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from gdmix_lr import glmix, photon
 from gdmix_lr.cluster import ClusterError, world_from_tf_config
 from gdmix_lr.config import ConfigError, load_config
 from modelzoo.datasets import movielens
+from modelzoo.flags import FlagError
 
 ML100K = SHARED_DATA / "ml-100k"
 CONFIG = REPO / "gdmix_lr" / "configs" / "movielens.yaml"
@@ -250,13 +252,13 @@ def test_wide_and_deep_scores_feed_the_random_effects(generated, tmp_path):
     """Wide & Deep trained on the MovieLens schema, its --predict files (label,probability in file order)
     as the global coordinate: the per-user and per-movie models then improve on it."""
     wd = tmp_path / "wd"
-    common = ["--data_location", generated / "wide_and_deep", "--schema", REPO / "modelzoo" / "schemas" / "movielens.json",
-              "--checkpoint", wd, "--seed", 1]
-    run_train("wide_and_deep", common + ["--steps", 40, "--no_eval"])
+    common = ["--schema", REPO / "modelzoo" / "schemas" / "movielens.json", "--checkpoint", wd]
+    data = ["--data_location", generated / "wide_and_deep"]
+    run_train("wide_and_deep", common + data + ["--steps", 40, "--no_eval", "--seed", 1])
     train_csv = generated / "wide_and_deep" / "train.csv"
     run_train("wide_and_deep", common + ["--predict", "--train_files", train_csv, "--eval_files", train_csv])
     (wd / "predictions.csv").rename(tmp_path / "train_predictions.csv")
-    run_train("wide_and_deep", common + ["--predict"])
+    run_train("wide_and_deep", common + data + ["--predict"])
     config = tmp_path / "wd.yaml"
     config.write_text(CONFIG.read_text().replace(
         "  - name: global\n    type: fixed_effect\n    feature_bag: global\n    l2: 1.0\n    regularize_intercept: false\n",
@@ -407,6 +409,59 @@ def test_flags_are_gdmix_specific():
         parser.parse_args(["--sweeps", "0"])
 
 
+@pytest.fixture
+def data_folders(tmp_path):
+    """{mode: --data_location}: a prepared folder, the ml-100k files (their names: what selects the mode), none."""
+    gd = load_train_module("gdmix_lr")
+    prepared, official = tmp_path / "prepared", tmp_path / "ml-100k"
+    prepared.mkdir()
+    (prepared / movielens.FEATURES_FILE).write_text("{}")
+    official.mkdir()
+    for name in movielens.REQUIRED_SOURCE_FILES:
+        (official / name).write_text("")
+    return {gd.PREPARED: str(prepared), gd.ML100K: str(official), gd.GENERATED: None}
+
+
+@pytest.mark.fast
+def test_every_gdmix_flag_acts_or_is_refused_in_every_mode(data_folders, capsys):
+    """gdmix_lr's refusal table walked against each data mode, in one process and in several: a flag that does
+    nothing there (--seed or --train_fraction with a prepared folder, --generate_* with real data, --wait_timeout
+    in one process) is refused in one line naming it and the mode; elsewhere it parses and validates."""
+    gd = load_train_module("gdmix_lr")
+    parser = gd.build_parser()
+    actions = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert {a.dest for a in actions} == set(gd.ACTS_IN)  # a flag added without its modes fails here
+    refused = set()
+    for data_mode, location in data_folders.items():
+        for processes in (gd.ONE, gd.SEVERAL):
+            world = SimpleNamespace(size=3 if processes == gd.SEVERAL else 1)
+            for action in actions:
+                value = "0.5" if action.dest == "train_fraction" else location or "x" if \
+                    action.dest == "data_location" else "2"
+                base = ["--data_location", location] if location and action.dest != "data_location" else []
+                args = parser.parse_args([*base, action.option_strings[0], value])
+                if action.dest == "data_location":
+                    continue  # (it chooses the mode)
+                idle = [m for m in (data_mode, processes) if m not in gd.ACTS_IN[action.dest]]
+                if idle:
+                    with pytest.raises(FlagError) as err:
+                        gd.validate(args, world)
+                    assert err.value.message == gd.refusal(action.dest, idle[0], location)
+                    refused.add((action.dest, idle[0]))
+                else:
+                    gd.validate(args, world)
+    assert {("seed", gd.PREPARED), ("train_fraction", gd.PREPARED), ("generate_rows", gd.ML100K),
+            ("generate_users", gd.PREPARED), ("wait_timeout", gd.ONE)} <= refused
+
+
+def test_gdmix_refuses_seed_with_a_prepared_folder_in_one_line(generated, tmp_path):
+    proc = run_train("gdmix_lr", ["--data_location", generated, "--output_dir", tmp_path, "--seed", 3], check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == (f"gdmix_lr/train.py: error: --seed acts on the 80/20 split and the "
+                                            f"generated data, and --data_location {generated} is a prepared folder "
+                                            "(features.json), read as it is; drop --seed")
+
+
 def test_a_negative_seed_is_refused_before_any_work(capsys):
     """numpy's generators (the split, the generated data) take no negative seed: refused as a flag."""
     parser = load_train_module("gdmix_lr").build_parser()
@@ -454,15 +509,15 @@ def test_a_run_killed_while_moving_its_outputs_leaves_no_result_json_and_whole_f
     and the same command again writes them all."""
     run_train("gdmix_lr", ["--data_location", generated, "--output_dir", tmp_path])
     killed = subprocess.run([sys.executable, "tests/fault_injection.py", "gdmix_move:2", "gdmix_lr/train.py",
-                             "--data_location", str(generated), "--output_dir", str(tmp_path), "--seed", "7"],
+                             "--data_location", str(generated), "--output_dir", str(tmp_path), "--sweeps", "2"],
                             cwd=REPO, capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL and "fault_injection: SIGKILL before moving" in killed.stdout
     assert not (tmp_path / "result.json").exists()
     for path in tmp_path.glob("*/*/part-*.avro"):
         photon.read_records(path)  # whole: fastavro reads it to the end
-    again = run_train("gdmix_lr", ["--data_location", generated, "--output_dir", tmp_path, "--seed", "7"])
+    again = run_train("gdmix_lr", ["--data_location", generated, "--output_dir", tmp_path, "--sweeps", "2"])
     result = json.loads((tmp_path / "result.json").read_text())
-    assert result["flags"]["seed"] == 7 and "outputs:" in again.stdout
+    assert result["flags"]["sweeps"] == 2 and "outputs:" in again.stdout
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".staging-")]
 
 

@@ -203,8 +203,8 @@ def test_wide_and_deep_trains_and_predicts_rows_in_uid_order(small_folder, tmp_p
     ckpt = tmp_path / "ckpt"
     common = ["--data_location", small_folder / "wide_and_deep", "--schema", REPO / "modelzoo/schemas/movielens.json",
               "--checkpoint", ckpt, "--batch_size", 128, "--deep_hidden_units", 8]
-    run_train("wide_and_deep", common + ["--steps", 3, "--output_dir", tmp_path])
-    run_train("wide_and_deep", common + ["--predict", "--output_dir", tmp_path])
+    run_train("wide_and_deep", common + ["--steps", 3])
+    run_train("wide_and_deep", common + ["--predict"])
     labels = np.loadtxt(ckpt / "predictions.csv", delimiter=",", skiprows=1, usecols=0)
     assert np.array_equal(labels, ml.load(small_folder).validation.label)
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CRITEO_SAMPLE, raw_columns, read_result, run_train, score_in_fresh_process
+from conftest import CRITEO_SAMPLE, for_mode, raw_columns, read_result, run_train, score_in_fresh_process
+from modelzoo.flags import PREDICT
 
 from modelzoo import flags as flaglib
 from modelzoo.options import Options
@@ -162,7 +163,7 @@ def test_early_stopping_exports_the_best_evaluation(tmp_path, small_schema):
 
     best_dir = ckpt / "best"
     assert (best_dir / f"model.ckpt-{result['best_step']}.index").is_file()
-    run_train("dlrm", [*common, "--checkpoint", best_dir, "--predict"])
+    run_train("dlrm", [*for_mode("dlrm", common, PREDICT), "--checkpoint", best_dir, "--predict"])
     predicted = np.array([float(line.split(",")[1])
                           for line in (best_dir / "predictions.csv").read_text().splitlines()[1:]])
     from modelzoo.schema import load_schema

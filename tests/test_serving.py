@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, run_train, score_in_fresh_process, small_schema_file, read_result, raw_columns
+from conftest import REPO, for_mode, run_train, score_in_fresh_process, small_schema_file, read_result, raw_columns
+from modelzoo.flags import PREDICT
 
 ROWS = 3000  # generated rows; the runner holds out the last 10% (300) for evaluation and --predict
 COMMON = ["--batch_size", 128, "--steps", 6, "--seed", 3, "--no_eval", "--smartstaged=false"]
@@ -49,9 +50,7 @@ def runs(tmp_path_factory):
         model, flags = flags_of(name, root)
         run_train(model, flags)
         export = read_result(root / name)["export_dir"]
-        scoring = [f for f in flags if f != "--no_eval"]  # training's flags are refused with --predict
-        del scoring[scoring.index("--steps"):scoring.index("--steps") + 2]
-        run_train(model, [*scoring, "--predict"])
+        run_train(model, [*for_mode(model, flags, PREDICT), "--predict"])  # (training's flags are refused there)
         lines = (root / name / "predictions.csv").read_text().splitlines()[1:]
         return root / name, export, np.array([float(line.split(",")[1]) for line in lines])
 

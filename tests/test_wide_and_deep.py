@@ -98,7 +98,7 @@ def test_evaluate_without_a_checkpoint_is_refused_with_a_message(tmp_path):
     (["--dropout", "1.5"], "expected a dropout rate in [0, 1)"),
     (["--deep_dropout", "0.3"], "--deep_dropout is now the shared --dropout"),
     (["--linear_l1_regularization", "-1"], "expected a number >= 0"),
-    (["--evaluate", "--hvd"], "runs in one process"),
+    (["--evaluate", "--hvd"], "--hvd acts on training, and --evaluate does not train"),
 ])
 def test_conflicting_or_invalid_flags_exit_2_before_any_work(tmp_path, argv, message):
     proc = run_train("wide_and_deep", [*argv, "--checkpoint", tmp_path / "c"], check=False)
