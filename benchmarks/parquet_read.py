@@ -28,7 +28,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=512)
     args = parser.parse_args(argv)
-    from modelzoo import features, parquet
+    from modelzoo import features
     from modelzoo.datafiles import Slice, count_lines
     from modelzoo.schema import load_schema
     from modelzoo.system import cpu_info
@@ -39,7 +39,7 @@ def main(argv=None):
         convert(args.input, schema, par)
         common = dict(batch_size=args.batch_size, training=True, smartstaged=True, seed=1, repeat=False)
         readers = {"csv": lambda: features.make_dataset([Slice(args.input, 0, rows)], schema, "\t", **common),
-                   "parquet": lambda: parquet.make_dataset([Slice(par, 0, rows)], schema, **common)}
+                   "parquet": lambda: features.make_parquet_dataset([Slice(par, 0, rows)], schema, **common)}
         speeds = {name: [] for name in readers}
         for r in range(args.rounds):
             for name in (list(readers) if r % 2 == 0 else list(readers)[::-1]):

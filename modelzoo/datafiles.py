@@ -18,11 +18,11 @@ import math
 import os
 import re
 import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from modelzoo.data_errors import UNREADABLE, DataError, opened  # noqa: F401 (the readers' error, from here too)
 from modelzoo.io_utils import atomic_write_json
 
 HOLDOUT_FRACTION = 0.1
@@ -33,13 +33,6 @@ SYNTHETIC_MARKER = "SYNTHETIC"  # left beside generated data, so later runs stil
 SYNTHETIC_NOTE = "train.txt in this folder is synthetic (modelzoo/synthetic.py), not real Criteo data."
 
 
-class DataError(Exception):
-    """Bad or missing input; the message names the file (and line) and what was expected."""
-
-
-# What reading a damaged file raises: OSError (BadGzipFile among them), EOFError (a gzip stream cut
-# short) and zlib.error (corrupt compressed data, which is not an OSError).
-UNREADABLE = (OSError, EOFError, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -79,18 +72,6 @@ class DataSpec:
 def open_binary(path):
     """Open a plain or gzip file for reading bytes; errors name the file."""
     return opened(path, lambda p: gzip.open(p, "rb") if str(p).endswith(".gz") else open(p, "rb"))
-
-
-def opened(path, opener):
-    """opener(path), its errors (no such file, a folder, no permission) a DataError naming the file."""
-    try:
-        return opener(path)
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected a data file") from None
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except PermissionError:
-        raise DataError(f"{path}: not readable (permission denied)") from None
 
 
 def count_lines(path):

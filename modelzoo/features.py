@@ -10,6 +10,7 @@ import contextlib
 
 import tensorflow as tf
 
+from modelzoo import parquet
 from modelzoo.datafiles import row_pattern
 
 tf1 = tf.compat.v1
@@ -414,3 +415,40 @@ class FeatureColumnTables(TrainingInterface):
     def lookup_stacked(self, ids):
         """{column: [B] raw strings} -> [B, C, dim] for schemas whose columns share one width (DLRM)."""
         return tf.stack(self.lookup(ids), axis=1)
+
+
+def parquet_rows(slices, schema):
+    """The rows of Parquet `slices`, in file order (modelzoo/parquet.py reads them)."""
+    paths = tf.data.Dataset.from_tensor_slices(([s.path for s in slices], [s.start for s in slices],
+                                                [s.stop for s in slices]))
+    return paths.flat_map(parquet.range_dataset(schema))
+
+
+def make_parquet_dataset(slices, schema, batch_size, training, smartstaged, bad_rows="error", seed=None, repeat=True,
+                 shard=(1, 0), keyed=False, trainer_shard=(1, 0), skip_rows=0, rows=None):
+    """make_dataset for Parquet slices (`rows`: a work queue's dataset of rows instead), in the
+    same order, batches and shards: the same rows give the same batches as their CSV copy."""
+    processes, index = shard
+    trainers, trainer = trainer_shard
+    ds = rows if rows is not None else read_slices(slices, lambda group: parquet_rows(group, schema),
+                                                     trainers, trainer, whole=True)
+    ds = ordered(ds, batch_size * processes, training, seed, repeat, skip_rows, queued=rows is not None,
+                   ragged=bool(schema.lists))
+    labels = [c.name for c in schema.labels]
+    skip = bad_rows == "skip"
+
+    def parse(rows, good):
+        raw = parquet.unpacked(rows, schema)
+        if processes > 1:
+            mine = tf.range(index, tf.shape(good, out_type=tf.int64)[0], processes)
+            raw, good = {k: tf.gather(v, mine) for k, v in raw.items()}, tf.gather(good, mine)
+        skipped = tf.reduce_sum(tf.cast(tf.logical_not(good), tf.int64))
+        if skip:
+            raw = {k: tf.ragged.boolean_mask(v, good) if isinstance(v, tf.RaggedTensor) else tf.boolean_mask(v, good)
+                   for k, v in raw.items()}
+        else:
+            raw = {k: stop_unless(good, v) if k == labels[0] else v for k, v in raw.items()}
+        label = raw.pop(labels[0]) if len(labels) == 1 else {name: raw.pop(name) for name in labels}
+        return finished(raw, label, schema, smartstaged, keyed, skipped if skip else None)
+
+    return decoded(ds, parse, training, smartstaged, processes, queued=rows is not None)

@@ -18,7 +18,7 @@ holding its first row (only that group's leading rows are read past), never from
 """
 import numpy as np
 
-from modelzoo.datafiles import DataError, opened
+from modelzoo.data_errors import DataError, opened
 
 SUFFIX = ".parquet"
 READ_ROWS = 4096  # rows per record batch read (a row group is read in such batches: memory stays bounded)
@@ -280,46 +280,6 @@ def unpacked(rows, schema):
     raw = {col.name: rows[pack][:, k] for pack, cols in _packs(schema).items() for k, col in enumerate(cols)}
     raw.update({col.name: rows[col.name] for col in read_columns(schema) if col.kind in LISTS})
     return raw
-
-
-def read_slices(slices, schema):
-    """The rows of `slices`, in file order."""
-    import tensorflow as tf
-    paths = tf.data.Dataset.from_tensor_slices(([s.path for s in slices], [s.start for s in slices],
-                                                [s.stop for s in slices]))
-    return paths.flat_map(range_dataset(schema))
-
-
-def make_dataset(slices, schema, batch_size, training, smartstaged, bad_rows="error", seed=None, repeat=True,
-                 shard=(1, 0), keyed=False, trainer_shard=(1, 0), skip_rows=0, rows=None):
-    """features.make_dataset for Parquet slices (`rows`: a work queue's dataset of rows instead), in the
-    same order, batches and shards: the same rows give the same batches as their CSV copy."""
-    import tensorflow as tf
-    from modelzoo import features as F
-    processes, index = shard
-    trainers, trainer = trainer_shard
-    ds = rows if rows is not None else F.read_slices(slices, lambda group: read_slices(group, schema),
-                                                     trainers, trainer, whole=True)
-    ds = F.ordered(ds, batch_size * processes, training, seed, repeat, skip_rows, queued=rows is not None,
-                   ragged=bool(schema.lists))
-    labels = [c.name for c in schema.labels]
-    skip = bad_rows == "skip"
-
-    def parse(rows, good):
-        raw = unpacked(rows, schema)
-        if processes > 1:
-            mine = tf.range(index, tf.shape(good, out_type=tf.int64)[0], processes)
-            raw, good = {k: tf.gather(v, mine) for k, v in raw.items()}, tf.gather(good, mine)
-        skipped = tf.reduce_sum(tf.cast(tf.logical_not(good), tf.int64))
-        if skip:
-            raw = {k: tf.ragged.boolean_mask(v, good) if isinstance(v, tf.RaggedTensor) else tf.boolean_mask(v, good)
-                   for k, v in raw.items()}
-        else:
-            raw = {k: F.stop_unless(good, v) if k == labels[0] else v for k, v in raw.items()}
-        label = raw.pop(labels[0]) if len(labels) == 1 else {name: raw.pop(name) for name in labels}
-        return F.finished(raw, label, schema, smartstaged, keyed, skipped if skip else None)
-
-    return F.decoded(ds, parse, training, smartstaged, processes, queued=rows is not None)
 
 
 def _as_text(value, label=False):

@@ -16,7 +16,7 @@ import tensorflow as tf
 from conftest import REPO, read_result, run_train
 from modelzoo import datafiles, parquet
 from modelzoo.datafiles import DataError, Slice
-from modelzoo.features import BAD_ROWS, make_dataset
+from modelzoo.features import BAD_ROWS, make_dataset, make_parquet_dataset
 from modelzoo.schema import load_schema, parse_schema
 
 sys.path.insert(0, str(REPO / "data"))
@@ -100,12 +100,12 @@ def test_a_parquet_copy_reads_to_the_same_batches_as_its_csv(tmp_path, smartstag
     tsv, par = write_pair(tmp_path, make_rows(500, seed=2), row_group_rows=64)
     common = dict(batch_size=32, smartstaged=smartstaged)
     assert_same_batches(batches(make_dataset([Slice(str(tsv), 100, 450)], SCHEMA, "\t", training=False, **common)),
-                        batches(parquet.make_dataset([Slice(str(par), 100, 450)], SCHEMA, training=False, **common)))
+                        batches(make_parquet_dataset([Slice(str(par), 100, 450)], SCHEMA, training=False, **common)))
     if smartstaged:
         return  # (smart-staged training batches come out of order, by design: make_dataset's `deterministic`)
     train = dict(training=True, seed=7, skip_rows=70, **common)
     assert_same_batches(batches(make_dataset([Slice(str(tsv), 0, 500)], SCHEMA, "\t", **train).take(40)),
-                        batches(parquet.make_dataset([Slice(str(par), 0, 500)], SCHEMA, **train).take(40)))
+                        batches(make_parquet_dataset([Slice(str(par), 0, 500)], SCHEMA, **train).take(40)))
 
 
 @pytest.mark.fast
@@ -175,11 +175,11 @@ def test_trainers_and_horovod_ranks_read_every_row_once(tmp_path):
     read = dict(batch_size=8, training=False, smartstaged=False)
     for trainers in (2, 3, 4):  # 2, 3: files; 4: rows
         seen = sorted(i for t in range(trainers)
-                      for i in row_ids(parquet.make_dataset(slices, SCHEMA, trainer_shard=(trainers, t), **read)))
+                      for i in row_ids(make_parquet_dataset(slices, SCHEMA, trainer_shard=(trainers, t), **read)))
         assert seen == list(range(90)), trainers
-    whole = [f["I1"].numpy() for f, _ in parquet.make_dataset(slices, SCHEMA, batch_size=16, training=False,
+    whole = [f["I1"].numpy() for f, _ in make_parquet_dataset(slices, SCHEMA, batch_size=16, training=False,
                                                                smartstaged=False)]
-    ranks = [[f["I1"].numpy() for f, _ in parquet.make_dataset(slices, SCHEMA, shard=(2, r), **read)] for r in (0, 1)]
+    ranks = [[f["I1"].numpy() for f, _ in make_parquet_dataset(slices, SCHEMA, shard=(2, r), **read)] for r in (0, 1)]
     for k, batch in enumerate(whole):
         np.testing.assert_array_equal(np.sort(np.concatenate([ranks[0][k], ranks[1][k]])), np.sort(batch))
 
@@ -216,7 +216,7 @@ def test_an_integer_id_reads_as_its_decimal_text_and_nulls_as_the_csv_defaults(t
     pq.write_table(table.set_column(table.schema.get_field_index("C1"), "C1", ints), tmp_path / "ids.parquet")
     read = dict(batch_size=16, training=False, smartstaged=True)
     assert_same_batches(batches(make_dataset([Slice(str(tsv), 0, 10)], SCHEMA, "\t", **read)),
-                        batches(parquet.make_dataset([Slice(str(tmp_path / "ids.parquet"), 0, 10)], SCHEMA, **read)))
+                        batches(make_parquet_dataset([Slice(str(tmp_path / "ids.parquet"), 0, 10)], SCHEMA, **read)))
 
 
 @pytest.mark.fast
@@ -256,10 +256,10 @@ def test_a_bad_value_is_named_by_file_row_group_and_column_and_skip_mode_counts_
     pq.write_table(table.set_column(0, "label", pa.array(labels, pa.int8())), par, row_group_size=30)
     slices = [Slice(str(par), 0, 100)]
     with pytest.raises(tf.errors.InvalidArgumentError):
-        batches(parquet.make_dataset(slices, SCHEMA, 32, training=False, smartstaged=True))
+        batches(make_parquet_dataset(slices, SCHEMA, 32, training=False, smartstaged=True))
     assert datafiles.diagnose(slices, SCHEMA, datafiles.PARQUET) == \
         f"{par}: row group 2, column label: row 6 of the group holds a label that is not 0 or 1 (or is null)"
-    got = batches(parquet.make_dataset(slices, SCHEMA, 32, training=False, smartstaged=True, bad_rows="skip"))
+    got = batches(make_parquet_dataset(slices, SCHEMA, 32, training=False, smartstaged=True, bad_rows="skip"))
     assert sum(f[BAD_ROWS] for f, _ in got) == 1 and sum(len(y) for _, y in got) == 99
 
 
@@ -281,12 +281,12 @@ def test_list_columns_read_as_ragged_string_tensors(tmp_path):
     pq.write_table(table, tmp_path / "lists.parquet", row_group_size=3)
     spec = datafiles.resolve(args_for(train_files=str(tmp_path / "lists.parquet"),
                                       eval_files=str(tmp_path / "lists.parquet")), schema)
-    ((f, label),) = list(parquet.make_dataset(spec.train, schema, 8, training=False, smartstaged=False))
+    ((f, label),) = list(make_parquet_dataset(spec.train, schema, 8, training=False, smartstaged=False))
     assert isinstance(f["history"], tf.RaggedTensor) and f["history"].dtype == tf.string
     assert f["history"].to_list() == [[b"x", b"y"], [], [], [b"z", b"w"]]
     assert f["tags"].to_list() == [[b"1", b"2", b"3", b"4"], [b"5"], [], [b"6"]]
     np.testing.assert_array_equal(label.numpy(), [1, 0, 1, 0])
-    shuffled = parquet.make_dataset(spec.train, schema, 3, training=True, smartstaged=False, seed=1)
+    shuffled = make_parquet_dataset(spec.train, schema, 3, training=True, smartstaged=False, seed=1)
     f, _ = next(iter(shuffled))
     assert isinstance(f["history"], tf.RaggedTensor) and f["history"].shape[0] == 3
 

@@ -309,7 +309,7 @@ def input_fn(ctx, slices, training, shard=(1, 0), with_label=False, skip_rows=0)
             else:
                 trainer_shard = (world.cluster.trainers, world.progress_slot)
         if data.delimiter == PARQUET:
-            ds = parquet.make_dataset(slices, ctx.schema, opts.batch_size, training, opts.smartstaged, opts.bad_rows,
+            ds = F.make_parquet_dataset(slices, ctx.schema, opts.batch_size, training, opts.smartstaged, opts.bad_rows,
                                       seed=opts.seed, shard=shard, keyed=opts.keyed, trainer_shard=trainer_shard,
                                       skip_rows=skip, rows=lines)
         else:
