@@ -462,6 +462,10 @@ def resolve(args, schema, generate=None):
         if layout.columns != first.columns:
             raise DataError(f"{path}: its columns are {', '.join(layout.columns[:6])}, ... but those of {first_path} "
                             f"are {', '.join(first.columns[:6])}, ...; give files of one column order")
+    clash = [c.name for c in schema.lists if c.separator == first.delimiter]
+    if clash:
+        raise DataError(f"{first_path}: {DELIMITERS[first.delimiter]}-separated, and the list column(s) {clash} "
+                        f"separate their ids by that character too; give them another separator in the schema")
     if any(layout.header for _, layout in layouts):
         where += f" (header line{'s' if len(layouts) > 1 else ''}: columns matched by name)"
     columns = first.columns if first.columns != tuple(c.name for c in schema.columns) else None

@@ -459,16 +459,13 @@ class DynamicEmbeddingTables(ColumnTables):
         return self._table(column.name, column.embedding_dim).lookup(ids)
 
     def _fused_lookup(self, ids, members, dim):
-        """One table for the `members` columns: each column's keys XOR a distinct 64-bit salt, so
-        equal ids of two columns stay apart (a bijection per column); each key's column picks its part of
-        the filter and of the hash buckets."""
-        if members != list(range(ids.shape[1])):
-            ids = tf.gather(ids, members, axis=1)
-        salts = tf.constant([_salt(self.columns[i].name) for i in members], tf.int64)
-        keys = tf.bitwise.bitwise_xor(ids, salts[None, :])
-        columns = tf.tile(tf.range(len(members), dtype=tf.int64), [tf.shape(keys)[0]])  # (row-major, as keys)
-        flat = self._table(f"fused_dim{dim}", dim, len(members)).lookup(tf.reshape(keys, [-1]), columns)
-        return tf.reshape(flat, [-1, len(members), dim])
+        """One table for the columns of width `dim`: each column's keys XOR a distinct 64-bit salt, so
+        equal ids of two columns stay apart (a bijection per column); each key's column (`members`) picks
+        its part of the filter and of the hash buckets."""
+        group = self._group(dim)
+        salts = tf.constant([_salt(c.name) for c in group], tf.int64)
+        keys = tf.bitwise.bitwise_xor(ids, tf.gather(salts, members))
+        return self._table(f"fused_dim{dim}", dim, len(group)).lookup(keys, members)
 
     # -- training-step and reporting hooks for the runner -----------------------------------------
     def finish(self, optimizers, global_step, after=None):

@@ -550,6 +550,9 @@ def validate_with_schema(args, schema, model_name, uses_crosses):
     if schema.crosses and not uses_crosses:
         raise FlagError(f"--schema {schema.source}: its crosses ({', '.join(x.name for x in schema.crosses)}) "
                         f"feed a wide (linear) part, which {model_name} has not; remove 'crosses' from the schema")
+    if args.tf and schema.lists:
+        raise FlagError(f"--tf (stock feature columns) does not read the multi_value/sequence columns of --schema "
+                        f"{schema.source} ({', '.join(c.name for c in schema.lists)}); drop --tf")
     if args.ev and args.dynamic_ev and args.dynamic_ev_dims:
         dims, widths = args.dynamic_ev_dims, sorted({c.embedding_dim for c in schema.categorical})
         if widths and dims[-1] not in widths:

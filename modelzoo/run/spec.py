@@ -75,3 +75,6 @@ class ModelInputs:
     tables: Any  # modelzoo.features.EmbeddingTables
     schema: Any = None  # modelzoo.schema.Schema (with the model's embedding widths)
     cross_ids: Any = None  # [B, schema crosses] int64, when the schema declares crosses
+    # {multi_value or sequence column: tf.RaggedTensor [B, (n)] int64}, cut to max_length (tables.pooled,
+    # tables.sequence and tables.lookup_shared embed them)
+    lists: Any = None
