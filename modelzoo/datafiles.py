@@ -29,7 +29,8 @@ HOLDOUT_FRACTION = 0.1
 DELIMITERS = {"\t": "tab", ",": "comma"}
 KNOWN_TRAIN_NAMES = ("train.txt", "train.txt.gz", "train.csv", "train.csv.gz")
 SYNTHETIC_MARKER = "SYNTHETIC"  # left beside generated data, so later runs still say it is synthetic
-SYNTHETIC_NOTE = "train.txt in this folder is synthetic (modelzoo/synthetic.py), not real Criteo data."
+SYNTHETIC_NOTE = ("train.txt in this folder is synthetic (modelzoo/synthetic.py for Criteo, synthetic_sequences.py for "
+                  "Taobao), not real data.")
 
 
 class DataError(Exception):
@@ -410,8 +411,8 @@ def _from_location(args, schema, header, generate):
             if generate is None:
                 raise DataError(f"--data_location {loc}: no data, and this schema has no generator")
             target = loc / "train.txt"
-            print(f"No data in {loc}: generating a synthetic Criteo-format sample of "
-                  f"{args.generate_rows:,} rows into {target} (real schema and statistics, hidden-model "
+            print(f"No data in {loc}: generating a synthetic {schema.name.title()}-format sample of "
+                  f"{args.generate_rows:,} rows into {target} (the schema's shape, hidden-model "
                   f"labels; NOT real data). Bring the real data with --data_location or --train_files.",
                   flush=True)
             loc.mkdir(parents=True, exist_ok=True)

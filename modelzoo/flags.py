@@ -212,7 +212,7 @@ def build_parser(model_name, defaults):
         description=f"Train, evaluate and export {model_name} (tf.compat.v1 graph mode, tf.estimator).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("data")
-    g.add_argument("--data_location", default="./data/criteo",
+    g.add_argument("--data_location", default=defaults.get("data_location", "./data/criteo"),
                    help="folder with train.csv/eval.csv (DeepRec CSV) or train.txt (Kaggle TSV, last 10%% "
                         "held out for eval); if it holds no data, a synthetic sample is generated there")
     g.add_argument("--train_files", default=None, help="glob(s) of training files, comma-separated")

@@ -9,7 +9,7 @@ from modelzoo import flags as flaglib
 
 # what a ModelSpec's `defaults` may set (modelzoo/flags.py reads these), and the speed defaults a model may
 # give besides one for each of flags.SPEED_SWITCHES (a switch's default with --ev)
-MODEL_DEFAULT_KEYS = ("batch_size", "learning_rate", "optimizer", "generate_rows", "emb_l2", "dropout")
+MODEL_DEFAULT_KEYS = ("batch_size", "learning_rate", "optimizer", "generate_rows", "emb_l2", "dropout", "data_location")
 OPTIONAL_SPEED_DEFAULTS = tuple(f"{name}_ev" for name in flaglib.SPEED_SWITCHES)
 
 
