@@ -6,11 +6,12 @@ city, the candidate item, its category, and the user's item and category histori
 
 The hidden model. Each user has a timeline of clicked items whose category drifts: it stays for a while,
 then jumps to another (STAY). A row is the user at some time t of that timeline: the history is the
-timeline before t, and the candidate is an item of the user's interest at t (what the timeline turns to
-next) half of the time, else any item (popularity-weighted). The click probability rises with the
-candidate category's similarity to the RECENT history (weights halving every HALF_LIFE items back, so the
-interest before the last jump counts little), with the candidate item itself among the last few items,
-with the item's popularity, and a little with the user's profile (age x category group). So: without the
+timeline before t, and the candidate is one of the last REPEAT_WINDOW items again (at REPEAT x 1/2), else
+an item of the user's interest at t (what the timeline turns to next) half of the time, else any item
+(popularity-weighted). The click probability rises with the candidate category's similarity to the
+RECENT history (weights halving every HALF_LIFE items back, so the interest before the last jump counts
+little), strongly with the candidate item itself among the last few items (a repeat), with the item's
+popularity, and a little with the user's profile (age x category group). So: without the
 history a model sees only popularity and profile; a mean over the whole history blurs the old interests
 into the new; attention of the candidate over the items can weigh the history items like the candidate.
 """
@@ -24,6 +25,7 @@ USERS, ITEMS, CATEGORIES, FACTORS = 4000, 6000, 60, 8
 MAX_HISTORY = 40  # the longest generated history (taobao.json keeps the newest 20)
 STAY = 0.75  # the chance the timeline's next item keeps the category
 HALF_LIFE = 2.0  # items back at which a history item's weight halves
+REPEAT_WINDOW, REPEAT = 5, 0.3  # the last items a candidate of the user's interest repeats, at this chance
 COLUMNS = ("label", "user", "age", "gender", "city", "item", "cat", "hist_item", "hist_cat")
 
 
@@ -63,7 +65,7 @@ def click_logit(w, user, hist, item):
         weight = 0.5 ** (back / HALF_LIFE)
         sim = w["cat_vec"][w["item_cat"][hist]] @ w["cat_vec"][cat]  # 1 for the same category
         logit += 3.0 * float(weight @ sim) / weight.sum()
-        logit += 1.0 * float(np.any(hist[-3:] == item))
+        logit += 2.0 * float(np.any(hist[-REPEAT_WINDOW:] == item))  # a recent item again
     return logit
 
 
@@ -77,7 +79,9 @@ def generate_taobao(path, rows, seed=0):
         timeline = w["timelines"][user]
         t = int(rng.integers(0, MAX_HISTORY + 1)) if rng.random() > 0.03 else 0  # a few new users: no history
         hist = timeline[:t]
-        if rng.random() < 0.5:  # the user's interest at t
+        if t and rng.random() < 0.5 * REPEAT:  # an item of the last few again
+            item = hist[-REPEAT_WINDOW:][rng.integers(min(t, REPEAT_WINDOW))]
+        elif rng.random() < 0.5:  # the user's interest at t
             nxt = w["item_cat"][timeline[t]]
             item = _draw(w["by_cat"][nxt], w["cat_cdf"][nxt], rng)
         else:

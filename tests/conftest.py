@@ -126,7 +126,7 @@ def raw_columns(schema, lines):
     for k, col in enumerate(schema.columns):
         if col.kind == "numeric":
             raw[col.name] = [int(f[k]) if f[k] else 0 for f in fields]
-        elif col.kind == "categorical":
+        elif col.kind in ("categorical", "multi_value", "sequence"):  # (a list column: its joined string)
             raw[col.name] = [f[k] for f in fields]
     return raw
 

@@ -20,20 +20,38 @@ TINY_BUCKETS = 50  # every categorical table capped at this many rows
 BATCH = 32
 
 
+def _tiny(folder, schema_name):
+    """256 synthetic rows of a generated schema (Criteo, Taobao) and that schema with tiny tables."""
+    from modelzoo.run.local import data_generator
+    from modelzoo.schema import load_schema
+    data = folder / "train.txt"
+    data_generator(load_schema(schema_name))(str(data), 256, 3)
+    doc = json.loads((REPO / "modelzoo" / "schemas" / f"{schema_name}.json").read_text())
+    for col in doc["columns"]:
+        if "hash_buckets" in col:
+            col["hash_buckets"] = min(col["hash_buckets"], TINY_BUCKETS)
+    schema = folder / f"{schema_name}_tiny.json"
+    schema.write_text(json.dumps(doc))
+    return data, schema
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """256 synthetic Criteo rows and the Criteo schema with tiny tables."""
-    from modelzoo.synthetic import generate_criteo
-    folder = tmp_path_factory.mktemp("tiny")
-    data = folder / "train.txt"
-    generate_criteo(str(data), 256, seed=3)
-    doc = json.loads((REPO / "modelzoo" / "schemas" / "criteo.json").read_text())
-    for col in doc["columns"]:
-        if col["kind"] == "categorical":
-            col["hash_buckets"] = min(col["hash_buckets"], TINY_BUCKETS)
-    schema = folder / "criteo_tiny.json"
-    schema.write_text(json.dumps(doc))
-    return data, schema
+    return _tiny(tmp_path_factory.mktemp("tiny"), "criteo")
+
+
+@pytest.fixture(scope="module")
+def tiny_of(tmp_path_factory, tiny_data):
+    """A model's tiny data: of its own schema (din: Taobao rows with histories)."""
+    made = {"criteo": tiny_data}
+
+    def of(model):
+        name = load_spec(model).schema
+        if name not in made:
+            made[name] = _tiny(tmp_path_factory.mktemp(f"tiny_{name}"), name)
+        return made[name]
+    return of
 
 
 def train_one_step(model, extra, data, schema_file, model_dir, spec_changes=None):
@@ -73,8 +91,8 @@ def train_one_step(model, extra, data, schema_file, model_dir, spec_changes=None
 # --bf16 acts on MLP layers: a model without one (lr, fm) refuses it (tests/test_baselines.py)
 @pytest.mark.parametrize("model, variant", [(m, v) for m in MODELS for v in VARIANTS
                                             if v != "bf16" or load_spec(m).has_mlp])
-def test_model_trains_one_step(model, variant, tiny_data, tmp_path):
-    data, schema = tiny_data
+def test_model_trains_one_step(model, variant, tiny_of, tmp_path):
+    data, schema = tiny_of(model)
     import tensorflow as tf
     loss, before, after, ops = train_one_step(model, VARIANTS[variant], data, schema, tmp_path)
     assert math.isfinite(loss) and loss > 0, f"{model} {variant}: loss {loss}"
