@@ -68,7 +68,8 @@ def summary(runs):
 def markdown(record):
     lines = [f"# DIN: attention vs mean-pooled vs no history ({record['date']})", "",
              f"Data: `modelzoo/synthetic_sequences.py` (SYNTHETIC, Taobao-shaped), {record['rows']:,} rows per seed "
-             f"(last 10% held out), {record['epochs']} epochs, din/train.py defaults {record['extra']}."
+             f"(last 10% held out), {record['epochs']} epochs, din/train.py's defaults"
+             f"{' with ' + record['extra'] if record['extra'] else ''}, one run per seed and pooling."
              f" Machine: {record['cpu']}. Command: `{record['command']}`.", "",
              "| seed | hidden-model AUC | attention | mean | none |", "|---|---|---|---|---|"]
     for seed, r in record["runs"].items():
@@ -96,12 +97,18 @@ def main():
     with tempfile.TemporaryDirectory(prefix="seq-models-") as work:
         runs = compare([int(s) for s in args.seeds.split(",")], args.rows, args.epochs, work, args.extra.split())
     record = {"date": time.strftime("%Y-%m-%d"), "rows": args.rows, "epochs": args.epochs, "extra": args.extra,
-              "cpu": f"{cpu_info()['model']}, {cpu_info()['cores']} cores",
+              "cpu": "{model}, {cores} cores ({flags})".format(**{**cpu_info(), "flags": " ".join(cpu_info()["flags"])}),
               "command": "python benchmarks/sequence_models.py " + " ".join(sys.argv[1:]),
               "runs": runs, "summary": summary(runs)}
     atomic_write_json(args.output, record)
     atomic_write_text(str(Path(args.output).with_suffix(".md")), markdown(record))
     print(markdown(record))
+
+
+def rewrite_markdown(path):
+    """The .md beside a results .json, again (after a change of this script's table)."""
+    record = json.loads(Path(path).read_text())
+    atomic_write_text(str(Path(path).with_suffix(".md")), markdown(record))
 
 
 if __name__ == "__main__":

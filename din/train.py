@@ -87,7 +87,8 @@ SPEC = ModelSpec(
     schema="taobao",
     build_logits=build_logits,
     # Adam at 0.004: at 0.001 two epochs of 90,000 generated rows left attention under-trained (AUC 0.638, mean
-    # pooling 0.665); at 0.004 0.730 and 0.698 (seed 0, one run each; benchmarks/sequence_models.py for 3 seeds)
+    # pooling 0.665); at 0.004 0.730 and 0.698 (seed 0, one run each, on the generator before its repeat term;
+    # benchmarks/results/sequence_models.md: 3 seeds of the generator as it is)
     defaults={"batch_size": 1024, "optimizer": "adam", "learning_rate": 0.004, "generate_rows": 200_000,
               "data_location": "./data/taobao"},
     speed_defaults={"smartstaged": True, "op_fusion": True, "emb_fusion": False, "xla": False},

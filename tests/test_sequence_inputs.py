@@ -177,3 +177,23 @@ def test_a_list_separator_equal_to_the_files_delimiter_is_refused(tmp_path):
                            generate_rows=0, seed=0)
     with pytest.raises(DataError, match="list column.*tags.*separator"):
         resolve(args, schema)
+
+
+def test_tables_sliced_over_ps_tasks_serve_the_list_lookups():
+    """--input_layer_partitioner: a shared table sliced in 3 still gives the candidate and its history one row
+    per id (the rows of the joined slices), and the gradient to the slices stays sparse."""
+    schema = _schema(buckets=50)
+    with tf.Graph().as_default():
+        tables = F.EmbeddingTables(schema, fused=False, initializer=SEEDED)
+        tables.partitioner = tf1.fixed_size_partitioner(3)
+        inputs = _inputs(schema, tables)
+        cand, (seq, _) = tables.lookup_shared("item", tables.ids_of(inputs, "item"), inputs.lists["hist"], 3)
+        pooled = tables.pooled(inputs, exclude=("item", "hist"))
+        parts = [v for v in tf1.global_variables() if v.op.name.startswith("embedding/item/part_")]
+        grads = tf.gradients(tf.reduce_sum(cand) + tf.reduce_sum(seq), parts)
+        whole = tf.concat(parts, 0)
+        cand, seq, whole, ids, lists, pooled = _run((cand, seq, whole, inputs.ids, inputs.lists, pooled))
+    assert len(parts) == 3 and all(isinstance(g, tf.IndexedSlices) for g in grads)
+    np.testing.assert_array_equal(cand, whole[ids[:, 0]])
+    np.testing.assert_array_equal(seq[0], whole[lists["hist"].to_list()[0]])
+    assert len(pooled) == 2  # tags, tags_sum
