@@ -58,6 +58,27 @@ def test_din_exports_are_stock_tensorflow_and_score_sequence_rows_like_predict(r
         assert np.ptp(scores[name]) > 1e-3, f"{name}: every row scored alike"
 
 
+def test_modelzoo_serve_scores_taobao_rows_and_writes_the_rest_request(runs, tmp_path):
+    """`python -m modelzoo.serve EXPORT ROWS --schema taobao`: the rows as the file holds them (the user column
+    read and left out of the request), each history one joined string in the REST body."""
+    import json
+    import os
+    import subprocess
+    lines = (runs["root"] / "train.txt").read_text().splitlines()[-ROWS // 10:]
+    rows = tmp_path / "rows.txt"
+    rows.write_text("".join(line + "\n" for line in lines))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "modelzoo.serve", runs["din"][0], rows, "--schema", "taobao",
+                           "--output", tmp_path / "scores.csv", "--request", tmp_path / "request.json"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    served = np.array([float(line.split(",")[1]) for line in (tmp_path / "scores.csv").read_text().splitlines()[1:]])
+    np.testing.assert_allclose(served, runs["din"][1], atol=1e-5)
+    inputs = json.loads((tmp_path / "request.json").read_text())["inputs"]
+    assert sorted(inputs) == ["age", "cat", "city", "gender", "hist_cat", "hist_item", "item"]
+    assert inputs["hist_item"][0] == lines[0].split("\t")[7]
+
+
 def test_din_warm_starts_from_an_ev_export(runs, tmp_path):
     root = runs["root"]
     proc = run_train("din", ["--train_files", root / "train.txt", "--checkpoint", tmp_path / "warm", *COMMON,
@@ -67,15 +88,13 @@ def test_din_warm_starts_from_an_ev_export(runs, tmp_path):
 
 
 def test_attention_beats_mean_beats_no_history_on_one_small_seed(tmp_path):
-    """40,000 generated rows (seed 11), 2 epochs, one run each. Measured 2026-12-06 on the Zen 4 host: see the
-    margins beside the assertions (benchmarks/sequence_models.py runs 3 seeds at 100,000 rows)."""
+    """40,000 generated rows (seed 11), 2 epochs at batch 256, one run each (benchmarks/sequence_models.py runs
+    3 seeds at 100,000 rows). Measured 2026-12-06 on the Zen 4 host: AUC attention 0.7807, mean 0.7174, none
+    0.5684 (margins 0.063 and 0.149; the bars below are about half of them). At batch 1024 (70 steps an
+    epoch) attention was still under-trained there: 0.647 against the mean's 0.693."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     from sequence_models import compare
-    r = compare([11], 40_000, 2, tmp_path)[11]
+    r = compare([11], 40_000, 2, tmp_path, ["--batch_size", "256"])[11]
     auc = {p: r[p]["auc"] for p in ("attention", "mean", "none")}
-    assert auc["attention"] - auc["mean"] > MARGIN_ATTENTION_MEAN, auc
-    assert auc["mean"] - auc["none"] > MARGIN_MEAN_NONE, auc
-
-
-MARGIN_ATTENTION_MEAN = 0.01
-MARGIN_MEAN_NONE = 0.01
+    assert auc["attention"] - auc["mean"] > 0.03, auc
+    assert auc["mean"] - auc["none"] > 0.08, auc
