@@ -197,3 +197,11 @@ def test_tables_sliced_over_ps_tasks_serve_the_list_lookups():
     np.testing.assert_array_equal(cand, whole[ids[:, 0]])
     np.testing.assert_array_equal(seq[0], whole[lists["hist"].to_list()[0]])
     assert len(pooled) == 2  # tags, tags_sum
+
+
+def test_tf_feature_columns_refuse_list_columns_in_one_line():
+    from modelzoo import flags
+    from modelzoo.schema import load_schema
+    args = SimpleNamespace(tf=True, ev=False)
+    with pytest.raises(flags.FlagError, match=r"--tf .* does not read .*hist_item, hist_cat.*; drop --tf"):
+        flags.validate_with_schema(args, load_schema("taobao"), "din", False)
