@@ -205,3 +205,14 @@ def test_tf_feature_columns_refuse_list_columns_in_one_line():
     args = SimpleNamespace(tf=True, ev=False)
     with pytest.raises(flags.FlagError, match=r"--tf .* does not read .*hist_item, hist_cat.*; drop --tf"):
         flags.validate_with_schema(args, load_schema("taobao"), "din", False)
+
+
+@pytest.mark.parametrize("extra", [["--micro_batch", "2", "--smartstaged"], ["--emb_fusion", "--micro_batch", "2"]])
+def test_micro_batches_slice_the_ragged_histories(extra, tmp_path):
+    """--micro_batch slices every feature of the batch, the ragged histories too (transformed in the input
+    pipeline with --smartstaged, in the step without), and the step trains."""
+    import math
+    from test_fast_models import _tiny, train_one_step
+    data, schema = _tiny(tmp_path, "taobao")
+    loss, before, after, _ = train_one_step("din", extra, data, schema, tmp_path)
+    assert math.isfinite(loss) and (before, after) == (0, 1)
