@@ -207,10 +207,12 @@ def test_tf_feature_columns_refuse_list_columns_in_one_line():
         flags.validate_with_schema(args, load_schema("taobao"), "din", False)
 
 
-@pytest.mark.parametrize("extra", [["--micro_batch", "2", "--smartstaged"], ["--emb_fusion", "--micro_batch", "2"]])
-def test_micro_batches_slice_the_ragged_histories(extra, tmp_path):
+@pytest.mark.parametrize("extra", [["--micro_batch", "2", "--smartstaged"], ["--emb_fusion", "--micro_batch", "2"],
+                                   ["--ev", "--emb_fusion", "--ev_filter", "cbf"]])
+def test_micro_batches_slice_the_ragged_histories_and_fused_ev_tables_train(extra, tmp_path):
     """--micro_batch slices every feature of the batch, the ragged histories too (transformed in the input
-    pipeline with --smartstaged, in the step without), and the step trains."""
+    pipeline with --smartstaged, in the step without); one fused --ev table serves the single ids and each
+    candidate with its history (disjoint keys: each column's salt, a history's its owner's). The step trains."""
     import math
     from test_fast_models import _tiny, train_one_step
     data, schema = _tiny(tmp_path, "taobao")
