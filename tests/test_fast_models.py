@@ -4,12 +4,11 @@ The fast tier's smoke test (`make test-fast`): a graph, one `train_op` run, no s
 so a broken model function, layer or optimizer shows up in seconds instead of in the full suite's
 end-to-end runs. Each model runs with its defaults, with --bf16 and with --ev (TFRA's tables).
 """
-import json
 import math
 
 import pytest
 
-from conftest import REPO, load_train_module
+from conftest import load_train_module, tiny_schema_data
 from modelzoo.models import ESTIMATOR_MODELS, load_spec
 
 pytestmark = pytest.mark.fast
@@ -20,25 +19,10 @@ TINY_BUCKETS = 50  # every categorical table capped at this many rows
 BATCH = 32
 
 
-def _tiny(folder, schema_name):
-    """256 synthetic rows of a generated schema (Criteo, Taobao) and that schema with tiny tables."""
-    from modelzoo.run.local import data_generator
-    from modelzoo.schema import load_schema
-    data = folder / "train.txt"
-    data_generator(load_schema(schema_name))(str(data), 256, 3)
-    doc = json.loads((REPO / "modelzoo" / "schemas" / f"{schema_name}.json").read_text())
-    for col in doc["columns"]:
-        if "hash_buckets" in col:
-            col["hash_buckets"] = min(col["hash_buckets"], TINY_BUCKETS)
-    schema = folder / f"{schema_name}_tiny.json"
-    schema.write_text(json.dumps(doc))
-    return data, schema
-
-
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """256 synthetic Criteo rows and the Criteo schema with tiny tables."""
-    return _tiny(tmp_path_factory.mktemp("tiny"), "criteo")
+    return tiny_schema_data(tmp_path_factory.mktemp("tiny"), "criteo", TINY_BUCKETS)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +33,7 @@ def tiny_of(tmp_path_factory, tiny_data):
     def of(model):
         name = load_spec(model).schema
         if name not in made:
-            made[name] = _tiny(tmp_path_factory.mktemp(f"tiny_{name}"), name)
+            made[name] = tiny_schema_data(tmp_path_factory.mktemp(f"tiny_{name}"), name, TINY_BUCKETS)
         return made[name]
     return of
 

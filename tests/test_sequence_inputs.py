@@ -214,7 +214,8 @@ def test_micro_batches_slice_the_ragged_histories_and_fused_ev_tables_train(extr
     pipeline with --smartstaged, in the step without); one fused --ev table serves the single ids and each
     candidate with its history (disjoint keys: each column's salt, a history's its owner's). The step trains."""
     import math
-    from test_fast_models import _tiny, train_one_step
-    data, schema = _tiny(tmp_path, "taobao")
+    from conftest import tiny_schema_data
+    from test_fast_models import train_one_step
+    data, schema = tiny_schema_data(tmp_path, "taobao")
     loss, before, after, _ = train_one_step("din", extra, data, schema, tmp_path)
     assert math.isfinite(loss) and (before, after) == (0, 1)
