@@ -63,7 +63,9 @@ def describe(args, schema):
     """One line for the run's announcement."""
     opts = EVOptions.from_args(args)
     tables = "one table per width" if args.emb_fusion else "one table per categorical column"
-    parts = [f"{len(schema.categorical)} columns as dynamic hash tables keyed by the raw id ({tables}; the "
+    shared = len(schema.lists) - len(schema.tables) + len(schema.categorical)  # (list columns reading another's)
+    parts = [f"{len(schema.tables)} columns as dynamic hash tables keyed by the raw id ({tables}"
+             + (f"; {shared} list column(s) read their owner's" if shared else "") + "; the "
              "schema's hash buckets are not used)"]
     if opts.filter:
         parts.append(f"admission after {opts.filter_freq} sightings ({opts.filter}"
@@ -71,7 +73,7 @@ def describe(args, schema):
     if opts.adaptive:
         parts.append(f"ids seen < {opts.adaptive_threshold} times in {opts.adaptive_buckets:,} hash buckets per column")
     if opts.dynamic:
-        for width in sorted({c.embedding_dim for c in schema.categorical}):  # (each table width its own)
+        for width in sorted({c.embedding_dim for c in schema.tables}):  # (each table width its own)
             parts.append(f"{width}-wide tables: row widths {opts.widths(width)} (promotion at "
                          f"{opts.promotions(width)} sightings)")
     if opts.elimination:

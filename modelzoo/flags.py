@@ -554,7 +554,7 @@ def validate_with_schema(args, schema, model_name, uses_crosses):
         raise FlagError(f"--tf (stock feature columns) does not read the multi_value/sequence columns of --schema "
                         f"{schema.source} ({', '.join(c.name for c in schema.lists)}); drop --tf")
     if args.ev and args.dynamic_ev and args.dynamic_ev_dims:
-        dims, widths = args.dynamic_ev_dims, sorted({c.embedding_dim for c in schema.categorical})
+        dims, widths = args.dynamic_ev_dims, sorted({c.embedding_dim for c in schema.tables})
         if widths and dims[-1] not in widths:
             raise FlagError(f"--dynamic_ev_dims {','.join(map(str, dims))}: the last width must be the model's "
                             f"embedding width ({model_name}: {' or '.join(map(str, widths))}), e.g. "
