@@ -30,7 +30,8 @@ DELIMITERS = {"\t": "tab", ",": "comma"}
 PARQUET = "parquet"  # DataSpec.delimiter of Parquet files (modelzoo/parquet.py reads them)
 KNOWN_TRAIN_NAMES = ("train.txt", "train.txt.gz", "train.csv", "train.csv.gz", "train.parquet")
 SYNTHETIC_MARKER = "SYNTHETIC"  # left beside generated data, so later runs still say it is synthetic
-SYNTHETIC_NOTE = "train.txt in this folder is synthetic (modelzoo/synthetic.py), not real Criteo data."
+SYNTHETIC_NOTE = ("train.txt in this folder is synthetic (modelzoo/synthetic.py for Criteo, synthetic_sequences.py for "
+                  "Taobao), not real data.")
 
 
 
@@ -412,8 +413,8 @@ def _from_location(args, schema, header, generate):
             if generate is None:
                 raise DataError(f"--data_location {loc}: no data, and this schema has no generator")
             target = loc / "train.txt"
-            print(f"No data in {loc}: generating a synthetic Criteo-format sample of "
-                  f"{args.generate_rows:,} rows into {target} (real schema and statistics, hidden-model "
+            print(f"No data in {loc}: generating a synthetic {schema.name.title()}-format sample of "
+                  f"{args.generate_rows:,} rows into {target} (the schema's shape, hidden-model "
                   f"labels; NOT real data). Bring the real data with --data_location or --train_files.",
                   flush=True)
             loc.mkdir(parents=True, exist_ok=True)
@@ -471,6 +472,10 @@ def resolve(args, schema, generate=None):
         if layout.columns != first.columns:
             raise DataError(f"{path}: its columns are {', '.join(layout.columns[:6])}, ... but those of {first_path} "
                             f"are {', '.join(first.columns[:6])}, ...; give files of one column order")
+    clash = [c.name for c in schema.lists if c.separator == first.delimiter]
+    if clash:
+        raise DataError(f"{first_path}: {DELIMITERS[first.delimiter]}-separated, and the list column(s) {clash} "
+                        f"separate their ids by that character too; give them another separator in the schema")
     if any(layout.header for _, layout in layouts):
         where += f" (header line{'s' if len(layouts) > 1 else ''}: columns matched by name)"
     columns = first.columns if first.columns != tuple(c.name for c in schema.columns) else None

@@ -63,7 +63,9 @@ def describe(args, schema):
     """One line for the run's announcement."""
     opts = EVOptions.from_args(args)
     tables = "one table per width" if args.emb_fusion else "one table per categorical column"
-    parts = [f"{len(schema.categorical)} columns as dynamic hash tables keyed by the raw id ({tables}; the "
+    shared = len(schema.lists) - len(schema.tables) + len(schema.categorical)  # (list columns reading another's)
+    parts = [f"{len(schema.tables)} columns as dynamic hash tables keyed by the raw id ({tables}"
+             + (f"; {shared} list column(s) read their owner's" if shared else "") + "; the "
              "schema's hash buckets are not used)"]
     if opts.filter:
         parts.append(f"admission after {opts.filter_freq} sightings ({opts.filter}"
@@ -71,7 +73,7 @@ def describe(args, schema):
     if opts.adaptive:
         parts.append(f"ids seen < {opts.adaptive_threshold} times in {opts.adaptive_buckets:,} hash buckets per column")
     if opts.dynamic:
-        for width in sorted({c.embedding_dim for c in schema.categorical}):  # (each table width its own)
+        for width in sorted({c.embedding_dim for c in schema.tables}):  # (each table width its own)
             parts.append(f"{width}-wide tables: row widths {opts.widths(width)} (promotion at "
                          f"{opts.promotions(width)} sightings)")
     if opts.elimination:
@@ -459,16 +461,13 @@ class DynamicEmbeddingTables(ColumnTables):
         return self._table(column.name, column.embedding_dim).lookup(ids)
 
     def _fused_lookup(self, ids, members, dim):
-        """One table for the `members` columns: each column's keys XOR a distinct 64-bit salt, so
-        equal ids of two columns stay apart (a bijection per column); each key's column picks its part of
-        the filter and of the hash buckets."""
-        if members != list(range(ids.shape[1])):
-            ids = tf.gather(ids, members, axis=1)
-        salts = tf.constant([_salt(self.columns[i].name) for i in members], tf.int64)
-        keys = tf.bitwise.bitwise_xor(ids, salts[None, :])
-        columns = tf.tile(tf.range(len(members), dtype=tf.int64), [tf.shape(keys)[0]])  # (row-major, as keys)
-        flat = self._table(f"fused_dim{dim}", dim, len(members)).lookup(tf.reshape(keys, [-1]), columns)
-        return tf.reshape(flat, [-1, len(members), dim])
+        """One table for the columns of width `dim`: each column's keys XOR a distinct 64-bit salt, so
+        equal ids of two columns stay apart (a bijection per column); each key's column (`members`) picks
+        its part of the filter and of the hash buckets."""
+        group = self._group(dim)
+        salts = tf.constant([_salt(c.name) for c in group], tf.int64)
+        keys = tf.bitwise.bitwise_xor(ids, tf.gather(salts, members))
+        return self._table(f"fused_dim{dim}", dim, len(group)).lookup(keys, members)
 
     # -- training-step and reporting hooks for the runner -----------------------------------------
     def finish(self, optimizers, global_step, after=None):

@@ -1,7 +1,8 @@
 """Feature columns built from a schema: decoding, normalization, hashing and embedding tables.
 
 The same `transform` turns raw columns (strings and integers, as in the files and in the serving
-signature) into model inputs (`dense` values and categorical `ids`). It runs either inside the
+signature) into model inputs (`dense` values, categorical `ids`, and each multi_value or sequence
+column's ids as a ragged tensor under LISTS + its name). It runs either inside the
 tf.data pipeline (--smartstaged, overlapping the training step) or at the start of the model graph
 (stock behaviour, and always for serving), so training and serving hash ids identically.
 """
@@ -21,13 +22,14 @@ CROSS_IDS = "cross_ids"  # [B, crosses] int64, when the schema has crosses
 LABEL = "_label"  # the label riding with the features, for --predict's output file
 BAD_ROWS = "_bad_rows"  # rows dropped by --bad_rows skip in this batch (a scalar riding with the features)
 SHUFFLE_BUFFER = 50_000
+LISTS = "lists/"  # LISTS + a multi_value or sequence column's name: its ids, tf.RaggedTensor [B, (n)] int64
 
 
 def raw_dtypes(schema):
     """dtype of each raw input column as it is read from a file or given to the serving signature."""
     out = {}
     for col in schema.columns:
-        if col.kind == "categorical":
+        if col.kind in ("categorical", "multi_value", "sequence"):  # (a list column: one string a row, "a|b|c")
             out[col.name] = tf.string
         elif col.kind == "numeric":
             out[col.name] = tf.int64 if col.dtype == "int64" else tf.float32
@@ -91,12 +93,33 @@ def _ids(col, value, keyed=False):
                     tf.cast(len(col.vocabulary), tf.int64))
 
 
+def split_list(col, value):
+    """A list column's raw value -> its tokens, tf.RaggedTensor [B, (n)] string: the field split by the
+    column's separator (or already a ragged tensor of tokens, as a Parquet list column is read), empty tokens
+    dropped (an empty field is no id, not one empty id), cut to max_length: a multi_value keeps its first
+    ids, a sequence (oldest first) its newest."""
+    if isinstance(value, tf.RaggedTensor):
+        tokens = value if value.dtype == tf.string else value.with_flat_values(tf.strings.as_string(value.flat_values))
+    else:
+        tokens = tf.strings.split(tf.reshape(value, [-1]), sep=col.separator)
+    tokens = tf.ragged.boolean_mask(tokens, tf.strings.length(tokens) > 0)
+    return tokens[:, -col.max_length:] if col.kind == "sequence" else tokens[:, :col.max_length]
+
+
+def lists_of(features):
+    """The list columns' ragged ids of transformed features: {column name: [B, (n)] int64}."""
+    return {k[len(LISTS):]: v for k, v in features.items() if k.startswith(LISTS)}
+
+
 def transform(raw, schema, keyed=False, stock_columns=False):
-    """Raw columns -> {'dense': [B, numeric] float32, 'ids': [B, categorical] int64}.
+    """Raw columns -> {'dense': [B, numeric] float32, 'ids': [B, categorical] int64, LISTS + name: [B, (n)]
+    int64 for each multi_value and sequence column}.
 
     `ids` are hash buckets or vocabulary indices, or with `keyed` (--ev) 64-bit keys of the raw ids.
     With `stock_columns` (--tf) `ids` is the dict of raw categorical strings: FeatureColumnTables
     hashes them itself, as stock TensorFlow's feature columns do.
+    A list column's ids are those of the column whose table it reads (shares_embedding_with), computed over
+    its tokens only: padding is made in the model, from the lengths, and never looked up.
     """
     if stock_columns:
         out = {IDS: {c.name: tf.reshape(raw[c.name], [-1]) for c in schema.categorical}}
@@ -106,6 +129,9 @@ def transform(raw, schema, keyed=False, stock_columns=False):
         out[DENSE] = tf.stack([_normalize(c, tf.reshape(raw[c.name], [-1])) for c in schema.numeric], axis=1)
     if schema.crosses:
         out[CROSS_IDS] = tf.stack([_cross_ids(x, raw) for x in schema.crosses], axis=1)
+    for col in schema.lists:
+        tokens = split_list(col, raw[col.name])
+        out[LISTS + col.name] = tokens.with_flat_values(_ids(schema.table_of(col), tokens.flat_values, keyed))
     return out
 
 
@@ -300,50 +326,152 @@ class TrainingInterface:
 
 
 class ColumnTables(TrainingInterface, abc.ABC):
-    """The lookups every kind of embedding table shares: one table per categorical column, or with
-    `fused` one table per embedding width holding all columns of that width (--emb_fusion).
+    """The lookups every kind of embedding table shares: one table per column that owns one
+    (schema.tables: the categorical columns and the list columns sharing no other's), or with `fused` one
+    table per embedding width holding all of them of that width (--emb_fusion). A list column with
+    shares_embedding_with reads its owner's table, so an id is one row for both.
     Subclasses give the scope, a column's lookup and a fused group's lookup."""
 
     scope = "embedding"
     partitioner = None  # --input_layer_partitioner: fixed tables sliced across the PS tasks
 
     def __init__(self, schema, fused):
-        self.columns = schema.categorical
+        self.schema = schema
+        self.categorical = schema.categorical
+        self.columns = schema.tables  # (schema.categorical when the schema has no list column)
         self.fused = fused
 
     def _scope(self):
         return tf1.variable_scope(self.scope, reuse=tf1.AUTO_REUSE, partitioner=self.partitioner)
 
+    def _gather(self, requests):
+        """[(owners, ids [N, len(owners)])] -> [[N, len(owners), dim]]: the rows of each owner's ids (owners:
+        columns owning a table, of one width). One table op per table (per width with --emb_fusion) for all
+        the requests, so an id read by two columns sharing a table, or twice in a batch, is one lookup of one
+        row: with --ev, one TFRA lookup, whose update and sightings count it once per occurrence."""
+        groups = {}
+        for k, (owners, _) in enumerate(requests):
+            groups.setdefault(owners[0].embedding_dim if self.fused else owners[0].name, []).append(k)
+        out = [None] * len(requests)
+        for key, ks in groups.items():
+            flat = [tf.reshape(requests[k][1], [-1]) for k in ks]
+            ids = flat[0] if len(ks) == 1 else tf.concat(flat, 0)
+            if self.fused:
+                position = {c.name: i for i, c in enumerate(self._group(key))}
+                members = [tf.tile(tf.constant([position[c.name] for c in requests[k][0]], tf.int64),
+                                   [tf.shape(requests[k][1], out_type=tf.int64)[0]]) for k in ks]
+                rows = self._fused_lookup(ids, members[0] if len(ks) == 1 else tf.concat(members, 0), key)
+            else:
+                rows = self._column_lookup(requests[ks[0]][0][0], ids)
+            parts = [rows] if len(ks) == 1 else tf.split(rows, tf.stack([tf.size(f) for f in flat]), num=len(ks))
+            for k, part in zip(ks, parts):
+                out[k] = tf.reshape(part, [-1, len(requests[k][0]), rows.shape[-1]])
+        return recorded(out)
+
+    def _group(self, dim):
+        """The columns of the fused table of width `dim`, in its order."""
+        return [c for c in self.columns if c.embedding_dim == dim]
+
+    def _categorical_requests(self, ids, keep):
+        """Requests for the categorical columns at positions `keep`: one per column, or one per width fused."""
+        if not self.fused:
+            return [([self.categorical[i]], ids[:, i:i + 1]) for i in keep], [[i] for i in keep]
+        groups = [[i for i in keep if self.categorical[i].embedding_dim == dim]
+                  for dim in sorted({self.categorical[i].embedding_dim for i in keep})]
+        return [([self.categorical[i] for i in g], ids if g == list(range(ids.shape[1])) else tf.gather(ids, g, axis=1))
+                for g in groups], groups
+
+    def _lookup_some(self, ids, keep, extra=()):
+        """The categorical columns at positions `keep` (-> [B, dim] each, in that order) and the `extra`
+        requests (-> their rows), in one _gather."""
+        requests, groups = self._categorical_requests(ids, keep)
+        rows = self._gather(requests + list(extra))
+        out = {}
+        for g, r in zip(groups, rows):
+            for k, i in enumerate(g):
+                out[i] = r[:, k, :]
+        return [out[i] for i in keep], rows[len(requests):]
+
     def lookup(self, ids):
         """ids [B, C] -> list of C embeddings [B, dim_c] in schema order."""
         with self._scope():
-            if not self.fused:
-                return recorded([self._column_lookup(c, ids[:, i]) for i, c in enumerate(self.columns)])
-            out = [None] * len(self.columns)
-            for dim in sorted({c.embedding_dim for c in self.columns}):
-                members = [i for i, c in enumerate(self.columns) if c.embedding_dim == dim]
-                group = recorded([self._fused_lookup(ids, members, dim)])[0]
-                for k, i in enumerate(members):
-                    out[i] = group[:, k, :]
-            return out
+            return self._lookup_some(ids, list(range(len(self.categorical))))[0]
 
     def lookup_stacked(self, ids):
         """ids [B, C] -> [B, C, dim] for schemas whose columns share one width (DLRM)."""
-        dims = {c.embedding_dim for c in self.columns}
+        dims = {c.embedding_dim for c in self.categorical}
         if len(dims) != 1:
             raise ValueError(f"lookup_stacked needs one embedding width, the schema has {sorted(dims)}")
         if not self.fused:
             return tf.stack(self.lookup(ids), axis=1)
         with self._scope():
-            return recorded([self._fused_lookup(ids, list(range(len(self.columns))), dims.pop())])[0]
+            return self._gather([(self.categorical, ids)])[0]
+
+    # -- list columns (ModelInputs.lists) -------------------------------------------------------------
+    def _ragged_request(self, name, rt):
+        return [self.schema.table_of(name)], rt.flat_values
+
+    def lookup_ragged(self, column, rt):
+        """A list column's ids [B, (n)] -> tf.RaggedTensor [B, (n), dim] from its table (its owner's when
+        shared): one lookup over the ids present, never padding."""
+        with self._scope():
+            return rt.with_flat_values(self._gather([self._ragged_request(column, rt)])[0][:, 0, :])
+
+    def pooled(self, inputs, exclude=()):
+        """[B, dim] per categorical and multi_value column not named in `exclude`, in schema order: a single
+        id's row, a multi_value's rows pooled by its combiner (an empty field pools to zeros). Sequence
+        columns are never pooled here (`sequence`). One lookup per table for all of them."""
+        keep = [i for i, c in enumerate(self.categorical) if c.name not in exclude]
+        lists = [c for c in self.schema.lists if c.kind == "multi_value" and c.name not in exclude]
+        with self._scope():
+            singles, rows = self._lookup_some(inputs.ids, keep, [self._ragged_request(c.name, inputs.lists[c.name])
+                                                                  for c in lists])
+        by_name = {self.categorical[i].name: e for i, e in zip(keep, singles)}
+        for col, flat in zip(lists, rows):
+            by_name[col.name] = pool(inputs.lists[col.name].with_flat_values(flat[:, 0, :]), col.combiner)
+        return [by_name[c.name] for c in self.schema.columns if c.name in by_name]
+
+    def sequence(self, inputs, name):
+        """A sequence column -> (emb [B, max_length, dim] float32, zeros at padding, mask [B, max_length] bool)."""
+        col = next(c for c in self.schema.lists if c.name == name)
+        return padded(self.lookup_ragged(name, inputs.lists[name]), col.max_length)
+
+    def lookup_shared(self, owner, ids, rt, max_length):
+        """A categorical column's ids [B] and the ids [B, (n)] of a sequence reading its table, in one lookup
+        (a shared id is one row, with --ev one TFRA lookup) -> (emb [B, dim], (seq [B, max_length, dim],
+        mask [B, max_length]))."""
+        col = self.schema.table_of(owner)
+        with self._scope():
+            single, many = self._gather([([col], ids), ([col], rt.flat_values)])
+        return single[:, 0, :], padded(rt.with_flat_values(many[:, 0, :]), max_length)
+
+    def ids_of(self, inputs, name):
+        """A categorical column's ids [B] in `inputs`."""
+        return inputs.ids[:, [c.name for c in self.categorical].index(name)]
 
     @abc.abstractmethod
     def _column_lookup(self, column, ids):
-        """One column's ids [B] -> embeddings [B, dim]."""
+        """One column's ids [N] -> embeddings [N, dim]."""
 
     @abc.abstractmethod
     def _fused_lookup(self, ids, members, dim):
-        """The `members` columns of width `dim` from one table: ids [B, C] -> [B, len(members), dim]."""
+        """The fused table of width `dim`: ids [N] and each id's column, its position in _group(dim) [N]
+        -> [N, dim]."""
+
+
+def pool(rows, combiner):
+    """tf.RaggedTensor [B, (n), dim] -> [B, dim] by `combiner` (sum or mean); an empty row gives zeros. (By
+    unsorted_segment_sum over nrows: embedding_lookup_sparse drops trailing empty rows.)"""
+    total = tf.math.unsorted_segment_sum(rows.flat_values, rows.value_rowids(), rows.nrows())
+    if combiner == "mean":
+        total /= tf.maximum(tf.cast(rows.row_lengths(), total.dtype), 1.0)[:, None]
+    return total
+
+
+def padded(rows, max_length):
+    """tf.RaggedTensor [B, (n), dim] -> (emb [B, max_length, dim], zeros at padding; mask [B, max_length])."""
+    emb = rows.to_tensor(shape=[None, max_length, rows.flat_values.shape[-1]])
+    return emb, tf.sequence_mask(rows.row_lengths(), max_length)
 
 
 class EmbeddingTables(ColumnTables):
@@ -363,12 +491,11 @@ class EmbeddingTables(ColumnTables):
         return tf.nn.embedding_lookup(self._table(column.name, column.num_ids, column.embedding_dim), ids)
 
     def _fused_lookup(self, ids, members, dim):
-        """One table for the `members` columns, each column's ids offset past the previous ones."""
-        sizes = [self.columns[i].num_ids for i in members]
+        """One table for the columns of width `dim`, each column's ids offset past the previous ones."""
+        sizes = [c.num_ids for c in self._group(dim)]
         offsets = tf.constant([sum(sizes[:k]) for k in range(len(sizes))], tf.int64)
-        if members != list(range(ids.shape[1])):
-            ids = tf.gather(ids, members, axis=1)
-        return tf.nn.embedding_lookup(self._table(f"fused_dim{dim}", sum(sizes), dim), ids + offsets)
+        table = self._table(f"fused_dim{dim}", sum(sizes), dim)
+        return tf.nn.embedding_lookup(table, ids + tf.gather(offsets, members))
 
     def _table(self, name, rows, dim):
         return tf1.get_variable(name, [rows, dim], tf.float32, initializer=self.initializer)
@@ -416,6 +543,10 @@ class FeatureColumnTables(TrainingInterface):
         """{column: [B] raw strings} -> [B, C, dim] for schemas whose columns share one width (DLRM)."""
         return tf.stack(self.lookup(ids), axis=1)
 
+    def pooled(self, inputs, exclude=()):
+        """[B, dim] per categorical column not named in `exclude` (--tf refuses list columns:
+        flags.validate_with_schema)."""
+        return [e for c, e in zip(self.columns, self.lookup(inputs.ids)) if c.name not in exclude]
 
 def parquet_rows(slices, schema):
     """The rows of Parquet `slices`, in file order (modelzoo/parquet.py reads them)."""
@@ -424,16 +555,16 @@ def parquet_rows(slices, schema):
     return paths.flat_map(parquet.range_dataset(schema))
 
 
-def make_parquet_dataset(slices, schema, batch_size, training, smartstaged, bad_rows="error", seed=None, repeat=True,
-                 shard=(1, 0), keyed=False, trainer_shard=(1, 0), skip_rows=0, rows=None):
+def make_parquet_dataset(slices, schema, batch_size, training, smartstaged, bad_rows="error", seed=None,
+                         repeat=True, shard=(1, 0), keyed=False, trainer_shard=(1, 0), skip_rows=0, rows=None):
     """make_dataset for Parquet slices (`rows`: a work queue's dataset of rows instead), in the
     same order, batches and shards: the same rows give the same batches as their CSV copy."""
     processes, index = shard
     trainers, trainer = trainer_shard
     ds = rows if rows is not None else read_slices(slices, lambda group: parquet_rows(group, schema),
-                                                     trainers, trainer, whole=True)
+                                                   trainers, trainer, whole=True)
     ds = ordered(ds, batch_size * processes, training, seed, repeat, skip_rows, queued=rows is not None,
-                   ragged=bool(schema.lists))
+                 ragged=bool(schema.lists))
     labels = [c.name for c in schema.labels]
     skip = bad_rows == "skip"
 

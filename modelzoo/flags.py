@@ -310,7 +310,7 @@ def build_parser(model_name, defaults, shape_flags=()):
         description=f"Train, evaluate and export {model_name} (tf.compat.v1 graph mode, tf.estimator).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("data")
-    g.add_argument("--data_location", default="./data/criteo",
+    g.add_argument("--data_location", default=defaults.get("data_location", "./data/criteo"),
                    help="folder with train.csv/eval.csv (DeepRec CSV) or train.txt (Kaggle TSV, last 10%% "
                         "held out for eval); if it holds no data, a synthetic sample is generated there")
     g.add_argument("--train_files", default=None, help="glob(s) of training files, comma-separated")
@@ -647,8 +647,11 @@ def validate_with_schema(args, schema, model_name, uses_crosses):
     if schema.crosses and not uses_crosses:
         raise FlagError(f"--schema {schema.source}: its crosses ({', '.join(x.name for x in schema.crosses)}) "
                         f"feed a wide (linear) part, which {model_name} has not; remove 'crosses' from the schema")
+    if args.tf and schema.lists:
+        raise FlagError(f"--tf (stock feature columns) does not read the multi_value/sequence columns of --schema "
+                        f"{schema.source} ({', '.join(c.name for c in schema.lists)}); drop --tf")
     if args.ev and args.dynamic_ev and args.dynamic_ev_dims:
-        dims, widths = args.dynamic_ev_dims, sorted({c.embedding_dim for c in schema.categorical})
+        dims, widths = args.dynamic_ev_dims, sorted({c.embedding_dim for c in schema.tables})
         if widths and dims[-1] not in widths:
             raise FlagError(f"--dynamic_ev_dims {','.join(map(str, dims))}: the last width must be the model's "
                             f"embedding width ({model_name}: {' or '.join(map(str, widths))}), e.g. "

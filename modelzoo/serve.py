@@ -30,7 +30,7 @@ def parse_rows(path, schema):
     """Raw columns {name: [values]} and the labels (None without them) of a Criteo-format file; a bad
     row is a ServeError naming file and line."""
     from modelzoo.datafiles import row_problem
-    columns = [c for c in schema.columns if c.kind != "label"]
+    columns = [c for c in schema.columns if c.kind not in ("label", "group")]  # (serving never asks for a group)
     try:
         with open(path, encoding="utf-8", newline="") as f:
             lines = [line.rstrip("\r\n").replace("\r", "") for line in f]
@@ -58,7 +58,7 @@ def parse_rows(path, schema):
         for col, value in zip(schema.columns, fields):
             if col.kind == "numeric":
                 raw[col.name].append((int(value) if col.dtype == "int64" else float(value)) if value else 0)
-            elif col.kind == "categorical":
+            elif col.kind in ("categorical", "multi_value", "sequence"):  # (a list column: its joined ids as is)
                 raw[col.name].append(value)
     return raw, labels
 

@@ -55,6 +55,22 @@ def load_train_module(model):
     return module
 
 
+def tiny_schema_data(folder, schema_name, buckets=50):
+    """256 generated rows of a schema that has a generator (Criteo, Taobao: modelzoo.run.local.data_generator)
+    in FOLDER/train.txt, and that schema with every table capped at `buckets` rows; returns (data, schema)."""
+    from modelzoo.run.local import data_generator
+    from modelzoo.schema import load_schema
+    data = Path(folder) / "train.txt"
+    data_generator(load_schema(schema_name))(str(data), 256, 3)
+    doc = json.loads((REPO / "modelzoo" / "schemas" / f"{schema_name}.json").read_text())
+    for col in doc["columns"]:
+        if "hash_buckets" in col:
+            col["hash_buckets"] = min(col["hash_buckets"], buckets)
+    schema = Path(folder) / f"{schema_name}_tiny.json"
+    schema.write_text(json.dumps(doc))
+    return data, schema
+
+
 def small_schema_file(path):
     """The Criteo schema with every table capped at 1,000 rows: same graph, small checkpoints."""
     doc = json.loads((REPO / "modelzoo" / "schemas" / "criteo.json").read_text())
@@ -126,7 +142,7 @@ def raw_columns(schema, lines):
     for k, col in enumerate(schema.columns):
         if col.kind == "numeric":
             raw[col.name] = [int(f[k]) if f[k] else 0 for f in fields]
-        elif col.kind == "categorical":
+        elif col.kind in ("categorical", "multi_value", "sequence"):  # (a list column: its joined string)
             raw[col.name] = [f[k] for f in fields]
     return raw
 

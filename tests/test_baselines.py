@@ -105,7 +105,10 @@ def dropout_ops(graph):
 
 @pytest.mark.fast
 @pytest.mark.parametrize("model", [m for m in ESTIMATOR_MODELS if load_spec(m).has_mlp])
-def test_dropout_is_in_the_training_graph_only_and_never_on_the_logit_layer(model, tiny):
+def test_dropout_is_in_the_training_graph_only_and_never_on_the_logit_layer(model, tiny, tmp_path):
+    from conftest import tiny_schema_data
+    schema = load_spec(model).schema
+    tiny = tiny if schema == "criteo" else tiny_schema_data(tmp_path, schema, TINY_BUCKETS)  # (din: Taobao rows)
     graph, _, _ = build(model, ["--dropout", "0.3"], tiny)
     ops = dropout_ops(graph)
     assert ops, f"{model}: no dropout op in the training graph"

@@ -4,12 +4,11 @@ The fast tier's smoke test (`make test-fast`): a graph, one `train_op` run, no s
 so a broken model function, layer or optimizer shows up in seconds instead of in the full suite's
 end-to-end runs. Each model runs with its defaults, with --bf16 and with --ev (TFRA's tables).
 """
-import json
 import math
 
 import pytest
 
-from conftest import REPO, load_train_module
+from conftest import load_train_module, tiny_schema_data
 from modelzoo.models import ESTIMATOR_MODELS, load_spec
 
 pytestmark = pytest.mark.fast
@@ -23,17 +22,20 @@ BATCH = 32
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """256 synthetic Criteo rows and the Criteo schema with tiny tables."""
-    from modelzoo.synthetic import generate_criteo
-    folder = tmp_path_factory.mktemp("tiny")
-    data = folder / "train.txt"
-    generate_criteo(str(data), 256, seed=3)
-    doc = json.loads((REPO / "modelzoo" / "schemas" / "criteo.json").read_text())
-    for col in doc["columns"]:
-        if col["kind"] == "categorical":
-            col["hash_buckets"] = min(col["hash_buckets"], TINY_BUCKETS)
-    schema = folder / "criteo_tiny.json"
-    schema.write_text(json.dumps(doc))
-    return data, schema
+    return tiny_schema_data(tmp_path_factory.mktemp("tiny"), "criteo", TINY_BUCKETS)
+
+
+@pytest.fixture(scope="module")
+def tiny_of(tmp_path_factory, tiny_data):
+    """A model's tiny data: of its own schema (din: Taobao rows with histories)."""
+    made = {"criteo": tiny_data}
+
+    def of(model):
+        name = load_spec(model).schema
+        if name not in made:
+            made[name] = tiny_schema_data(tmp_path_factory.mktemp(f"tiny_{name}"), name, TINY_BUCKETS)
+        return made[name]
+    return of
 
 
 def train_one_step(model, extra, data, schema_file, model_dir, spec_changes=None):
@@ -73,8 +75,8 @@ def train_one_step(model, extra, data, schema_file, model_dir, spec_changes=None
 # --bf16 acts on MLP layers: a model without one (lr, fm) refuses it (tests/test_baselines.py)
 @pytest.mark.parametrize("model, variant", [(m, v) for m in MODELS for v in VARIANTS
                                             if v != "bf16" or load_spec(m).has_mlp])
-def test_model_trains_one_step(model, variant, tiny_data, tmp_path):
-    data, schema = tiny_data
+def test_model_trains_one_step(model, variant, tiny_of, tmp_path):
+    data, schema = tiny_of(model)
     import tensorflow as tf
     loss, before, after, ops = train_one_step(model, VARIANTS[variant], data, schema, tmp_path)
     assert math.isfinite(loss) and loss > 0, f"{model} {variant}: loss {loss}"

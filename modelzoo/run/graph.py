@@ -184,7 +184,8 @@ def make_model_fn(ctx, meter, steps_range, ev_report=None):
         def forward(feats):
             if F.is_raw(feats):  # (always with --tf: it turns --smartstaged off)
                 feats = F.transform(feats, schema, keyed=tables.keyed, stock_columns=opts.speed.tf)
-            inputs = ModelInputs(feats.get(F.DENSE), feats[F.IDS], tables, schema, feats.get(F.CROSS_IDS))
+            inputs = ModelInputs(feats.get(F.DENSE), feats[F.IDS], tables, schema, feats.get(F.CROSS_IDS),
+                                 F.lists_of(feats))
             # --dense_layer_partitioner: every other variable of the model (its tables set their own);
             # --bf16: the precision scope every modelzoo.layers.mlp reads (so no model can forget it), except
             # under --bf16_mode grappler, where the model builds float32 and session_config's pass converts it;

@@ -25,6 +25,7 @@ from modelzoo.run.context import RunContext, Trained
 from modelzoo.run.graph import build_estimator, export_model, input_fn
 from modelzoo.run.schedule import EvaluationRecord, best_checkpoint, keep_best, plan
 from modelzoo.synthetic import generate_criteo
+from modelzoo.synthetic_sequences import generate_taobao
 from modelzoo.system import cpu_info
 
 
@@ -33,8 +34,8 @@ def generate_criteo_sample(path, rows, seed):
 
 
 def data_generator(schema):
-    """What generates a sample where --data_location holds no data (the Criteo schema's only)."""
-    return generate_criteo_sample if schema.name == "criteo" else None
+    """What generates a sample where --data_location holds no data (the Criteo and Taobao schemas')."""
+    return {"criteo": generate_criteo_sample, "taobao": generate_taobao}.get(schema.name)
 
 
 def run_reading(ctx, slices, call):

@@ -9,7 +9,7 @@ from modelzoo import flags as flaglib
 
 # what a ModelSpec's `defaults` may set (modelzoo/flags.py reads these), and the speed defaults a model may
 # give besides one for each of flags.SPEED_SWITCHES (a switch's default with --ev)
-MODEL_DEFAULT_KEYS = ("batch_size", "learning_rate", "optimizer", "generate_rows", "emb_l2", "dropout")
+MODEL_DEFAULT_KEYS = ("batch_size", "learning_rate", "optimizer", "generate_rows", "emb_l2", "dropout", "data_location")
 OPTIONAL_SPEED_DEFAULTS = tuple(f"{name}_ev" for name in flaglib.SPEED_SWITCHES)
 
 
@@ -75,3 +75,6 @@ class ModelInputs:
     tables: Any  # modelzoo.features.EmbeddingTables
     schema: Any = None  # modelzoo.schema.Schema (with the model's embedding widths)
     cross_ids: Any = None  # [B, schema crosses] int64, when the schema declares crosses
+    # {multi_value or sequence column: tf.RaggedTensor [B, (n)] int64}, cut to max_length (tables.pooled,
+    # tables.sequence and tables.lookup_shared embed them)
+    lists: Any = None
