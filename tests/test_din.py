@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from conftest import REPO, raw_columns, read_result, run_train, score_in_fresh_process
+from conftest import REPO, for_mode, raw_columns, read_result, run_train, score_in_fresh_process
+from modelzoo.flags import PREDICT
 
 ROWS = 3000
 COMMON = ["--batch_size", 128, "--steps", 6, "--seed", 3, "--no_eval"]
@@ -29,11 +30,7 @@ def runs(tmp_path_factory):
     def train_and_predict(name):
         flags = ["--train_files", root / "train.txt", "--checkpoint", root / name, *COMMON, *RUNS[name]]
         run_train("din", flags)
-        scoring = [f for f in flags if f != "--no_eval"]  # (training's flags are refused with --predict)
-        for flag in ("--steps", "--micro_batch"):
-            if flag in scoring:
-                del scoring[scoring.index(flag):scoring.index(flag) + 2]
-        run_train("din", [*scoring, "--predict"])
+        run_train("din", [*for_mode("din", flags, PREDICT), "--predict"])  # (training's flags are refused there)
         lines = (root / name / "predictions.csv").read_text().splitlines()[1:]
         return read_result(root / name)["export_dir"], np.array([float(line.split(",")[1]) for line in lines])
 
