@@ -51,6 +51,10 @@ class Schedule:
             return self.max_steps
         return min((step // self.eval_every + 1) * self.eval_every, self.max_steps)
 
+    def evaluates_at(self, step):
+        """Whether the held-out rows are evaluated at global step `step` (the evaluation steps and the last)."""
+        return 0 < step <= self.max_steps and self.next_stop(step - 1) == step
+
     def epoch(self, step):
         return round(step / self.steps_per_epoch, 3)
 
