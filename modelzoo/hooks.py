@@ -223,44 +223,40 @@ class Evaluation:
 
 class EvaluatingCheckpointSaver(tf1.train.CheckpointSaverHook):
     """The Estimator's checkpoint saver (the Estimator adds none of its own when the model_fn gives one, and
-    joins the saving listeners to it) that also saves at each evaluation step (`due(step)`) and there
-    evaluates in the same session: `decide(step, measure)` records `measure()`'s metrics and returns
-    whether training stops (early stopping). The session, graph and input stay: a run with evaluations is
-    one Estimator.train. The evaluations' time is left out of the throughput (meter.paused_seconds); the
-    restored step saved when the session starts is not evaluated (a resumed run goes on after it)."""
+    joins the saving listeners to it) that also evaluates at each evaluation step (`due(step)`) in the same
+    session: `decide(step, measure, save)` records `measure()`'s metrics, calls `save()` (this step's checkpoint,
+    written with the listeners; returns its prefix) only when it keeps the step as the best, and returns whether
+    training stops (early stopping). The session, graph and input stay: a run with evaluations is one
+    Estimator.train, and its checkpoints are written on the run's own schedule (and the last step) plus one per
+    new best. The evaluations' time is left out of the throughput (meter.paused_seconds)."""
 
     def __init__(self, checkpoint_dir, save_secs, save_steps, scaffold, evaluation, due, decide, meter):
         super().__init__(checkpoint_dir, save_secs=save_secs, save_steps=save_steps, scaffold=scaffold)
         self.evaluation, self.due, self.decide, self.meter = evaluation, due, decide, meter
-        self.started, self.eval_writer = False, None
+        self.eval_writer, self.evaluated = None, None
         self.eval_dir = os.path.join(checkpoint_dir, "eval")  # (where Estimator.evaluate writes its summaries)
-
-    def after_create_session(self, session, coord):
-        super().after_create_session(session, coord)
-        self.started = True
 
     def after_run(self, run_context, run_values):
         if self.due(run_values.results + 1):  # (the global step read before this step's update)
-            step = run_context.session.run(self._global_step_tensor)
-            if self.due(step) and step != self._timer.last_triggered_step():
-                self._timer.update_last_triggered_step(step)
-                if self._save(run_context.session, step):
+            session = run_context.session
+            step = int(session.run(self._global_step_tensor))
+            if self.due(step) and step != self.evaluated:
+                self.evaluated, started = step, time.perf_counter()
+                if self.decide(step, lambda: self.measure(session, step), lambda: self.save(session, step)):
                     run_context.request_stop()
-                return
+                self.meter.paused_seconds += time.perf_counter() - started
         super().after_run(run_context, run_values)
 
-    def _save(self, session, step):
-        stop = super()._save(session, step)
-        if self.started and self.due(step):
-            started = time.perf_counter()
-            stop = self.decide(int(step), lambda: self.measure(session, int(step))) or stop
-            self.meter.paused_seconds += time.perf_counter() - started
-        return stop
+    def save(self, session, step):
+        if step != self._timer.last_triggered_step():
+            self._timer.update_last_triggered_step(step)
+            self._save(session, step)
+        return os.path.join(self._checkpoint_dir, f"model.ckpt-{step}")
 
     def measure(self, session, step):
         """The evaluation's metrics, also written as TensorBoard scalars in CHECKPOINT/eval."""
         metrics = self.evaluation.run(session)
-        if self.eval_writer is None:  # (without the graph: the training events file holds it once)
+        if self.eval_writer is None:  # (without the graph: the training events file holds it)
             self.eval_writer = tf1.summary.FileWriter(self.eval_dir)
         self.eval_writer.add_summary(tf1.Summary(value=[
             tf1.Summary.Value(tag=name, simple_value=float(value)) for name, value in metrics.items()]), step)
@@ -275,7 +271,7 @@ class EvaluatingCheckpointSaver(tf1.train.CheckpointSaverHook):
 
 class FollowDecisions(tf1.train.SessionRunHook):
     """A Horovod process other than rank 0: at each evaluation step (`due`) it learns rank 0's decision
-    (`decide(step, None)`) and stops with it, so every process stops at the same step."""
+    (`decide(step, None, None)`) and stops with it, so every process stops at the same step."""
 
     def __init__(self, due, decide):
         self.due, self.decide = due, decide
@@ -285,5 +281,5 @@ class FollowDecisions(tf1.train.SessionRunHook):
 
     def after_run(self, run_context, run_values):
         step = int(run_values.results) + 1
-        if self.due(step) and self.decide(step, None):
+        if self.due(step) and self.decide(step, None, None):
             run_context.request_stop()

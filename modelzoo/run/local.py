@@ -138,13 +138,15 @@ def evaluates(ctx):
     return not ctx.opts.train.benchmark and not ctx.opts.train.no_eval and bool(ctx.data.eval)
 
 
-def record_evaluation(ctx, record, step, measure):
+def record_evaluation(ctx, record, step, measure, checkpoint_of=None):
     """Rank 0 at evaluation step `step`: its metrics (`measure()`, unless the record has them: a resumed run)
-    recorded, the best checkpoint's copy kept; returns whether training goes on."""
+    recorded, a new best's checkpoint (`checkpoint_of()`: its prefix, saved then; default the saved
+    model.ckpt-STEP) copied to CHECKPOINT/best; returns whether training goes on."""
     if not record.evaluated(step):
         improved = record.add(step, measure())
         if improved and ctx.schedule.keeps_best:
-            keep_best(ctx.checkpoint, os.path.join(ctx.checkpoint, f"model.ckpt-{step}"))
+            keep_best(ctx.checkpoint, checkpoint_of() if checkpoint_of else
+                      os.path.join(ctx.checkpoint, f"model.ckpt-{step}"))
         go_on = not record.should_stop(step)
         record.save()
         print(describe_evaluation(record, step, improved), flush=True)
@@ -154,13 +156,13 @@ def record_evaluation(ctx, record, step, measure):
 
 def in_session_decisions(ctx, record):
     """The training session's evaluations (hooks.EvaluatingCheckpointSaver on rank 0, hooks.FollowDecisions
-    on the other Horovod processes): `decide(step, measure)` evaluates on rank 0 (`measure()` runs the
-    in-graph evaluation; a bad held-out row is a DataError), every process learns rank 0's decision, and
-    it returns whether training stops."""
+    on the other Horovod processes): `decide(step, measure, save)` evaluates on rank 0 (`measure()` runs the
+    in-graph evaluation; a bad held-out row is a DataError; `save()` writes a new best's checkpoint), every
+    process learns rank 0's decision, and it returns whether training stops."""
     world = ctx.world
 
-    def decide(step, measure):
-        go_on = record_evaluation(ctx, record, step, lambda: run_reading(ctx, ctx.data.eval, measure)) \
+    def decide(step, measure, save):
+        go_on = record_evaluation(ctx, record, step, lambda: run_reading(ctx, ctx.data.eval, measure), save) \
             if world.is_chief else True
         if world.size > 1:  # (in a thread of its own: the session's graph is finalized, Horovod runs eagerly)
             with concurrent.futures.ThreadPoolExecutor(1) as thread:
