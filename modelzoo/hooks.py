@@ -1,5 +1,6 @@
-"""Training hooks: a progress line a person can follow, the steady-state throughput, and the guards
-that stop training cleanly (NaN or Inf loss, SIGTERM) without losing the last good checkpoint."""
+"""Training hooks: a progress line a person can follow, the steady-state throughput, the guards
+that stop training cleanly (NaN or Inf loss, SIGTERM) without losing the last good checkpoint, and the
+evaluations of the held-out rows inside the training session (early stopping)."""
 import math
 import os
 import signal
@@ -27,8 +28,8 @@ class ThroughputMeter:
         self.span = None  # (global step, wall time) at this process's first and last step
         self.own_samples_per_sec = None  # this process's own steps only (a PS job's trainers add up)
         self.variable_bytes = None  # run/graph.variable_bytes of the training graph
-        # training in segments between evaluations (run/schedule.py): the steady steps and seconds of the
-        # segments that ended, and the steps they ran
+        # several Estimator.train calls on one meter: the steady steps and seconds of the segments that ended,
+        # and the steps they ran (a run evaluates inside its one training session: one segment)
         self.segments, self.done_steady_steps, self.done_steady_seconds, self.done_steps = 0, 0, 0.0, 0
         self.paused_seconds = 0.0  # spent in evaluations inside the training session: not training time
 
@@ -62,7 +63,7 @@ class ThroughputHook(tf1.train.SessionRunHook):
         self.steps = 0
         self.t_start = self.t_window = self.last_seen = None
         self.segment_steady = (0, 0.0)
-        # a later segment of the same run (after an evaluation) leaves out only its first step (the new session)
+        # a later segment on the same meter leaves out only its first step (the new session)
         self.segment_warmup = self.warmup if self.meter.segments == 0 else 1
         self.meter.segments += 1
 

@@ -171,6 +171,17 @@ class EvaluationRecord:
                 "best": self.best, "stopped_early": self.stopped_early}
 
 
+def link_or_copy(source, target):
+    """A hard link (a checkpoint's files are never rewritten in place, and the link keeps them when the saver
+    deletes the original: no second write of a large checkpoint), or a copy where links are refused."""
+    try:
+        os.link(source, target)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def copy_checkpoint(prefix, folder):
     """A copy of checkpoint `prefix`'s files in `folder` (made anew), a checkpoint folder of its own; its prefix
     there, or None when the files went (a chief's --keep_checkpoint_max) before they were all copied."""
@@ -180,7 +191,7 @@ def copy_checkpoint(prefix, folder):
     try:
         files = [f for f in os.listdir(source) if f.startswith(name + ".")]
         for f in files:
-            shutil.copy2(os.path.join(source, f), folder)
+            link_or_copy(os.path.join(source, f), os.path.join(folder, f))
     except FileNotFoundError:
         return None
     if not any(f.endswith(".index") for f in files):
