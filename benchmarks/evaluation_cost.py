@@ -82,17 +82,27 @@ def main():
                "median_wall_seconds": medians, "ratio_to_no_eval": {n: round(m / base, 2) for n, m in medians.items()},
                "runs": runs}
     atomic_write_json(args.out + ".json", summary)
+    write_markdown(summary, args.out + ".md")
+
+
+def write_markdown(summary, path):
+    runs, medians, steps, repeats = summary["runs"], summary["median_wall_seconds"], summary["steps"], \
+        summary["repeats"]
+    base = medians["--no_eval, same steps"]
     cpu = summary["cpu"]
+
+    def auc(value):
+        return "" if value is None else f"{value:.4f}"
     lines = [f"# Evaluation cost: {MODEL}'s default command on the Criteo sample", "",
-             f"`python benchmarks/evaluation_cost.py --repeats {args.repeats}` on {cpu.get('model', 'this CPU')} "
-             f"({cpu.get('cores', '?')} cores), {args.repeats} interleaved repeats; the default command trains "
-             f"{steps} steps (its evaluations at each epoch's end; early stopping ends it).", "",
-             "| run | median wall s | x --no_eval | evaluations | events file MB | AUC |",
+             f"`python benchmarks/evaluation_cost.py --repeats {repeats}` on {cpu.get('model', 'this CPU')} "
+             f"({cpu.get('cores', '?')} cores, shared with other runs), {repeats} interleaved repeats; the default "
+             f"command trains {steps} steps (its evaluations at each epoch's end; early stopping ends it).", "",
+             "| run | median wall s | x --no_eval | evaluations | events file MB | AUC (first repeat) |",
              "|---|---:|---:|---:|---:|---:|"]
     for name, rs in runs.items():
         lines.append(f"| {name} | {medians[name]:.1f} | {medians[name] / base:.2f} | {rs[0]['evaluations']} | "
-                     f"{rs[0]['events_file_mb']} | {rs[0]['auc']:.4f} |")
-    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+                     f"{rs[0]['events_file_mb']} | {auc(rs[0]['auc'])} |")
+    Path(path).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
