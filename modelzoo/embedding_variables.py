@@ -231,12 +231,13 @@ class DynamicTable:
         self.slot_tables = []  # filled by finish(): the optimizer's slot tables of each width table
 
     # -- lookups -----------------------------------------------------------------------------------
-    def lookup(self, keys, columns=None):
-        """keys [N] int64 -> [N, dim] float32. `columns` [N]: each key's column in a fused table."""
+    def lookup(self, keys, columns=None, training=True):
+        """keys [N] int64 -> [N, dim] float32. `columns` [N]: each key's column in a fused table. `training`
+        False: the serving lookup even in a training table (an evaluation inside the training session)."""
         uniq, index = tf.unique(keys)
         if columns is not None:  # (a key belongs to one column: its salt)
             columns = tf.math.unsorted_segment_max(tf.cast(columns, tf.int64), index, tf.size(uniq))
-        if not self.training:
+        if not (self.training and training):
             return tf.gather(self._serve_rows(uniq, columns), index)
         rows = self._train_rows(uniq, index, columns)
         if self.status is not None:
@@ -451,14 +452,19 @@ class DynamicEmbeddingTables(ColumnTables):
 
     def _table(self, name, dim, columns=1):
         if name not in self.tables:
-            table = DynamicTable(name, dim, self.options, self.training, self.initializer, self.devices, columns,
-                                 self.frozen)
+            # the training graph's table of that name when there is one: an evaluation built into the training
+            # graph (run/graph.py) reads it without inserting keys or counting sightings (lookup's `training`)
+            scope = tf1.get_variable_scope().name
+            full_name = f"{scope}/{name}" if scope else name
+            table = next((t for t in tf1.get_collection(TABLES_COLLECTION) if t.full_name == full_name), None) or \
+                DynamicTable(name, dim, self.options, self.training, self.initializer, self.devices, columns,
+                             self.frozen)
             self.tables[name] = table
             self.root.all_tables.append(table)
         return self.tables[name]
 
     def _column_lookup(self, column, ids):
-        return self._table(column.name, column.embedding_dim).lookup(ids)
+        return self._table(column.name, column.embedding_dim).lookup(ids, training=self.training)
 
     def _fused_lookup(self, ids, members, dim):
         """One table for the columns of width `dim`: each column's keys XOR a distinct 64-bit salt, so
@@ -467,7 +473,7 @@ class DynamicEmbeddingTables(ColumnTables):
         group = self._group(dim)
         salts = tf.constant([_salt(c.name) for c in group], tf.int64)
         keys = tf.bitwise.bitwise_xor(ids, tf.gather(salts, members))
-        return self._table(f"fused_dim{dim}", dim, len(group)).lookup(keys, members)
+        return self._table(f"fused_dim{dim}", dim, len(group)).lookup(keys, members, training=self.training)
 
     # -- training-step and reporting hooks for the runner -----------------------------------------
     def finish(self, optimizers, global_step, after=None):

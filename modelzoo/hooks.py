@@ -1,6 +1,8 @@
-"""Training hooks: a progress line a person can follow, the steady-state throughput, and the guards
-that stop training cleanly (NaN or Inf loss, SIGTERM) without losing the last good checkpoint."""
+"""Training hooks: a progress line a person can follow, the steady-state throughput, the guards
+that stop training cleanly (NaN or Inf loss, SIGTERM) without losing the last good checkpoint, and the
+evaluations of the held-out rows inside the training session (early stopping)."""
 import math
+import os
 import signal
 import threading
 import time
@@ -26,9 +28,10 @@ class ThroughputMeter:
         self.span = None  # (global step, wall time) at this process's first and last step
         self.own_samples_per_sec = None  # this process's own steps only (a PS job's trainers add up)
         self.variable_bytes = None  # run/graph.variable_bytes of the training graph
-        # training in segments between evaluations (run/schedule.py): the steady steps and seconds of the
-        # segments that ended, and the steps they ran
+        # several Estimator.train calls on one meter: the steady steps and seconds of the segments that ended,
+        # and the steps they ran (a run evaluates inside its one training session: one segment)
         self.segments, self.done_steady_steps, self.done_steady_seconds, self.done_steps = 0, 0, 0.0, 0
+        self.paused_seconds = 0.0  # spent in evaluations inside the training session: not training time
 
     def cluster_samples_per_sec(self, batch_size, spans=()):
         """Samples/s of every trainer together: the global step's rate from the first step to the
@@ -60,7 +63,7 @@ class ThroughputHook(tf1.train.SessionRunHook):
         self.steps = 0
         self.t_start = self.t_window = self.last_seen = None
         self.segment_steady = (0, 0.0)
-        # a later segment of the same run (after an evaluation) leaves out only its first step (the new session)
+        # a later segment on the same meter leaves out only its first step (the new session)
         self.segment_warmup = self.warmup if self.meter.segments == 0 else 1
         self.meter.segments += 1
 
@@ -74,7 +77,7 @@ class ThroughputHook(tf1.train.SessionRunHook):
         return tf1.train.SessionRunArgs({"loss": self.loss, "step": self.global_step})
 
     def after_run(self, run_context, run_values):
-        now = time.perf_counter()
+        now = time.perf_counter() - self.meter.paused_seconds  # (the training session's clock)
         self.steps += 1
         step = int(run_values.results["step"]) + 1  # a Python int: the span goes into JSON reports
         self.meter.last_loss = float(run_values.results["loss"])
@@ -199,4 +202,85 @@ class _StopHook(tf1.train.SessionRunHook):
 
     def after_run(self, run_context, run_values):
         if self.stop.received:
+            run_context.request_stop()
+
+
+class Evaluation:
+    """The held-out rows' metrics built into the training graph (run/graph.in_session_evaluation): `run`
+    re-initializes their input and metric variables, reads every batch and returns the metrics."""
+
+    def __init__(self, reset, update, values):
+        self.reset, self.update, self.values = reset, update, values
+
+    def run(self, session):
+        session.run(self.reset)
+        while True:
+            try:
+                session.run(self.update)
+            except tf.errors.OutOfRangeError:
+                break
+        return session.run(self.values)
+
+
+class EvaluatingCheckpointSaver(tf1.train.CheckpointSaverHook):
+    """The Estimator's checkpoint saver (the Estimator adds none of its own when the model_fn gives one, and
+    joins the saving listeners to it) that also evaluates at each evaluation step (`due(step)`) in the same
+    session: `decide(step, measure, save)` records `measure()`'s metrics, calls `save()` (this step's checkpoint,
+    written with the listeners; returns its prefix) only when it keeps the step as the best, and returns whether
+    training stops (early stopping). The session, graph and input stay: a run with evaluations is one
+    Estimator.train, and its checkpoints are written on the run's own schedule (and the last step) plus one per
+    new best. The evaluations' time is left out of the throughput (meter.paused_seconds)."""
+
+    def __init__(self, checkpoint_dir, save_secs, save_steps, scaffold, evaluation, due, decide, meter):
+        super().__init__(checkpoint_dir, save_secs=save_secs, save_steps=save_steps, scaffold=scaffold)
+        self.evaluation, self.due, self.decide, self.meter = evaluation, due, decide, meter
+        self.eval_writer, self.evaluated = None, None
+        self.eval_dir = os.path.join(checkpoint_dir, "eval")  # (where Estimator.evaluate writes its summaries)
+
+    def after_run(self, run_context, run_values):
+        if self.due(run_values.results + 1):  # (the global step read before this step's update)
+            session = run_context.session
+            step = int(session.run(self._global_step_tensor))
+            if self.due(step) and step != self.evaluated:
+                self.evaluated, started = step, time.perf_counter()
+                if self.decide(step, lambda: self.measure(session, step), lambda: self.save(session, step)):
+                    run_context.request_stop()
+                self.meter.paused_seconds += time.perf_counter() - started
+        super().after_run(run_context, run_values)
+
+    def save(self, session, step):
+        if step != self._timer.last_triggered_step():
+            self._timer.update_last_triggered_step(step)
+            self._save(session, step)
+        return os.path.join(self._checkpoint_dir, f"model.ckpt-{step}")
+
+    def measure(self, session, step):
+        """The evaluation's metrics, also written as TensorBoard scalars in CHECKPOINT/eval."""
+        metrics = self.evaluation.run(session)
+        if self.eval_writer is None:  # (without the graph: the training events file holds it)
+            self.eval_writer = tf1.summary.FileWriter(self.eval_dir)
+        self.eval_writer.add_summary(tf1.Summary(value=[
+            tf1.Summary.Value(tag=name, simple_value=float(value)) for name, value in metrics.items()]), step)
+        self.eval_writer.flush()
+        return {**metrics, "global_step": step}
+
+    def end(self, session):
+        super().end(session)
+        if self.eval_writer is not None:
+            self.eval_writer.close()
+
+
+class FollowDecisions(tf1.train.SessionRunHook):
+    """A Horovod process other than rank 0: at each evaluation step (`due`) it learns rank 0's decision
+    (`decide(step, None, None)`) and stops with it, so every process stops at the same step."""
+
+    def __init__(self, due, decide):
+        self.due, self.decide = due, decide
+
+    def before_run(self, run_context):
+        return tf1.train.SessionRunArgs(tf1.train.get_global_step())
+
+    def after_run(self, run_context, run_values):
+        step = int(run_values.results) + 1
+        if self.due(step) and self.decide(step, None, None):
             run_context.request_stop()

@@ -218,9 +218,9 @@ def test_hvd_without_horovod_installed_says_how_to_install_it(tmp_path):
 
 
 def test_epochs_evaluate_between_segments_and_both_ranks_stop_together(tmp_path, generated_criteo):
-    """--epochs 3 with 2 processes: three segments of training, rank 0 evaluating between them while rank 1
-    waits for its decision; 1,800 training rows at global batch 200 make 9 steps an epoch, 27 in all, and the
-    checkpoint counts 3 x 1,800 rows read."""
+    """--epochs 3 with 2 processes: one training session, rank 0 evaluating in it at each epoch's end while rank
+    1 waits for its decision (hooks.FollowDecisions); 1,800 training rows at global batch 200 make 9 steps an
+    epoch, 27 in all, and the checkpoint counts 3 x 1,800 rows read."""
     data = tmp_path / "train.txt"
     data.write_text("\n".join(Path(generated_criteo).read_text().splitlines()[:2000]) + "\n")
     ckpt = tmp_path / "ckpt"

@@ -193,3 +193,31 @@ def test_epochs_train_exact_passes_and_evaluate_each(tmp_path, generated_criteo,
     import tensorflow as tf
     progress = tf.train.load_variable(tf.train.latest_checkpoint(str(ckpt)), "input_progress")
     assert int(progress[0]) == 3 * 1800
+    # one Estimator.train for the 3 evaluations: the training graph goes into the events file once per run, not
+    # once per evaluation (a session per evaluation added it each time: 47 MB after 20 evaluations of DLRM). Stock
+    # TensorFlow writes it twice in a session (with its meta graph): when the summary writer opens, and when the
+    # checkpoint saver starts.
+    events = [event for path in ckpt.glob("events.out.tfevents.*")
+              for event in tf.compat.v1.train.summary_iterator(str(path))]
+    assert sum(1 for e in events if e.graph_def) == 2 and sum(1 for e in events if e.meta_graph_def) == 2
+
+
+def test_evaluation_in_the_training_session_with_ev_inserts_no_key_and_scores_as_evaluate(tmp_path, generated_criteo):
+    """--ev with an admission filter (FM: its linear part is a second set of dynamic tables): evaluating the held-out
+    rows inside the training session neither inserts their ids nor counts their sightings (the tables' rows and
+    filtered counts equal a --no_eval run's), and its metrics equal --evaluate's on the same checkpoint."""
+    lines = Path(generated_criteo).read_text().splitlines()[:2000]  # 1,800 train + 200 held out
+    data = tmp_path / "train.txt"
+    data.write_text("\n".join(lines) + "\n")
+    common = ["--train_files", data, "--batch_size", 300, "--ev", "--ev_filter", "counter",
+              "--smartstaged=false"]  # (in order: both runs train on the same batches)
+    run_train("fm", [*common, "--checkpoint", tmp_path / "eval", "--epochs", 2])
+    run_train("fm", [*common, "--checkpoint", tmp_path / "no_eval", "--epochs", 2, "--no_eval"])
+    evaluating, silent = read_result(tmp_path / "eval"), read_result(tmp_path / "no_eval")
+    assert [e["step"] for e in evaluating["evaluations"]] == [6, 12]
+    assert evaluating["ev_tables"] == silent["ev_tables"]
+    assert any(t["filtered"] for t in silent["ev_tables"].values())  # (the filter did count sightings)
+    run_train("fm", [*common, "--checkpoint", tmp_path / "no_eval", "--evaluate"])
+    evaluated = read_result(tmp_path / "no_eval")
+    assert evaluating["auc"] == pytest.approx(evaluated["auc"], abs=1e-6)
+    assert evaluating["logloss"] == pytest.approx(evaluated["logloss"], abs=1e-6)

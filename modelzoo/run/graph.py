@@ -13,7 +13,8 @@ from modelzoo.datafiles import PARQUET
 from modelzoo.distributed import progress_variable
 from modelzoo.embedding_variables import DynamicEmbeddingTables, ps_devices
 from modelzoo.export import export_saved_model, warm_start
-from modelzoo.hooks import TRAINING_LOSS, ThroughputHook, ThroughputMeter
+from modelzoo.hooks import (TRAINING_LOSS, EvaluatingCheckpointSaver, Evaluation, FollowDecisions, ThroughputHook,
+                            ThroughputMeter)
 from modelzoo.layers import dropout, precision
 from modelzoo.metrics import eval_metrics, streaming_sum
 from modelzoo.optimizers import build_optimizer
@@ -166,13 +167,15 @@ def make_tables(ctx, training, frozen=None):
     return tables
 
 
-def make_model_fn(ctx, meter, steps_range, ev_report=None):
-    """The Estimator's model_fn; `steps_range` = (the step training starts at, the step it stops at)."""
+def make_model_fn(ctx, meter, steps_range, ev_report=None, decide=None):
+    """The Estimator's model_fn; `steps_range` = (the step training starts at, the step it stops at). With
+    `decide` (run/local.in_session_decisions) the training graph evaluates the held-out rows at the schedule's
+    evaluation steps in the training session (hooks.EvaluatingCheckpointSaver)."""
     spec, args, schema, world, opts = ctx.spec, ctx.args, ctx.schema, ctx.world, ctx.opts
     loss_of = spec.loss or _cross_entropy
     ev_report = {} if ev_report is None else ev_report
 
-    def model_fn(features, labels, mode, params):
+    def model_fn(features, labels, mode, params, config=None):
         features = dict(features)
         bad_rows = features.pop(F.BAD_ROWS, None)
         label_passed = features.pop(F.LABEL, None)  # --predict writes it next to the score
@@ -254,18 +257,43 @@ def make_model_fn(ctx, meter, steps_range, ev_report=None):
             hooks.append(tf1.train.ProfilerHook(save_steps=opts.checkpoint.timeline, output_dir=os.path.join(
                 params["model_dir"], "timeline"), show_memory=True))
         saver = tables.saver(opts.checkpoint.keep_checkpoint_max)
-        scaffold = tf1.train.Scaffold(saver=saver) if saver is not None else None
-        if opts.checkpoint.warm_start_from:  # (its init_fn runs only when no checkpoint of this run is restored)
-            scaffold = tf1.train.Scaffold(saver=saver, init_fn=warm_start(
-                opts.checkpoint.warm_start_from, tables.warm_start_tables()))
+        # (warm_start's init_fn runs only when no checkpoint of this run is restored)
+        scaffold = tf1.train.Scaffold(saver=saver, init_fn=warm_start(
+            opts.checkpoint.warm_start_from, tables.warm_start_tables()) if opts.checkpoint.warm_start_from else None)
+        chief_hooks = []
+        if decide is not None:
+            due = ctx.schedule.evaluates_at
+            if world.is_chief:
+                chief_hooks.append(EvaluatingCheckpointSaver(
+                    config.model_dir, config.save_checkpoints_secs, config.save_checkpoints_steps, scaffold,
+                    in_session_evaluation(ctx, model_fn, params, config), due, decide, meter))
+            else:
+                hooks.append(FollowDecisions(due, decide))
         return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op, training_hooks=hooks,
-                                          scaffold=scaffold)
+                                          training_chief_hooks=chief_hooks, scaffold=scaffold)
 
     return model_fn
 
 
-def build_estimator(ctx, model_dir, meter=None, steps_range=(0, 1), ev_report=None):
-    """The Estimator of the run in `model_dir` (the checkpoint folder, or a Horovod rank's scratch folder)."""
+def in_session_evaluation(ctx, model_fn, params, config):
+    """The held-out rows' metrics in the training graph, built by the model_fn's own EVAL mode (so they are
+    exactly Estimator.evaluate's, loss included) over the same variables (--ev's tables are read without
+    inserting keys or counting sightings), from an input re-initialized at each evaluation (hooks.Evaluation)."""
+    iterator = tf1.data.make_initializable_iterator(input_fn(ctx, ctx.data.eval, False)())
+    features, labels = iterator.get_next()
+    before = {v.name for v in tf1.local_variables()}
+    with tf1.name_scope("in_session_evaluation"):
+        spec = model_fn(features, labels, tf.estimator.ModeKeys.EVAL, params, config)
+        metrics = {**spec.eval_metric_ops, "loss": tf1.metrics.mean(spec.loss)}  # (as Estimator.evaluate adds it)
+    fresh = [v for v in tf1.local_variables() if v.name not in before]
+    return Evaluation(tf.group(iterator.initializer, tf1.variables_initializer(fresh)),
+                      tf.group(*[update for _, update in metrics.values()]),
+                      {name: value for name, (value, _) in metrics.items()})
+
+
+def build_estimator(ctx, model_dir, meter=None, steps_range=(0, 1), ev_report=None, decide=None):
+    """The Estimator of the run in `model_dir` (the checkpoint folder, or a Horovod rank's scratch folder);
+    `decide`: evaluations inside the training session (make_model_fn)."""
     opts, world = ctx.opts, ctx.world
     if opts.train.benchmark:  # no checkpoint, no summaries
         saving = dict(save_checkpoints_steps=None, save_checkpoints_secs=None, save_summary_steps=0)
@@ -280,7 +308,7 @@ def build_estimator(ctx, model_dir, meter=None, steps_range=(0, 1), ev_report=No
         model_dir=model_dir, tf_random_seed=opts.data.seed, session_config=session_config(opts.speed, world.cluster),
         keep_checkpoint_max=opts.checkpoint.keep_checkpoint_max, log_step_count_steps=None,
         experimental_max_worker_delay_secs=0, **saving)
-    model_fn = make_model_fn(ctx, meter or ThroughputMeter(), steps_range, ev_report)
+    model_fn = make_model_fn(ctx, meter or ThroughputMeter(), steps_range, ev_report, decide)
     return tf.estimator.Estimator(model_fn, config=config, params={"model_dir": model_dir})
 
 

@@ -1,6 +1,7 @@
 """The run of one process or of a Horovod job (--hvd): find the data, train (resuming the checkpoint),
 evaluate, export and report; --evaluate, --predict, --export_only and --benchmark. A parameter-server
 job's tasks (cluster.py) reuse these steps."""
+import concurrent.futures
 import dataclasses
 import os
 import shutil
@@ -81,9 +82,10 @@ def checkpoint_listeners(ctx):
 
 
 def train(ctx):
-    """Train on ctx.schedule (resuming the checkpoint): segments of training up to each evaluation of the
-    held-out rows, until the last step or early stopping. Returns a Trained with the evaluations' record
-    and, with several processes, each process's digest of its variables after training (in rank order)."""
+    """Train on ctx.schedule (resuming the checkpoint) up to the last step or early stopping, in one
+    Estimator.train: the held-out rows are evaluated inside the training session at each evaluation step
+    (in_session_decisions). Returns a Trained with the evaluations' record and, with several processes,
+    each process's digest of its variables after training (in rank order)."""
     checkpoint, world, opts, schedule = ctx.checkpoint, ctx.world, ctx.opts, ctx.schedule
     full_step = global_step_of(checkpoint)  # rank 0's checkpoint: every process decides alike
     start_step = resume_step(checkpoint, opts.ev)  # (with --incremental_ckpt: the deltas after the full one)
@@ -91,30 +93,27 @@ def train(ctx):
     trained.record = record = EvaluationRecord.load(checkpoint, schedule)
     model_dir = checkpoint if world.is_chief else tempfile.mkdtemp(prefix=f"{ctx.spec.name}-rank{world.rank}-")
     try:
-        trained.estimator = estimator = build_estimator(ctx, model_dir, trained.meter,
-                                                        (start_step, schedule.max_steps), trained.ev_report)
-        if record.stopped_early or full_step >= schedule.max_steps:
-            if world.is_chief:
-                print(f"checkpoint {checkpoint} is already at step {start_step:,}"
-                      + (f", where early stopping ended its training (best: step {record.best['step']:,})"
-                         if record.stopped_early and record.best else f" >= {schedule.max_steps:,}")
-                      + ": nothing to train", flush=True)
+        trained.estimator = estimator = build_estimator(
+            ctx, model_dir, trained.meter, (start_step, schedule.max_steps), trained.ev_report,
+            in_session_decisions(ctx, record) if evaluates(ctx) else None)
+        done = record.stopped_early or full_step >= schedule.max_steps
+        if done and world.is_chief:
+            print(f"checkpoint {checkpoint} is already at step {start_step:,}"
+                  + (f", where early stopping ended its training (best: step {record.best['step']:,})"
+                     if record.stopped_early and record.best else f" >= {schedule.max_steps:,}")
+                  + ": nothing to train", flush=True)
         elif start_step and world.is_chief:
             print(f"resuming from step {start_step:,}", flush=True)
         # Horovod's processes must stop at the same step: a SIGTERM there ends them at once (the
         # last checkpoint is resumed); one process (or a PS job's task) stops after its step
         with StopRequest(signals=() if world.size > 1 else (signal.SIGTERM,)) as stop, \
                 guarded_training(checkpoint, stop):
-            step = full_step
-            while not (record.stopped_early or stop.received):
-                target = schedule.next_stop(step)
-                if step < target:
-                    train_segment(ctx, estimator, target, stop, first=step == full_step)
-                    if stop.received or opts.train.benchmark:  # (a benchmark saves no checkpoint)
-                        break
-                    step = target  # (Estimator.train stops at max_steps; every Horovod process alike)
-                if not evaluate_on_schedule(ctx, estimator, record, step):
-                    break
+            if not done:
+                train_steps(ctx, estimator, schedule.max_steps, stop)
+            if world.is_chief and evaluates(ctx) and not stop.received and \
+                    global_step_of(checkpoint) >= schedule.max_steps:
+                # (a resumed run whose last checkpoint was saved and not evaluated: the session evaluated nothing)
+                record_evaluation(ctx, record, global_step_of(checkpoint), lambda: evaluate(ctx, estimator))
         trained.digests = world.gather(world.digest) if world.size > 1 else None
     finally:
         if not world.is_chief:
@@ -122,11 +121,11 @@ def train(ctx):
     return trained
 
 
-def train_segment(ctx, estimator, target, stop, first):
+def train_steps(ctx, estimator, target, stop):
     """Train up to step `target` (the input resumes after the rows trained on before)."""
     checkpoint, opts, world = ctx.checkpoint, ctx.opts, ctx.world
     consumed = rows_consumed(checkpoint, incremental=bool(opts.ev and opts.ev.incremental_secs))
-    if consumed and first and world.is_chief:
+    if consumed and world.is_chief:
         print(f"input: skipping the {consumed:,} rows trained on before", flush=True)
     train_input = input_fn(ctx, ctx.data.train, True, shard=(world.size, world.rank), skip_rows=consumed)
     listeners = [] if opts.train.benchmark else checkpoint_listeners(ctx)
@@ -135,24 +134,42 @@ def train_segment(ctx, estimator, target, stop, first):
                                                              saving_listeners=listeners))
 
 
-def evaluate_on_schedule(ctx, estimator, record, step):
-    """At an evaluation step (or the last step): rank 0 evaluates the checkpoint of `step`, records it, keeps
-    the best checkpoint's copy, and decides whether training goes on; every process learns the decision."""
-    schedule, world = ctx.schedule, ctx.world
-    evaluates = not ctx.opts.train.benchmark and not ctx.opts.train.no_eval and ctx.data.eval
-    go_on = step < schedule.max_steps
-    if world.is_chief and evaluates and not record.evaluated(step):
-        improved = record.add(step, evaluate(ctx, estimator))
-        if improved and schedule.keeps_best:
-            keep_best(ctx.checkpoint, os.path.join(ctx.checkpoint, f"model.ckpt-{step}"))
+def evaluates(ctx):
+    """Whether the run evaluates held-out rows while it trains."""
+    return not ctx.opts.train.benchmark and not ctx.opts.train.no_eval and bool(ctx.data.eval)
+
+
+def record_evaluation(ctx, record, step, measure, checkpoint_of=None):
+    """Rank 0 at evaluation step `step`: its metrics (`measure()`, unless the record has them: a resumed run)
+    recorded, a new best's checkpoint (`checkpoint_of()`: its prefix, saved then; default the saved
+    model.ckpt-STEP) copied to CHECKPOINT/best; returns whether training goes on."""
+    if not record.evaluated(step):
+        improved = record.add(step, measure())
+        if improved and ctx.schedule.keeps_best:
+            keep_best(ctx.checkpoint, checkpoint_of() if checkpoint_of else
+                      os.path.join(ctx.checkpoint, f"model.ckpt-{step}"))
         go_on = not record.should_stop(step)
         record.save()
         print(describe_evaluation(record, step, improved), flush=True)
-    elif world.is_chief and record.evaluated(step):
-        go_on = not record.should_stop(step)
-    if world.size > 1:
-        go_on = world.gather(go_on)[0]  # rank 0's decision
-    return go_on
+        return go_on
+    return not record.should_stop(step)
+
+
+def in_session_decisions(ctx, record):
+    """The training session's evaluations (hooks.EvaluatingCheckpointSaver on rank 0, hooks.FollowDecisions
+    on the other Horovod processes): `decide(step, measure, save)` evaluates on rank 0 (`measure()` runs the
+    in-graph evaluation; a bad held-out row is a DataError; `save()` writes a new best's checkpoint), every
+    process learns rank 0's decision, and it returns whether training stops."""
+    world = ctx.world
+
+    def decide(step, measure, save):
+        go_on = record_evaluation(ctx, record, step, lambda: run_reading(ctx, ctx.data.eval, measure), save) \
+            if world.is_chief else True
+        if world.size > 1:  # (in a thread of its own: the session's graph is finalized, Horovod runs eagerly)
+            with concurrent.futures.ThreadPoolExecutor(1) as thread:
+                go_on = thread.submit(world.gather, go_on).result()[0]
+        return not go_on
+    return decide
 
 
 def describe_evaluation(record, step, improved):

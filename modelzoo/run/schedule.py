@@ -51,6 +51,10 @@ class Schedule:
             return self.max_steps
         return min((step // self.eval_every + 1) * self.eval_every, self.max_steps)
 
+    def evaluates_at(self, step):
+        """Whether the held-out rows are evaluated at global step `step` (the evaluation steps and the last)."""
+        return 0 < step <= self.max_steps and self.next_stop(step - 1) == step
+
     def epoch(self, step):
         return round(step / self.steps_per_epoch, 3)
 
@@ -167,6 +171,17 @@ class EvaluationRecord:
                 "best": self.best, "stopped_early": self.stopped_early}
 
 
+def link_or_copy(source, target):
+    """A hard link (a checkpoint's files are never rewritten in place, and the link keeps them when the saver
+    deletes the original: no second write of a large checkpoint), or a copy where links are refused."""
+    try:
+        os.link(source, target)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def copy_checkpoint(prefix, folder):
     """A copy of checkpoint `prefix`'s files in `folder` (made anew), a checkpoint folder of its own; its prefix
     there, or None when the files went (a chief's --keep_checkpoint_max) before they were all copied."""
@@ -176,7 +191,7 @@ def copy_checkpoint(prefix, folder):
     try:
         files = [f for f in os.listdir(source) if f.startswith(name + ".")]
         for f in files:
-            shutil.copy2(os.path.join(source, f), folder)
+            link_or_copy(os.path.join(source, f), os.path.join(folder, f))
     except FileNotFoundError:
         return None
     if not any(f.endswith(".index") for f in files):
