@@ -64,6 +64,8 @@ COPY wide_and_deep/ wide_and_deep/
 COPY dcn_v2/ dcn_v2/
 COPY lr/ lr/
 COPY fm/ fm/
+COPY esmm/ esmm/
+COPY mmoe/ mmoe/
 COPY gdmix_lr/ gdmix_lr/
 COPY data/ data/
 COPY distribute_k8s/ distribute_k8s/
@@ -86,6 +88,8 @@ COPY wide_and_deep/ wide_and_deep/
 COPY dcn_v2/ dcn_v2/
 COPY lr/ lr/
 COPY fm/ fm/
+COPY esmm/ esmm/
+COPY mmoe/ mmoe/
 COPY gdmix_lr/ gdmix_lr/
 COPY data/ data/
 # distribute_k8s/launch.py: the entry point of the TFJobs in */distribute_k8s/distribute_k8s_*.yaml.

@@ -142,7 +142,8 @@ def main(argv=None):
         if args.output:
             with atomic_writer(args.output) as f:
                 f.write(text)
-            print(f"scored {len(probs['probabilities']):,} rows with {args.export_dir} -> {args.output}", file=sys.stderr)
+            print(f"scored {len(probs['probabilities']):,} rows with {args.export_dir} -> {args.output}",
+                  file=sys.stderr)
         else:
             sys.stdout.write(text)
     except ServeError as err:

@@ -20,6 +20,17 @@ TINY_BUCKETS = 50  # every categorical table capped at this many rows
 BATCH = 32
 
 
+def tiny_schema(name, folder):
+    """The shipped schema `name` with every hash-bucket table capped at TINY_BUCKETS rows, written to `folder`."""
+    doc = json.loads((REPO / "modelzoo" / "schemas" / f"{name}.json").read_text())
+    for col in doc["columns"]:
+        if col.get("hash_buckets"):
+            col["hash_buckets"] = min(col["hash_buckets"], TINY_BUCKETS)
+    schema = folder / f"{name}_tiny.json"
+    schema.write_text(json.dumps(doc))
+    return schema
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """256 synthetic Criteo rows and the Criteo schema with tiny tables."""
@@ -27,13 +38,16 @@ def tiny_data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")
     data = folder / "train.txt"
     generate_criteo(str(data), 256, seed=3)
-    doc = json.loads((REPO / "modelzoo" / "schemas" / "criteo.json").read_text())
-    for col in doc["columns"]:
-        if col["kind"] == "categorical":
-            col["hash_buckets"] = min(col["hash_buckets"], TINY_BUCKETS)
-    schema = folder / "criteo_tiny.json"
-    schema.write_text(json.dumps(doc))
-    return data, schema
+    return data, tiny_schema("criteo", folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_multitask_data(tmp_path_factory):
+    """256 generated Ali-CCP-shaped rows (two labels, a group column) and the aliccp schema with tiny tables."""
+    from modelzoo.datasets.aliccp import generate
+    folder = tmp_path_factory.mktemp("tiny_aliccp")
+    generate(str(folder), 256, 64, seed=3)
+    return folder / "train.txt", tiny_schema("aliccp", folder)
 
 
 def train_one_step(model, extra, data, schema_file, model_dir, spec_changes=None):
@@ -73,8 +87,8 @@ def train_one_step(model, extra, data, schema_file, model_dir, spec_changes=None
 # --bf16 acts on MLP layers: a model without one (lr, fm) refuses it (tests/test_baselines.py)
 @pytest.mark.parametrize("model, variant", [(m, v) for m in MODELS for v in VARIANTS
                                             if v != "bf16" or load_spec(m).has_mlp])
-def test_model_trains_one_step(model, variant, tiny_data, tmp_path):
-    data, schema = tiny_data
+def test_model_trains_one_step(model, variant, tiny_data, tiny_multitask_data, tmp_path):
+    data, schema = tiny_multitask_data if load_spec(model).tasks else tiny_data  # (multi-task: two labels)
     import tensorflow as tf
     loss, before, after, ops = train_one_step(model, VARIANTS[variant], data, schema, tmp_path)
     assert math.isfinite(loss) and loss > 0, f"{model} {variant}: loss {loss}"

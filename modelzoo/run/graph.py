@@ -72,12 +72,13 @@ def micro_batched_gradients(forward, features, labels, micro_batches, loss_of=No
             start = i * base + tf.minimum(i, rest)
             size = base + tf.cast(i < rest, tf.int32)
             part = {k: v[start:start + size] for k, v in features.items()}
+            part_labels = tf.nest.map_structure(lambda y, s=start, n=size: y[s:s + n], labels)
             # this micro-batch's share of the full-batch mean (an empty micro-batch adds 0, not NaN)
             if loss_of is None or loss_of is _cross_entropy:
                 weighted = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(
-                    labels=labels[start:start + size], logits=forward(part))) / tf.cast(batch, tf.float32)
+                    labels=part_labels, logits=forward(part))) / tf.cast(batch, tf.float32)
             else:  # a mean loss weighted by the micro-batch's share of the batch
-                weighted = loss_of(tf.nest.map_structure(lambda y: y[start:start + size], labels), forward(part)) * \
+                weighted = loss_of(part_labels, forward(part)) * \
                     tf.cast(size, tf.float32) / tf.cast(batch, tf.float32)
             if penalty_of is not None:
                 weighted += penalty_of() / tf.cast(batch, tf.float32)

@@ -85,7 +85,7 @@ class ModelSpec:
         if self.tasks:
             if self.build_logits is not None:
                 bad("build_logits", "is for single-task models: a model with tasks gives build_heads")
-            names = [t.name for t in self.tasks]
+            names = [getattr(t, "name", None) for t in self.tasks]
             if not all(isinstance(t, Task) for t in self.tasks) or len(set(names)) != len(names):
                 bad("tasks", f"must be Task()s with distinct names, got {self.tasks!r}")
         elif self.build_heads is not None or self.predict is not None:

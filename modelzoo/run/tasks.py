@@ -101,7 +101,7 @@ def metrics(spec, labels, probs, groups=None):
     for task in spec.tasks:
         rows = space(labels, task)
 
-        def kept(x):
+        def kept(x, rows=rows):
             return x if rows is None or x is None else tf.boolean_mask(x, rows)
         out.update(eval_metrics(kept(target(labels, task)), kept(probs[task.name]), kept(groups), task=task.name))
     first = "/" + spec.tasks[0].name
