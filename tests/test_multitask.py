@@ -3,6 +3,8 @@ one-class groups, groups spread over batches); decode_lines hands several labels
 column's keys beside the features; a ModelSpec with tasks is checked; ESMM and MMoE report every task in
 result.json and --predict, refuse a buy without a click in one line, and their SavedModels load in a
 fresh stock-TensorFlow process and match --predict per task."""
+import json
+
 import numpy as np
 import pytest
 
@@ -223,3 +225,32 @@ def test_esmm_trains_with_hvd_with_identical_ranks_and_reports_its_tasks(multita
     result = read_result(tmp_path / "c")
     assert result["horovod"]["processes"] == 2 and result["horovod"]["identical_variables"]
     assert result["steps"] == 8 and "auc/cvr" in result
+
+
+# benchmarks/multitask.py --seeds 1 --train_rows 30000 --eval_rows 10000 --epochs 2 measured (Zen 4, 2 vCPU): ESMM's
+# pCVR over all impressions 0.6790 against 0.6815 for the CVR tower trained on clicked rows (-0.0024; -0.013 at
+# 100,000 rows: benchmarks/results/multitask.md); MMoE ctr 0.5702 against 0.5827 (-0.0125), ctcvr 0.6540 against
+# 0.6527 (+0.0013). ESMM does not beat the clicked-rows model on this generator: the margins say how far behind
+# they may fall, the 0.6 floor that each learns (chance is 0.5).
+SMALL_TRAIN, SMALL_EVAL = 30_000, 10_000
+ESMM_MARGIN, MMOE_MARGIN = 0.02, 0.03
+
+
+def test_multitask_benchmark_comparisons_on_a_small_run(tmp_path):
+    """benchmarks/multitask.py end to end on one small seed: ESMM's pCVR over all impressions (against each
+    impression's would-be purchase) is within a measured margin of the CVR tower trained on clicked rows,
+    and MMoE's two tasks within a measured margin of single-task towers; well above chance, both."""
+    import subprocess
+    import sys
+    out = tmp_path / "mt"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "multitask.py"), "--seeds", "1", "--train_rows",
+                           SMALL_TRAIN, "--eval_rows", SMALL_EVAL, "--epochs", 2, "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    run = json.loads(out.with_suffix(".json").read_text())["runs"][0]
+    esmm, clicked = run["esmm"]["cvr_auc_all_impressions"], run["cvr_trained_on_clicks"]["cvr_auc_all_impressions"]
+    assert esmm > 0.6 and clicked > 0.6, run
+    assert esmm > clicked - ESMM_MARGIN, run
+    for task in ("ctr_auc", "ctcvr_auc"):
+        assert run["mmoe"][task] > run["single_task"][task] - MMOE_MARGIN, (task, run)
+    assert "| ESMM pCVR, all impressions" in out.with_suffix(".md").read_text()
