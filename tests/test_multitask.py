@@ -228,8 +228,8 @@ def test_esmm_trains_with_hvd_with_identical_ranks_and_reports_its_tasks(multita
 
 
 # benchmarks/multitask.py --seeds 1 --train_rows 30000 --eval_rows 10000 --epochs 2 measured (Zen 4, 2 vCPU): ESMM's
-# pCVR over all impressions 0.6790 against 0.6815 for the CVR tower trained on clicked rows (-0.0024; -0.013 at
-# 100,000 rows: benchmarks/results/multitask.md); MMoE ctr 0.5702 against 0.5827 (-0.0125), ctcvr 0.6540 against
+# pCVR over all impressions 0.6790 against 0.6815 for the CVR tower trained on clicked rows (-0.0024; -0.006 over 3
+# seeds at 100,000 rows: benchmarks/results/multitask.md); MMoE ctr 0.5702 against 0.5827 (-0.0125), ctcvr 0.6540 vs
 # 0.6527 (+0.0013). ESMM does not beat the clicked-rows model on this generator: the margins say how far behind
 # they may fall, the 0.6 floor that each learns (chance is 0.5).
 SMALL_TRAIN, SMALL_EVAL = 30_000, 10_000
