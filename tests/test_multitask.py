@@ -244,7 +244,7 @@ def test_multitask_benchmark_comparisons_on_a_small_run(tmp_path):
     import sys
     out = tmp_path / "mt"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "multitask.py"), "--seeds", "1", "--train_rows",
-                           SMALL_TRAIN, "--eval_rows", SMALL_EVAL, "--epochs", 2, "--out", str(out)],
+                           str(SMALL_TRAIN), "--eval_rows", str(SMALL_EVAL), "--epochs", "2", "--out", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     run = json.loads(out.with_suffix(".json").read_text())["runs"][0]
