@@ -65,6 +65,8 @@ COPY dcn_v2/ dcn_v2/
 COPY lr/ lr/
 COPY fm/ fm/
 COPY din/ din/
+COPY esmm/ esmm/
+COPY mmoe/ mmoe/
 COPY gdmix_lr/ gdmix_lr/
 COPY data/ data/
 COPY distribute_k8s/ distribute_k8s/
@@ -88,6 +90,8 @@ COPY dcn_v2/ dcn_v2/
 COPY lr/ lr/
 COPY fm/ fm/
 COPY din/ din/
+COPY esmm/ esmm/
+COPY mmoe/ mmoe/
 COPY gdmix_lr/ gdmix_lr/
 COPY data/ data/
 # distribute_k8s/launch.py: the entry point of the TFJobs in */distribute_k8s/distribute_k8s_*.yaml.

@@ -102,11 +102,11 @@ def file_identity(path):
             "first_row_sha256": hashlib.sha256(first).hexdigest()[:16]}
 
 
-def write_marker(folder, generator, described=None):
+def write_marker(folder, generator, described=None, note=SYNTHETIC_NOTE):
     """The SYNTHETIC marker: the generator's rows and seed, and (once it is renamed complete) the identity of
     the file it wrote. Written before the generation starts, so no generated train.txt is ever without it."""
     atomic_write_json(os.path.join(folder, SYNTHETIC_MARKER),
-                      {"note": SYNTHETIC_NOTE, "generator": generator,
+                      {"note": note, "generator": generator,
                        "file": file_identity(described) if described else None})
 
 

@@ -115,7 +115,8 @@ class FrozenSource:
 
 def export_saved_model(model_fn, schema, checkpoint_file, export_base):
     """Write EXPORT_BASE/TIMESTAMP/ (through EXPORT_BASE/temp-TIMESTAMP/, renamed when complete) with a
-    `serving_default` signature: raw columns in, `probabilities` out. Returns the folder."""
+    `serving_default` signature: raw columns in, `probabilities` out (a multi-task model's: the first task's,
+    and `probabilities_<task>` for every task). Returns the folder."""
     tf = _tf()
     tf1 = tf.compat.v1
     from modelzoo.features import raw_dtypes
@@ -126,11 +127,11 @@ def export_saved_model(model_fn, schema, checkpoint_file, export_base):
         source = FrozenSource(reader)
         spec = model_fn(dict(inputs), None, tf.estimator.ModeKeys.PREDICT,
                         {"frozen": source, "model_dir": os.path.dirname(checkpoint_file)})
-        probabilities = spec.predictions["probabilities"]
+        outputs = spec.export_outputs["serving_default"].outputs  # probabilities (and probabilities_<task>)
         frozen = source.made
         frozen_vars = {v.ref() for f in frozen for v in (f.keys, f.values)}
         restored = [v for v in tf1.global_variables() if v.ref() not in frozen_vars]
-        signature = tf1.saved_model.predict_signature_def(inputs, {"probabilities": probabilities})
+        signature = tf1.saved_model.predict_signature_def(inputs, dict(outputs))
         with tf1.Session(graph=graph) as session:
             tf1.train.Saver(restored, sharded=True).restore(session, checkpoint_file)
             for table in frozen:

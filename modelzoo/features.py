@@ -19,7 +19,8 @@ tf1 = tf.compat.v1
 DENSE = "dense"
 IDS = "ids"
 CROSS_IDS = "cross_ids"  # [B, crosses] int64, when the schema has crosses
-LABEL = "_label"  # the label riding with the features, for --predict's output file
+LABEL = "_label"  # the label riding with the features, for --predict's output file (`_label/NAME`: one of several)
+GROUP = "_group"  # the group column's 64-bit keys riding with the features, for GAUC (evaluation only)
 BAD_ROWS = "_bad_rows"  # rows dropped by --bad_rows skip in this batch (a scalar riding with the features)
 SHUFFLE_BUFFER = 50_000
 LISTS = "lists/"  # LISTS + a multi_value or sequence column's name: its ids, tf.RaggedTensor [B, (n)] int64
@@ -38,7 +39,9 @@ def raw_dtypes(schema):
 
 def decode_lines(lines, schema, delimiter):
     """Decode a batch of text lines into raw columns and the float label (`schema`'s columns in the
-    file's order: DataSpec.layout; "ignore" columns are split off and dropped)."""
+    file's order: DataSpec.layout; "ignore" columns are split off and dropped). With several label
+    columns the label is {column: [B] float32}; the group column, if any, rides in the raw columns as
+    GROUP (its values' 64-bit keys): `transform` never reads it, the serving signature never asks for it."""
     defaults = []
     for col in schema.columns:
         if col.kind == "label":
@@ -48,7 +51,7 @@ def decode_lines(lines, schema, delimiter):
         else:
             defaults.append([""])
     fields = tf.io.decode_csv(lines, defaults, field_delim=delimiter, use_quote_delim=False)
-    raw, label = {}, None
+    raw, labels = {}, {}
     for col, value in zip(schema.columns, fields):
         if col.kind == "ignore":
             continue
@@ -56,10 +59,24 @@ def decode_lines(lines, schema, delimiter):
             bad = tf.logical_or(value < 0, value > 1)
             check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), ["a label is not 0 or 1"])
             with tf.control_dependencies([check]):
-                label = tf.cast(value, tf.float32)
+                labels[col.name] = tf.cast(value, tf.float32)
+        elif col.kind == "group":
+            raw[GROUP] = keys_of(value)
         else:
             raw[col.name] = value
-    return raw, label
+    return raw, (labels if len(labels) > 1 else next(iter(labels.values())))
+
+
+def label_features(labels):
+    """The label(s) as features riding to --predict's output: LABEL, or LABEL/NAME for each of several."""
+    if isinstance(labels, dict):
+        return {f"{LABEL}/{name}": value for name, value in labels.items()}
+    return {LABEL: labels}
+
+
+def pop_label_features(features):
+    """The label features `label_features` added, taken out of `features` ({} when none rode)."""
+    return {key: features.pop(key) for key in [k for k in features if k == LABEL or k.startswith(LABEL + "/")]}
 
 
 def _normalize(col, value):
@@ -211,9 +228,9 @@ def make_dataset(slices, schema, delimiter, batch_size, training, smartstaged, b
             if skip:
                 skipped += tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int64))
                 raw = {name: tf.boolean_mask(value, finite) for name, value in raw.items()}
-                label = tf.boolean_mask(label, finite)
+                label = tf.nest.map_structure(lambda y: tf.boolean_mask(y, finite), label)
             else:
-                label = stop_unless(finite, label)
+                label = tf.nest.map_structure(lambda y: stop_unless(finite, y), label)
         return finished(raw, label, schema, smartstaged, keyed, skipped if skip else None)
 
     return decoded(ds, parse, training, smartstaged, processes, queued=lines is not None)
@@ -259,8 +276,15 @@ def stop_unless(good, tensor):
 
 
 def finished(raw, label, schema, smartstaged, keyed, skipped):
-    """A decoded batch as the model_fn takes it: transformed with --smartstaged, with --bad_rows skip's count."""
+    """A decoded batch as the model_fn takes it: transformed with --smartstaged, with --bad_rows skip's count
+    and the group column's keys (GROUP)."""
+    group = schema.group
+    if group is not None and group.name in raw:  # (a Parquet reader's column: decode_lines keyed it already)
+        raw = {**raw, GROUP: keys_of(tf.reshape(raw[group.name], [-1]))}
+        del raw[group.name]
     features = transform(raw, schema, keyed) if smartstaged else raw
+    if smartstaged and GROUP in raw:
+        features[GROUP] = raw[GROUP]
     if skipped is not None:
         features[BAD_ROWS] = skipped
     return features, label

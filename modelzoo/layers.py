@@ -121,3 +121,10 @@ def fm_pairwise(vectors):
     vectors [B, n, k] -> [B, 1]."""
     summed = tf.reduce_sum(vectors, axis=1)
     return 0.5 * tf.reduce_sum(tf.square(summed) - tf.reduce_sum(tf.square(vectors), axis=1), axis=1, keepdims=True)
+
+
+def embedded_inputs(inputs):
+    """Every categorical column's embedding and the dense values, concatenated: [B, sum of widths + numeric]
+    (the shared input of towers and experts)."""
+    parts = inputs.tables.lookup(inputs.ids)
+    return tf.concat(parts + ([inputs.dense] if inputs.dense is not None else []), axis=1)

@@ -1,5 +1,5 @@
 """Evaluation metrics: the one exact AUC (numpy), and log loss, accuracy and AUC as tf.compat.v1
-streaming metrics.
+streaming metrics; GAUC (per-group AUC, row-weighted) when the schema names a group column.
 
 `tf.metrics.auc` approximates the ROC curve with 200 thresholds; on CTR data whose scores sit in a
 narrow band that error reaches the third decimal. `roc_auc` is the Mann-Whitney statistic with tied
@@ -84,6 +84,27 @@ def _auc_of_state(keys, positives, negatives, scores, labels):
     return auc_of_counts(*score_counts(keys, positives, negatives, scores, labels)[1:])
 
 
+def _appended(buffers, filled, capacity, values):
+    """Append `values` (one [rows] tensor per buffer) to the local `buffers` after their `filled` rows,
+    doubling them (at least to fit) when full: amortized O(1) a row. Returns the new row count."""
+    rows = tf.size(values[0], out_type=tf.int64)
+
+    # (the buffer's length is kept apart: a read of the buffer alive while a slice of it is written makes
+    # TensorFlow copy the whole buffer first, O(rows seen) a batch)
+    def grow():
+        more = tf.maximum(capacity, filled + rows - capacity)
+        with tf.control_dependencies([b.assign(tf.concat([b, tf.zeros([more], b.dtype)], 0)) for b in buffers]):
+            with tf.control_dependencies([capacity.assign_add(more)]):
+                return tf.constant(True)
+
+    grown = tf.cond(filled + rows > capacity, grow, lambda: tf.constant(False))
+    with tf.control_dependencies([grown]):
+        start = filled.read_value()
+        written = [b[start:start + rows].assign(v) for b, v in zip(buffers, values)]
+    with tf.control_dependencies(written):
+        return filled.assign_add(rows)
+
+
 def exact_auc(labels, predictions, name="exact_auc"):
     """(value, update_op) of the exact AUC over everything seen since the local init: the module
     docstring says how (counts per distinct score and a buffer merged geometrically). Scores are kept in
@@ -97,24 +118,7 @@ def exact_auc(labels, predictions, name="exact_auc"):
         filled, capacity = _local("pending_rows", tf.int64, ()), _local("pending_capacity", tf.int64, ())
     scores = tf.cast(tf.reshape(predictions, [-1]), kind)
     labels = tf.cast(tf.reshape(labels, [-1]), tf.float32)
-    rows = tf.size(scores, out_type=tf.int64)
-
-    # (the buffer's length is kept apart: a read of the buffer alive while a slice of it is written makes
-    # TensorFlow copy the whole buffer first, O(rows seen) a batch)
-    def grow():  # double the buffer (at least to fit this batch): amortized O(1) a row
-        more = tf.maximum(capacity, filled + rows - capacity)
-        with tf.control_dependencies([pending_scores.assign(tf.concat([pending_scores, tf.zeros([more], kind)], 0)),
-                                      pending_labels.assign(tf.concat([pending_labels, tf.zeros([more])], 0))]):
-            with tf.control_dependencies([capacity.assign_add(more)]):
-                return tf.constant(True)
-
-    grown = tf.cond(filled + rows > capacity, grow, lambda: tf.constant(False))
-    with tf.control_dependencies([grown]):
-        start = filled.read_value()
-        written = [pending_scores[start:start + rows].assign(scores),
-                   pending_labels[start:start + rows].assign(labels)]
-    with tf.control_dependencies(written):
-        total = filled.assign_add(rows)
+    total = _appended((pending_scores, pending_labels), filled, capacity, (scores, labels))
 
     def pending():
         return pending_scores[:filled.read_value()], pending_labels[:filled.read_value()]
@@ -134,16 +138,73 @@ def exact_auc(labels, predictions, name="exact_auc"):
     return value, update
 
 
-def eval_metrics(labels, probabilities):
-    """The metrics every model reports: auc, logloss, accuracy."""
+def group_auc_of(labels, scores, groups):
+    """GAUC as the DIN paper defines it: the mean of each group's AUC (ties at their average rank, as
+    `roc_auc`) weighted by the group's rows, over the groups holding both classes. Returns (gauc, groups
+    used, groups in all, rows of the groups used) as float64; gauc is NaN when no group holds both classes.
+    One stable sort by (group, score), no loop over groups."""
+    labels = np.asarray(labels, np.float64).reshape(-1)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    groups = np.asarray(groups).reshape(-1)
+    if not labels.size == scores.size == groups.size:
+        raise ValueError(f"group_auc: {labels.size} labels, {scores.size} scores, {groups.size} groups")
+    _check_labels(labels)
+    if labels.size == 0:
+        return tuple(np.float64(v) for v in (np.nan, 0, 0, 0))
+    order = np.lexsort((scores, groups))  # by group, then by score (stable)
+    g, s, y = groups[order], scores[order], labels[order]
+    new_group = np.r_[True, g[1:] != g[:-1]]
+    group_of = np.cumsum(new_group) - 1
+    group_start = np.flatnonzero(new_group)
+    starts = np.flatnonzero(new_group | np.r_[True, s[1:] != s[:-1]])  # each run of equal scores in a group
+    ends = np.r_[starts[1:], s.size]
+    position = starts - group_start[group_of[starts]]  # a run's first row's place in its group, from 0
+    ranks = np.repeat(position + (1 + ends - starts) / 2.0, ends - starts)  # its rows share their mean rank
+    size = np.bincount(group_of).astype(np.float64)
+    positives = np.bincount(group_of, weights=y, minlength=size.size)
+    negatives = size - positives
+    rank_sum = np.bincount(group_of, weights=ranks * y, minlength=size.size)
+    both = (positives > 0) & (negatives > 0)
+    pos, neg = positives[both], negatives[both]
+    auc = (rank_sum[both] - pos * (pos + 1) / 2) / (pos * neg)
+    rows = size[both].sum()
+    gauc = (auc * size[both]).sum() / rows if rows else np.nan
+    return np.float64(gauc), np.float64(both.sum()), np.float64(size.size), np.float64(rows)
+
+
+def group_auc(labels, scores, group_keys, name="group_auc"):
+    """{gauc, gauc_groups (the groups with both classes), gauc_groups_all, gauc_rows (their rows)}, each a
+    (value, update_op) metric over everything seen since the local init. The rows wait in buffers grown
+    by doubling (as exact_auc's), and `group_auc_of` reads them whole when the value is asked for, so a
+    group whose rows come in several batches (or shards) is one group."""
+    with tf1.variable_scope(name):
+        buffers = (_local("scores", tf.float32), _local("labels", tf.float32), _local("groups", tf.int64))
+        filled, capacity = _local("rows", tf.int64, ()), _local("capacity", tf.int64, ())
+    values = (tf.cast(tf.reshape(scores, [-1]), tf.float32), tf.cast(tf.reshape(labels, [-1]), tf.float32),
+              tf.cast(tf.reshape(group_keys, [-1]), tf.int64))
+    update = _appended(buffers, filled, capacity, values)
+    scores_seen, labels_seen, groups_seen = [b[:filled.read_value()] for b in buffers]
+    out = tf.numpy_function(group_auc_of, [labels_seen, scores_seen, groups_seen], [tf.float64] * 4,
+                            stateful=False, name="group_auc")
+    for value in out:
+        value.set_shape([])
+    return dict(zip(("gauc", "gauc_groups", "gauc_groups_all", "gauc_rows"), ((v, update) for v in out)))
+
+
+def eval_metrics(labels, probabilities, group_keys=None, task=None):
+    """The metrics every model reports: auc, logloss, accuracy, and with `group_keys` (a group column) gauc
+    and its coverage; `task` (a multi-task model's) suffixes the names: auc/TASK."""
     eps = 1e-7
     p = tf.clip_by_value(probabilities, eps, 1 - eps)
     logloss = -(labels * tf.math.log(p) + (1 - labels) * tf.math.log(1 - p))
-    return {
-        "auc": exact_auc(labels, probabilities),
+    metrics = {
+        "auc": exact_auc(labels, probabilities, name=f"exact_auc_{task}" if task else "exact_auc"),
         "logloss": tf1.metrics.mean(logloss),
         "accuracy": tf1.metrics.accuracy(labels, tf.cast(probabilities > 0.5, tf.float32)),
     }
+    if group_keys is not None:
+        metrics.update(group_auc(labels, probabilities, group_keys, name=f"group_auc_{task}" if task else "group_auc"))
+    return {name + (f"/{task}" if task else ""): value for name, value in metrics.items()}
 
 
 def streaming_sum(values, name="streaming_sum"):

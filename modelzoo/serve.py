@@ -11,6 +11,7 @@ TF Serving REST `:predict` request body (columnar "inputs" of the serving_defaul
 `POST http://HOST:8501/v1/models/NAME:predict` answers with {"outputs": {"probabilities": [...]}}.
 """
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -27,8 +28,8 @@ def signature_inputs(fn):
 
 
 def parse_rows(path, schema):
-    """Raw columns {name: [values]} and the labels (None without them) of a Criteo-format file; a bad
-    row is a ServeError naming file and line."""
+    """Raw columns {name: [values]} and the labels (None without them: rows [label(s)...] per row) of a
+    Criteo-format file; a bad row is a ServeError naming file and line."""
     from modelzoo.datafiles import row_problem
     columns = [c for c in schema.columns if c.kind not in ("label", "group")]  # (serving never asks for a group)
     try:
@@ -46,15 +47,16 @@ def parse_rows(path, schema):
         schema = header_order(path, schema, first)
         lines = lines[1:]
     with_label = len(lines[0].split(delimiter)) == len(schema.columns) if lines else False
+    if not with_label:  # the rows lack the label column(s)
+        schema = dataclasses.replace(schema, columns=tuple(c for c in schema.columns if c.kind != "label"))
     raw, labels = {c.name: [] for c in columns}, [] if with_label else None
     for number, line in enumerate(lines, 1 + header):
-        checked = line if with_label else delimiter.join(["0", line])
-        problem = row_problem(checked, schema, delimiter)
+        problem = row_problem(line, schema, delimiter)
         if problem:
             raise ServeError(f"{path}:{number}: {problem}")
-        fields = checked.split(delimiter)
+        fields = line.split(delimiter)
         if with_label:
-            labels.append(int(fields[0]))
+            labels.append([int(v) for col, v in zip(schema.columns, fields) if col.kind == "label"])
         for col, value in zip(schema.columns, fields):
             if col.kind == "numeric":
                 raw[col.name].append((int(value) if col.dtype == "int64" else float(value)) if value else 0)
@@ -66,14 +68,14 @@ def parse_rows(path, schema):
 def header_order(path, schema, fields):
     """The schema in a header's column order (label first when the header has none): columns are
     matched by name, as the training reader matches them; a missing or unknown column is refused."""
-    label = next(c.name for c in schema.columns if c.kind == "label")
     names = {c.name for c in schema.columns}
-    missing = [c.name for c in schema.columns if c.kind not in ("label", "ignore") and c.name not in fields]
+    missing = [c.name for c in schema.columns if c.kind not in ("label", "ignore", "group") and c.name not in fields]
     unknown = [f for f in fields if f not in names]
     if missing or unknown:
         raise ServeError(f"{path}:1: the header " + (f"lacks the schema's column(s) {missing[:8]}" if missing else
                          f"names column(s) {unknown[:8]} that the schema {schema.name} does not have"))
-    return schema.reordered(([] if label in fields else [label]) + fields)
+    absent = [c.name for c in schema.columns if c.name not in fields]  # labels (first), a group column
+    return schema.reordered(absent + fields)
 
 
 def rest_request(raw):
@@ -82,7 +84,8 @@ def rest_request(raw):
 
 
 def score(fn, raw, batch=4096):
-    """Probabilities of the rows, through the signature, `batch` rows at a time."""
+    """{output: probabilities of the rows} through the signature (`probabilities`, and a multi-task model's
+    `probabilities_<task>`), `batch` rows at a time."""
     import numpy as np
     import tensorflow as tf
     dtypes = signature_inputs(fn)
@@ -90,11 +93,14 @@ def score(fn, raw, batch=4096):
     if missing:
         raise ServeError(f"the SavedModel's signature needs the columns {missing}, which the rows lack")
     rows = len(next(iter(raw.values())))
-    out = []
+    names = sorted(fn.structured_outputs, key=lambda name: (name != "probabilities", name))
+    out = {name: [np.zeros([0], np.float32)] for name in names}
     for start in range(0, rows, batch):
         feed = {k: tf.constant(raw[k][start:start + batch], dtypes[k]) for k in dtypes}
-        out.append(fn(**feed)["probabilities"].numpy().reshape(-1))
-    return np.concatenate(out) if out else np.zeros([0], np.float32)
+        got = fn(**feed)
+        for name in names:
+            out[name].append(got[name].numpy().reshape(-1))
+    return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
 def main(argv=None):
@@ -127,13 +133,17 @@ def main(argv=None):
         if args.request:
             with atomic_writer(args.request) as f:
                 json.dump(rest_request(raw), f)
-        text = ("label,probability\n" if labels is not None else "probability\n") + "".join(
-            (f"{label},{p:.6f}\n" if labels is not None else f"{p:.6f}\n")
-            for label, p in zip(labels or [None] * len(probs), probs))
+        label_names = [c.name for c in schema.columns if c.kind == "label"]
+        header = ((["label"] if len(label_names) == 1 else label_names) if labels is not None else []) + \
+            [name.replace("probabilities", "probability") for name in probs]
+        columns = [[row[k] for row in labels] for k in range(len(label_names))] if labels is not None else []
+        columns += [[f"{p:.6f}" for p in values] for values in probs.values()]
+        text = ",".join(header) + "\n" + "".join(",".join(map(str, row)) + "\n" for row in zip(*columns))
         if args.output:
             with atomic_writer(args.output) as f:
                 f.write(text)
-            print(f"scored {len(probs):,} rows with {args.export_dir} -> {args.output}", file=sys.stderr)
+            print(f"scored {len(probs['probabilities']):,} rows with {args.export_dir} -> {args.output}",
+                  file=sys.stderr)
         else:
             sys.stdout.write(text)
     except ServeError as err:

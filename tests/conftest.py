@@ -129,7 +129,8 @@ for name, export in exports.items():
         continue
     fn = tf.saved_model.load(export).signatures["serving_default"]
     inputs = fn.structured_input_signature[1]
-    scores[name] = fn(**{k: tf.constant(v, inputs[k].dtype) for k, v in rows.items()})["probabilities"].numpy().tolist()
+    outputs = fn(**{k: tf.constant(v, inputs[k].dtype) for k, v in rows.items()})
+    scores[name] = {key: value.numpy().tolist() for key, value in outputs.items()}
 modules = sorted(m for m in sys.modules if m.split(".")[0] in ("modelzoo", "tensorflow_recommenders_addons"))
 json.dump({"scores": scores, "unregistered": unregistered, "modules": modules}, open(out, "w"))
 """
@@ -141,16 +142,18 @@ def raw_columns(schema, lines):
     raw = {}
     for k, col in enumerate(schema.columns):
         if col.kind == "numeric":
-            raw[col.name] = [int(f[k]) if f[k] else 0 for f in fields]
+            number = int if col.dtype == "int64" else float
+            raw[col.name] = [number(f[k]) if f[k] else 0 for f in fields]
         elif col.kind in ("categorical", "multi_value", "sequence"):  # (a list column: its joined string)
             raw[col.name] = [f[k] for f in fields]
     return raw
 
 
-def score_in_fresh_process(exports, raw, tmp_path):
+def score_in_fresh_process(exports, raw, tmp_path, every_output=False):
     """Load each SavedModel ({name: export_dir}) in a fresh Python process of stock TensorFlow (no
     modelzoo, no TFRA, no TF_CONFIG), check that each one's ops are all stock, and score the raw rows;
-    returns {name: numpy array of probabilities}."""
+    returns {name: numpy array of probabilities} (with `every_output`: {name: {output: array}}, a
+    multi-task model's probabilities_<task> too)."""
     import numpy as np
     rows_file, out = tmp_path / "rows.json", tmp_path / "scores.json"
     rows_file.write_text(json.dumps(raw))
@@ -165,7 +168,9 @@ def score_in_fresh_process(exports, raw, tmp_path):
     assert found["modules"] == [], f"the serving process imported {found['modules']}"
     bad = {name: ops for name, ops in found["unregistered"].items() if ops}
     assert not bad, f"ops not registered in stock TensorFlow {tf_version()}: {bad}"
-    return {name: np.array(v) for name, v in found["scores"].items()}
+    if every_output:
+        return {name: {k: np.array(v) for k, v in outputs.items()} for name, outputs in found["scores"].items()}
+    return {name: np.array(v["probabilities"]) for name, v in found["scores"].items()}
 
 
 def tf_version():

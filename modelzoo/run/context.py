@@ -6,6 +6,7 @@ from typing import Any, Optional
 from modelzoo import flags as flaglib
 from modelzoo.data_parallel import World
 from modelzoo.options import Options
+from modelzoo.run.spec import check_tasks
 from modelzoo.schema import load_schema
 
 
@@ -14,6 +15,7 @@ def model_schema(spec, args):
     schema = load_schema(args.schema or spec.schema)
     schema = schema.with_embedding_dim(spec.embedding_dim) if spec.embedding_dim else schema
     flaglib.validate_with_schema(args, schema, spec.name, spec.uses_crosses)
+    check_tasks(spec.tasks, schema)
     return schema
 
 

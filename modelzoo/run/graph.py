@@ -18,6 +18,7 @@ from modelzoo.hooks import (TRAINING_LOSS, EvaluatingCheckpointSaver, Evaluation
 from modelzoo.layers import dropout, precision
 from modelzoo.metrics import eval_metrics, streaming_sum
 from modelzoo.optimizers import build_optimizer
+from modelzoo.run import tasks as multitask
 from modelzoo.run.report import describe_variable_bytes
 from modelzoo.run.spec import ModelInputs
 
@@ -66,7 +67,7 @@ def micro_batched_gradients(forward, features, labels, micro_batches, loss_of=No
     micro-batch's activations are alive at a time. Dense gradients are summed; sparse (embedding)
     gradients are concatenated, never densified. Returns (loss, [(grad, var)]).
     """
-    batch = tf.shape(labels)[0]
+    batch = tf.shape(tf.nest.flatten(labels)[0])[0]  # (labels: [B], or {column: [B]} with several)
     base, rest = batch // micro_batches, batch % micro_batches
     total_loss, sums, previous, variables = 0.0, None, [], None
     for i in range(micro_batches):
@@ -74,12 +75,13 @@ def micro_batched_gradients(forward, features, labels, micro_batches, loss_of=No
             start = i * base + tf.minimum(i, rest)
             size = base + tf.cast(i < rest, tf.int32)
             part = {k: v[start:start + size] for k, v in features.items()}
+            part_labels = tf.nest.map_structure(lambda y, s=start, n=size: y[s:s + n], labels)
             # this micro-batch's share of the full-batch mean (an empty micro-batch adds 0, not NaN)
             if loss_of is None or loss_of is _cross_entropy:
                 weighted = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(
-                    labels=labels[start:start + size], logits=forward(part))) / tf.cast(batch, tf.float32)
+                    labels=part_labels, logits=forward(part))) / tf.cast(batch, tf.float32)
             else:  # a mean loss weighted by the micro-batch's share of the batch
-                weighted = loss_of(labels[start:start + size], forward(part)) * \
+                weighted = loss_of(part_labels, forward(part)) * \
                     tf.cast(size, tf.float32) / tf.cast(batch, tf.float32)
             if penalty_of is not None:
                 weighted += penalty_of() / tf.cast(batch, tf.float32)
@@ -172,13 +174,18 @@ def make_model_fn(ctx, meter, steps_range, ev_report=None, decide=None):
     `decide` (run/local.in_session_decisions) the training graph evaluates the held-out rows at the schedule's
     evaluation steps in the training session (hooks.EvaluatingCheckpointSaver)."""
     spec, args, schema, world, opts = ctx.spec, ctx.args, ctx.schema, ctx.world, ctx.opts
-    loss_of = spec.loss or _cross_entropy
+    loss_of = multitask.loss_function(spec) if spec.tasks else (spec.loss or _cross_entropy)
     ev_report = {} if ev_report is None else ev_report
 
     def model_fn(features, labels, mode, params, config=None):
         features = dict(features)
         bad_rows = features.pop(F.BAD_ROWS, None)
-        label_passed = features.pop(F.LABEL, None)  # --predict writes it next to the score
+        labels_passed = F.pop_label_features(features)  # --predict writes them next to the scores
+        groups = features.pop(F.GROUP, None)  # the group column's keys, for GAUC (evaluation only)
+        if labels is not None and spec.tasks:
+            labels = multitask.refuse_outside(multitask.label_dict(labels, schema), spec.tasks)
+        elif isinstance(labels, dict):  # a single-task model on a schema of several labels: the first
+            labels = labels[schema.label.name]
         training = mode == tf.estimator.ModeKeys.TRAIN
         tables = make_tables(ctx, training, params.get("frozen"))
 
@@ -196,23 +203,31 @@ def make_model_fn(ctx, meter, steps_range, ev_report=None, decide=None):
             with tf1.variable_scope(tf1.get_variable_scope(), partitioner=world.dense_partitioner(opts.distributed)), \
                     precision(tf.bfloat16 if opts.speed.bf16_casts else tf.float32), \
                     dropout(opts.train.dropout if training else 0.0), F.record_lookups() as looked_up:
-                logits = tf.reshape(spec.build_logits(inputs, args, training), [-1])
+                if spec.tasks:
+                    logits = {k: tf.reshape(v, [-1]) for k, v in spec.build_heads(inputs, args, training).items()}
+                else:
+                    logits = tf.reshape(spec.build_logits(inputs, args, training), [-1])
             if training and penalties_on:
                 penalties.append(embedding_penalty(looked_up, opts.train.emb_l2))
             return logits
 
         if mode == tf.estimator.ModeKeys.PREDICT:
             logits = forward(features)
-            probs = tf.sigmoid(logits)
-            predictions = {"probabilities": probs, "logits": logits}
-            if label_passed is not None:
-                predictions["label"] = label_passed
+            if spec.tasks:
+                predictions = multitask.predictions(spec, multitask.probabilities(spec, logits), logits)
+            else:
+                predictions = {"probabilities": tf.sigmoid(logits), "logits": logits}
+            served = {k: v for k, v in predictions.items() if k.startswith("probabilities")}
+            predictions.update({key[1:]: value for key, value in labels_passed.items()})  # label, label/NAME
             return tf.estimator.EstimatorSpec(
                 mode, predictions=predictions,
-                export_outputs={"serving_default": tf.estimator.export.PredictOutput({"probabilities": probs})})
+                export_outputs={"serving_default": tf.estimator.export.PredictOutput(served)})
         if mode == tf.estimator.ModeKeys.EVAL:
             logits = forward(features)
-            metrics = eval_metrics(labels, tf.sigmoid(logits))
+            if spec.tasks:
+                metrics = multitask.metrics(spec, labels, multitask.probabilities(spec, logits), groups)
+            else:
+                metrics = eval_metrics(labels, tf.sigmoid(logits), groups)
             if bad_rows is not None:
                 metrics["bad_rows_skipped"] = streaming_sum(bad_rows)
             return tf.estimator.EstimatorSpec(mode, loss=loss_of(labels, logits),
@@ -226,7 +241,7 @@ def make_model_fn(ctx, meter, steps_range, ev_report=None, decide=None):
         else:
             loss = loss_of(labels, forward(features))
             if penalties:
-                loss += penalties[-1] / tf.cast(tf.shape(labels)[0], tf.float32)
+                loss += penalties[-1] / tf.cast(tf.shape(tf.nest.flatten(labels)[0])[0], tf.float32)
             variables = tf1.trainable_variables()
             grads_and_vars = [(g, v) for g, v in zip(tf.gradients(loss, variables), variables) if g is not None]
         grads_and_vars = world.average_gradients(grads_and_vars)
@@ -346,5 +361,5 @@ def input_fn(ctx, slices, training, shard=(1, 0), with_label=False, skip_rows=0)
                                 opts.bad_rows, seed=opts.seed, shard=shard, keyed=opts.keyed,
                                 trainer_shard=trainer_shard, skip_rows=skip, lines=lines,
                                 layout=data.layout(ctx.schema))
-        return ds.map(lambda f, y: ({**f, F.LABEL: y}, y)) if with_label else ds
+        return ds.map(lambda f, y: ({**f, **F.label_features(y)}, y)) if with_label else ds
     return fn

@@ -25,6 +25,7 @@ from modelzoo.run.checkpoints import check_data  # (the data a checkpoint was tr
 from modelzoo.run.context import RunContext, Trained
 from modelzoo.run.graph import build_estimator, export_model, input_fn
 from modelzoo.run.schedule import EvaluationRecord, best_checkpoint, keep_best, plan
+from modelzoo.datasets import aliccp
 from modelzoo.synthetic import generate_criteo
 from modelzoo.synthetic_sequences import generate_taobao
 from modelzoo.system import cpu_info
@@ -35,8 +36,9 @@ def generate_criteo_sample(path, rows, seed):
 
 
 def data_generator(schema):
-    """What generates a sample where --data_location holds no data (the Criteo and Taobao schemas')."""
-    return {"criteo": generate_criteo_sample, "taobao": generate_taobao}.get(schema.name)
+    """What generates a sample where --data_location holds no data (the Criteo, Taobao and Ali-CCP schemas')."""
+    return {"criteo": generate_criteo_sample, "taobao": generate_taobao, "aliccp": aliccp.generate_sample}.get(
+        schema.name)
 
 
 def run_reading(ctx, slices, call):
@@ -218,18 +220,27 @@ def final_metrics(ctx, trained):
 
 
 def write_predictions(ctx, estimator):
-    """--predict: label and probability per eval row, in file order, to CHECKPOINT/predictions.csv."""
+    """--predict: label(s) and probability per eval row, in file order, to CHECKPOINT/predictions.csv (a
+    multi-task model's: a probability_<task> column per task besides the first task's `probability`)."""
     path = os.path.join(ctx.checkpoint, "predictions.csv")
+
+    labels = [c.name for c in ctx.schema.labels]
+    keys = ["label"] if len(labels) == 1 else [f"label/{name}" for name in labels]
+    keys += ["probabilities"] + [f"probabilities_{t.name}" for t in ctx.spec.tasks]  # (a multi-task model's)
+    header = (["label"] if len(labels) == 1 else labels) + ["probability"] + [f"probability_{t.name}"
+                                                                               for t in ctx.spec.tasks]
 
     def write():  # streams batch by batch; the file appears only when every row is written
         rows = 0
         with atomic_writer(path) as out:
-            out.write("label,probability\n")
+            out.write(",".join(header) + "\n")
             for batch in estimator.predict(input_fn(ctx, ctx.data.eval, False, with_label=True),
                                            yield_single_examples=False):
-                out.writelines(f"{int(label)},{prob:.6f}\n"
-                               for label, prob in zip(batch["label"], batch["probabilities"]))
-                rows += len(batch["label"])
+                n = len(batch["probabilities"])
+                out.writelines(",".join([f"{int(batch[k][i])}" for k in keys[:len(labels)]]
+                                        + [f"{batch[k][i]:.6f}" for k in keys[len(labels):]]) + "\n"
+                               for i in range(n))
+                rows += n
         return rows
 
     rows = run_reading(ctx, ctx.data.eval, write)

@@ -92,6 +92,11 @@ def write_result(ctx, trained, metrics, export_dir=None, only=None, extra=None):
         "bad_rows_skipped": {"train": skipped_train, "eval": int(metrics.get("bad_rows_skipped", 0))},
         "tf_version": tf.__version__, "cpu": ctx.cpu, "checkpoint": checkpoint, "export_dir": export_dir,
     }
+    # a multi-task model's auc/TASK, logloss/TASK, ...; the group column's gauc, gauc_groups, gauc_rows (null
+    # when no group holds both classes)
+    for name in sorted(n for n in metrics if "/" in n or n.startswith("gauc")):
+        value = float(metrics[name])
+        result[name] = None if math.isnan(value) else value
     if result["auc"] is not None and math.isnan(result["auc"]):  # metrics.exact_auc: one class in the labels
         print(f"warning: AUC undefined: the {data.eval_rows:,} eval rows hold one class only (every label "
               "the same); result.json has \"auc\": null", file=sys.stderr, flush=True)
@@ -161,7 +166,14 @@ def print_summary(r):
     auc = "n/a: one class" if r.get("auc_undefined") else fmt(r["auc"], ".4f")
     best = r.get("best")
     which = f" (the best of {len(r['evaluations']):,} evaluations: step {best['step']:,})" if best else ""
-    print(f"eval{which}: AUC {auc} | logloss {fmt(r['logloss'], '.4f')} | accuracy {fmt(r['accuracy'], '.4f')}")
+    gauc = f" | GAUC {fmt(r['gauc'], '.4f')} over {r['gauc_groups']:,.0f} of {r['gauc_groups_all']:,.0f} groups" \
+        if "gauc" in r else ""
+    print(f"eval{which}: AUC {auc} | logloss {fmt(r['logloss'], '.4f')} | accuracy {fmt(r['accuracy'], '.4f')}{gauc}")
+    tasks = [name[len("auc/"):] for name in r if name.startswith("auc/")]
+    if tasks:  # a multi-task model: each task over its rows
+        print("tasks: " + " | ".join(f"{t} AUC {fmt(r[f'auc/{t}'], '.4f')} logloss {fmt(r[f'logloss/{t}'], '.4f')}"
+                                      + (f" GAUC {fmt(r[f'gauc/{t}'], '.4f')}" if f"gauc/{t}" in r else "")
+                                      for t in tasks))
     if r.get("stopped_early_at_step"):
         print(f"early stopping at step {r['stopped_early_at_step']:,}: the SavedModel is the best step's model")
     skipped = r["bad_rows_skipped"]

@@ -13,11 +13,42 @@ MODEL_DEFAULT_KEYS = ("batch_size", "learning_rate", "optimizer", "generate_rows
 OPTIONAL_SPEED_DEFAULTS = tuple(f"{name}_ev" for name in flaglib.SPEED_SWITCHES)
 
 
+@dataclass(frozen=True)
+class Task:
+    """One task of a multi-task model: its probability is `probabilities_<name>` (the first task's is also
+    `probabilities`), its metrics `auc/<name>`, `logloss/<name>` (and `gauc/<name>`) over its rows.
+    `label`: a label column (default: `name`) or a tuple of them, whose product is the target (ESMM's
+    click x buy); `within`: a label column whose 1-rows are the task's space (CVR: the clicked rows), its
+    loss and metrics count only those rows, and a row with the label 1 outside it is refused; `weight`
+    multiplies its loss (0: a task measured, not trained on its own)."""
+    name: str
+    label: Union[None, str, Tuple[str, ...]] = None
+    weight: float = 1.0
+    within: Optional[str] = None
+
+    @property
+    def columns(self):
+        """The label columns whose product is the target."""
+        label = self.label or self.name
+        return (label,) if isinstance(label, str) else tuple(label)
+
+
+def check_tasks(tasks, schema):
+    """Each task's label and `within` columns must be label columns of the schema (SchemaError otherwise)."""
+    from modelzoo.schema import SchemaError
+    labels = [c.name for c in schema.labels]
+    for task in tasks:
+        missing = [c for c in task.columns + ((task.within,) if task.within else ()) if c not in labels]
+        if missing:
+            raise SchemaError(f"schema {schema.name}: task {task.name!r} reads the label column(s) {missing}, "
+                              f"which it lacks (its labels: {labels})")
+
+
 @dataclass
 class ModelSpec:
     name: str
     schema: str
-    build_logits: Callable  # (ModelInputs, args, training: bool) -> logits [B] or [B, 1]
+    build_logits: Optional[Callable] = None  # (ModelInputs, args, training: bool) -> logits [B] or [B, 1]
     defaults: Dict[str, Any] = field(default_factory=dict)
     speed_defaults: Dict[str, bool] = field(default_factory=dict)
     add_flags: Optional[Callable] = None
@@ -29,8 +60,16 @@ class ModelSpec:
     # (args, global_step, lr_factor) -> [(variable-name prefix or None for the rest, optimizer)];
     # default: one --optimizer at --learning_rate for every variable
     optimizers: Optional[Callable] = None
-    # (labels [B] float32, logits [B]) -> scalar mean loss; default: binary cross-entropy on one logit
+    # (labels [B] float32, logits [B]) -> scalar mean loss; default: binary cross-entropy on one logit;
+    # a multi-task model: (labels {column: [B]}, logits {head: [B]}, weights {task: w}) -> scalar mean loss,
+    # default: the sum over tasks of weight x mean binary cross-entropy over the task's `within` rows
     loss: Optional[Callable] = None
+    # a multi-task model (instead of build_logits): its tasks, the first being the main one, and
+    # (ModelInputs, args, training) -> {head: logit [B]}
+    tasks: Tuple[Task, ...] = ()
+    build_heads: Optional[Callable] = None
+    # (logits {head: [B]}) -> {task: probability [B]}; default: the sigmoid of the head named as the task
+    predict: Optional[Callable] = None
 
     def __post_init__(self):
         """Refuse a malformed spec when the model's train.py is imported, naming the model and field."""
@@ -38,10 +77,19 @@ class ModelSpec:
             raise ValueError(f"ModelSpec {self.name!r}: {field_name} {why}")
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"ModelSpec: name must be a non-empty string, got {self.name!r}")
-        for name in ("build_logits", "add_flags", "optimizers", "loss"):
+        builder = "build_heads" if self.tasks else "build_logits"
+        for name in ("build_logits", "build_heads", "add_flags", "optimizers", "loss", "predict"):
             value = getattr(self, name)
-            if (value is not None or name == "build_logits") and not callable(value):
+            if (value is not None or name == builder) and not callable(value):
                 bad(name, f"must be callable, got {type(value).__name__}")
+        if self.tasks:
+            if self.build_logits is not None:
+                bad("build_logits", "is for single-task models: a model with tasks gives build_heads")
+            names = [getattr(t, "name", None) for t in self.tasks]
+            if not all(isinstance(t, Task) for t in self.tasks) or len(set(names)) != len(names):
+                bad("tasks", f"must be Task()s with distinct names, got {self.tasks!r}")
+        elif self.build_heads is not None or self.predict is not None:
+            bad("build_heads" if self.build_heads is not None else "predict", "needs tasks")
         if self.embedding_dim is not None and not callable(self.embedding_dim) and \
                 not (isinstance(self.embedding_dim, int) and self.embedding_dim > 0):
             bad("embedding_dim", f"must be a positive int or a function of the column, got {self.embedding_dim!r}")

@@ -1,0 +1,52 @@
+"""MMoE (Ma et al. 2018, "Multi-gate Mixture-of-Experts") on an Ali-CCP-shaped log with the shared runner.
+
+Shared experts (MLPs 256-128, bfloat16 with --bf16) over the embeddings; one gate per task (a float32
+dense layer and a softmax over the experts, from the same input) mixes them for that task's tower (MLP
+64) and logit. Tasks: ctr (click, the main one) and ctcvr (buy over every impression; buy <= click),
+each with its BCE over all impressions. Everything not specific to MMoE lives in modelzoo/.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from modelzoo.runner import ModelSpec, Task, main  # noqa: E402
+
+EMBEDDING_DIM = 16
+TASKS = (Task("ctr", label="click"), Task("ctcvr", label="buy"))
+
+
+def add_flags(group):
+    group.add_argument("--experts", type=int, default=4, help="shared experts")
+    group.add_argument("--expert_units", type=int, nargs="+", default=[256, 128], help="hidden units of each expert")
+    group.add_argument("--tower_units", type=int, nargs="+", default=[64], help="hidden units of each task's tower")
+
+
+def build_heads(inputs, args, training):
+    import tensorflow as tf
+    from modelzoo.layers import dense, embedded_inputs, logit, mlp
+    x = embedded_inputs(inputs)
+    experts = tf.stack([mlp(x, args.expert_units, f"expert{k}") for k in range(args.experts)], axis=1)  # [B, E, D]
+    heads = {}
+    with tf.compat.v1.variable_scope("gates", reuse=tf.compat.v1.AUTO_REUSE):
+        for task in TASKS:
+            gate = tf.nn.softmax(dense(x, args.experts, task.name))  # float32: x is
+            mixed = tf.reduce_sum(gate[:, :, None] * experts, axis=1)
+            heads[task.name] = logit(mlp(mixed, args.tower_units, f"{task.name}_tower"), f"{task.name}_logit")
+    return heads
+
+
+SPEC = ModelSpec(
+    name="mmoe",
+    schema="aliccp",
+    tasks=TASKS,
+    build_heads=build_heads,
+    add_flags=add_flags,
+    shape_flags=("experts", "expert_units", "tower_units"),
+    defaults={"batch_size": 1024, "optimizer": "adam", "learning_rate": 0.001, "data_location": "./data/aliccp"},
+    speed_defaults={"smartstaged": True, "op_fusion": True, "emb_fusion": False, "xla": False},
+    embedding_dim=EMBEDDING_DIM,
+)
+
+if __name__ == "__main__":
+    sys.exit(main(SPEC))
