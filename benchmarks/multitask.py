@@ -64,9 +64,10 @@ def train(command, flags, work, tag, predict=False):
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     result = json.loads((ckpt / "result.json").read_text())
-    if predict:  # (--epochs is a training flag: --predict refuses it)
+    if predict:  # (--epochs and --seed are training flags: --predict refuses them)
         scoring = [str(f) for f in flags]
-        del scoring[scoring.index("--epochs"):scoring.index("--epochs") + 2]
+        for flag in ("--epochs", "--seed"):
+            del scoring[scoring.index(flag):scoring.index(flag) + 2]
         proc = subprocess.run([sys.executable, *argv, "--checkpoint", str(ckpt), *scoring, "--predict"],
                               capture_output=True, text=True, cwd=REPO)
         if proc.returncode:

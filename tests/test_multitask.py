@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from conftest import REPO, raw_columns, read_result, run_train, score_in_fresh_process
+from conftest import REPO, for_mode, raw_columns, read_result, run_train, score_in_fresh_process
+from modelzoo.flags import PREDICT
 from modelzoo.metrics import group_auc_of, roc_auc
 
 
@@ -134,7 +135,7 @@ def multitask_runs(tmp_path_factory):
         flags = ["--train_files", root / "train.txt", "--eval_files", root / "eval.txt", "--checkpoint",
                  root / name, "--batch_size", 256, "--seed", 3, "--smartstaged=false", *extra]
         run_train(model, [*flags, "--steps", 12])
-        run_train(model, [*[f for f in flags if f not in ("--micro_batch", "2")], "--predict"])  # (training flag)
+        run_train(model, [*for_mode(model, flags, PREDICT), "--predict"])  # (training's flags are refused there)
         out[name] = root / name
     return out
 
