@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,13 +47,15 @@ def run(model, flags, seed, work, tag):
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     result = json.loads((ckpt / "result.json").read_text())
+    record = ckpt / "evaluations.json"  # the held-out AUC at each evaluation: where the run peaked and stopped
+    curve = [[e["step"], e["auc"]] for e in json.loads(record.read_text())["evaluations"]] if record.exists() else []
     shutil.rmtree(ckpt, ignore_errors=True)  # (a W&D checkpoint is 2.7 GB: a grid's would fill the disk)
     return {"auc": result["auc"], "logloss": result["logloss"], "steps": result["steps"],
-            "best_step": result.get("best_step"), "wall_seconds": round(time.time() - start, 1)}
+            "best_step": result.get("best_step"), "wall_seconds": round(time.time() - start, 1), "auc_by_step": curve}
 
 
-def measure(model, flags, seeds, work, tag):
-    runs = [run(model, flags, seed, work, tag) for seed in seeds]
+def measure(model, flags, runs):
+    """One configuration's runs (one per seed, None where the model refuses a flag) -> its median, or None."""
     if None in runs:
         print(f"{model} [{' '.join(flags)}]: refused by the model, left out", flush=True)
         return None
@@ -63,18 +66,42 @@ def measure(model, flags, seeds, work, tag):
 
 
 def table(summary):
-    rows = ["| model | default command: median AUC (steps) | best tuned: median AUC | its flags | default - tuned |",
-            "|---|---:|---:|---|---:|"]
+    rows = ["| model | default command: median AUC (steps of each seed) | each tuned configuration: median AUC "
+            "| best tuned | default - best tuned |", "|---|---:|---|---:|---:|"]
     for model, m in summary["models"].items():
         d, t = m["default"], m["tuned"]
+        grid = "; ".join(f"`{g['flags']}` {g['median_auc']:.4f}" for g in m["grid"])
         if d is None:
-            rows.append(f"| {model} | (not run) | {t['median_auc']:.4f} | `{t['flags']}` | |")
+            rows.append(f"| {model} | (not run) | {grid} | {t['median_auc']:.4f} | |")
             continue
         steps = "/".join(str(r["steps"]) for r in d["runs"])
-        rows.append(f"| {model} | {d['median_auc']:.4f} ({steps}) | {t['median_auc']:.4f} | `{t['flags']}` | "
+        rows.append(f"| {model} | {d['median_auc']:.4f} ({steps}) | {grid} | {t['median_auc']:.4f} | "
                     f"{d['median_auc'] - t['median_auc']:+.4f} |")
     rows.append(f"| scikit-learn hashed LR (2^20 buckets, C = 0.1) | {summary['sklearn_hashed_lr_auc']:.4f} | | | |")
     return "\n".join(rows)
+
+
+def measure_all(args, work, lr_auc, ntr, nte):
+    """Every model's default and grid, each with every seed; --jobs runs at once (their AUCs do not depend on it)."""
+    from modelzoo.system import cpu_info
+    seeds = [int(s) for s in args.seeds.split(",")]
+    configs = [] if args.no_default else [[]]
+    configs += [flags.split() for flags in args.grid.split(";") if flags.strip()]
+    tasks = [(model, k, seed) for model in args.models.split(",") for k in range(len(configs)) for seed in seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        done = dict(zip(tasks, pool.map(lambda t: run(t[0], configs[t[1]], t[2], work, f"c{t[1]}"), tasks)))
+    summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "data": f"{SAMPLE.name}: first {ntr:,} rows train, last "
+               f"{nte:,} held out", "seeds": seeds, "machine": cpu_info(), "sklearn_hashed_lr_auc": lr_auc,
+               "command": " ".join(["python", "benchmarks/small_data_auc.py", *sys.argv[1:]]), "models": {}}
+    for model in args.models.split(","):
+        measured = [measure(model, flags, [done[(model, k, seed)] for seed in seeds])
+                    for k, flags in enumerate(configs)]
+        default = None if args.no_default else measured.pop(0)
+        grid = [m for m in measured if m is not None]
+        tuned = max(grid + [default] * (default is not None), key=lambda m: m["median_auc"])
+        summary["models"][model] = {"default": default, "grid": grid, "tuned": tuned}
+    atomic_write_json(args.output + ".json", summary)
+    return summary
 
 
 def main():
@@ -84,29 +111,22 @@ def main():
     p.add_argument("--grid", default=GRID, help="';'-separated flag sets of the tuned runs")
     p.add_argument("--no_default", action="store_true",
                    help="measure the grid only (the default command measured in an earlier run)")
+    p.add_argument("--jobs", type=int, default=1, help="training runs at once (AUC only: wall_seconds then overlap)")
     p.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "small_data_auc"))
     args = p.parse_args()
     if not SAMPLE.is_file():
         raise SystemExit(f"the real Criteo sample is not at {SAMPLE} (../shared/data beside the checkout)")
     from generate_criteo import hashed_lr_auc
-    from modelzoo.system import cpu_info
     lines = SAMPLE.read_text().splitlines(keepends=True)
     work = Path(tempfile.mkdtemp(prefix="small-data-auc-"))
     (work / "train.txt").write_text("".join(lines[:TRAIN_ROWS]))
     (work / "eval.txt").write_text("".join(lines[TRAIN_ROWS:]))
     lr_auc, ntr, nte = hashed_lr_auc(str(work / "train.txt"), str(work / "eval.txt"))
     print(f"scikit-learn hashed logistic regression: AUC {lr_auc:.4f} ({ntr} train rows, {nte} eval rows)", flush=True)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "data": f"{SAMPLE.name}: first {ntr:,} rows train, last "
-               f"{nte:,} held out", "seeds": seeds, "machine": cpu_info(), "sklearn_hashed_lr_auc": lr_auc,
-               "models": {}}
-    for model in args.models.split(","):
-        default = None if args.no_default else measure(model, [], seeds, work, "default")
-        grid = [m for k, flags in enumerate(args.grid.split(";"))
-                if (m := measure(model, flags.split(), seeds, work, f"grid{k}")) is not None]
-        tuned = max(grid + [default] * (default is not None), key=lambda m: m["median_auc"])
-        summary["models"][model] = {"default": default, "grid": grid, "tuned": tuned}
-        atomic_write_json(args.output + ".json", summary)  # (after each model: a long run keeps what it measured)
+    try:
+        summary = measure_all(args, work, lr_auc, ntr, nte)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # (the split's two files, and a failed run's checkpoint)
     text = table(summary)
     Path(args.output + ".md").write_text(
         f"# Small data: default command against tuned runs\n\n{summary['data']}; median over seeds {args.seeds}; "
