@@ -69,17 +69,22 @@ def measure(model, flags, runs):
     return {"flags": " ".join(flags), "median_auc": median, "runs": runs}
 
 
+def note(config):
+    """A stored configuration's "note" (e.g. a default measured before the model's defaults changed), in parentheses."""
+    return f" ({config['note']})" if config.get("note") else ""
+
+
 def table(summary):
     rows = ["| model | default command: median AUC (steps of each seed) | each tuned configuration: median AUC "
             "| best tuned | default - best tuned |", "|---|---:|---|---:|---:|"]
     for model, m in summary["models"].items():
         d, t = m["default"], m["tuned"]
-        grid = "; ".join(f"`{g['flags']}` {g['median_auc']:.4f}" for g in m["grid"])
+        grid = "; ".join(f"`{g['flags']}` {g['median_auc']:.4f}{note(g)}" for g in m["grid"])
         if d is None:
             rows.append(f"| {model} | (not run) | {grid} | {t['median_auc']:.4f} | |")
             continue
         steps = "/".join(str(r["steps"]) for r in d["runs"])
-        rows.append(f"| {model} | {d['median_auc']:.4f} ({steps}) | {grid} | {t['median_auc']:.4f} | "
+        rows.append(f"| {model} | {d['median_auc']:.4f} ({steps}){note(d)} | {grid} | {t['median_auc']:.4f} | "
                     f"{d['median_auc'] - t['median_auc']:+.4f} |")
     rows.append(f"| scikit-learn hashed LR (2^20 buckets, C = 0.1) | {summary['sklearn_hashed_lr_auc']:.4f} | | | |")
     return "\n".join(rows)
@@ -141,6 +146,21 @@ def measure_all(args, work, lr_auc, ntr, nte):
     return summary
 
 
+def write_markdown(summary, path):
+    """The table of `summary` in PATH, under a header naming the data, seeds, machine and commands; returns it."""
+    text = table(summary)
+    machine = summary["machine"]
+    commands = summary.get("commands") or [summary.get("command")]
+    Path(path).write_text(
+        f"# Small data: each model's default command against its tuned runs\n\n{summary['data']}; the median "
+        f"AUC over seeds {', '.join(map(str, summary['seeds']))} of each configuration; \"best tuned\" is the best "
+        f"median of the grid and the default. {machine['model']} {machine.get('cpu', '')}, {machine['cores']} "
+        f"cores (AUC only, no speed). Written by `benchmarks/small_data_auc.py` "
+        f"({'; '.join(f'`{c}`' for c in commands if c)}; each configuration in the .json names the command and "
+        f"date that measured it, where none is named: an earlier session's runs, listed there).\n\n{text}\n")
+    return text
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(ESTIMATOR_MODELS))
@@ -166,17 +186,7 @@ def main():
         summary = measure_all(args, work, lr_auc, ntr, nte)
     finally:
         shutil.rmtree(work, ignore_errors=True)  # (the split's two files, and a failed run's checkpoint)
-    text = table(summary)
-    machine = summary["machine"]
-    commands = summary.get("commands") or [summary.get("command")]
-    Path(args.output + ".md").write_text(
-        f"# Small data: each model's default command against its tuned runs\n\n{summary['data']}; the median "
-        f"AUC over seeds {', '.join(map(str, summary['seeds']))} of each configuration; \"best tuned\" is the best "
-        f"median of the grid and the default. {machine['model']} {machine.get('cpu', '')}, {machine['cores']} "
-        f"cores (AUC only, no speed). Written by `benchmarks/small_data_auc.py` "
-        f"({'; '.join(f'`{c}`' for c in commands if c)}; each configuration in the .json names the command and "
-        f"date that measured it, where none is named: an earlier session's runs, listed there).\n\n{text}\n")
-    print(text)
+    print(write_markdown(summary, args.output + ".md"))
 
 
 if __name__ == "__main__":
