@@ -16,6 +16,7 @@ Writes benchmarks/results/small_data_auc.json and .md (the table the READMEs quo
 """
 import argparse
 import json
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -124,7 +125,7 @@ def measure_all(args, work, lr_auc, ntr, nte):
     tasks = [(model, k, seed) for model in args.models.split(",") for k in range(len(configs)) for seed in seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         done = dict(zip(tasks, pool.map(lambda t: run(t[0], configs[t[1]], t[2], work, f"c{t[1]}"), tasks)))
-    command = " ".join(["python", "benchmarks/small_data_auc.py", *sys.argv[1:]])
+    command = shlex.join(["python", "benchmarks/small_data_auc.py", *sys.argv[1:]])
     date = time.strftime("%Y-%m-%d %H:%M")
     summary = {"date": date, "data": f"{SAMPLE.name}: first {ntr:,} rows train, last {nte:,} held out",
                "seeds": seeds, "machine": {**cpu_info(), "cpu": cpu_family_model()}, "sklearn_hashed_lr_auc": lr_auc,
