@@ -215,11 +215,12 @@ def test_lr_reaches_the_auc_of_the_generators_linear_part(generated_criteo, tmp_
     run_train("lr", ["--train_files", generated_criteo, "--checkpoint", tmp_path / "lr", "--batch_size", 256,
                      "--steps", 300, "--seed", 1])
     auc = read_result(tmp_path / "lr")["auc"]
-    # Measured (2026-12-06, AMD EPYC Zen 4 (family 25 model 17), one run each): AUC 0.7157 at 300 steps, 0.7185 at 700; the linear
+    # Measured (2026-12-06, AMD EPYC Zen 4 (family 25 model 17), one run each): AUC 0.7145 at 300 steps at the default
+    # FTRL rate 0.4 (0.7157 at the earlier 0.1, 0.7185 at 700 steps); the linear
     # part 0.7800, the integer columns alone 0.6640. The gap is what 18,000 rows cannot teach: the effects of
     # rare ids (the linear part without the effects of ids seen fewer than 20 times in training: 0.7585) and the
     # integer columns' missing indicators, which a blank count (read as 0) hides. Tolerance 0.075 over the
-    # measured 0.064; and at least 0.03 above the integer columns alone (measured 0.052).
+    # measured 0.066; and at least 0.03 above the integer columns alone (measured 0.050).
     assert auc >= oracle - 0.075, (auc, oracle)
     assert auc >= dense + 0.03, (auc, dense)
 

@@ -263,3 +263,25 @@ def test_scale_reads_its_timings_from_the_log_and_splits_day_files_in_time_order
     assert pattern.endswith("day_*")
     days = [(tmp_path / "days" / "1000_days3" / f"day_{d}").read_bytes() for d in range(3)]
     assert b"".join(days) == whole.read_bytes() and [d.count(b"\n") for d in days] == [333, 333, 334]
+
+
+@pytest.mark.fast
+def test_small_data_update_drops_a_remeasured_defaults_old_lines_and_keeps_other_models():
+    """small_data_auc.py --update: a model whose default was measured again keeps none of its old grid lines (its
+    default flags may have changed what they mean); with --no_default a line measured again replaces its old one
+    and the others stay; models not measured stay as stored; "best tuned" is recomputed."""
+    from small_data_auc import merge
+
+    def config(flags, auc):
+        return {"flags": flags, "median_auc": auc, "runs": []}
+
+    stored = {"models": {"lr": {"default": config("", 0.75), "grid": [config("--a", 0.757)]},
+                         "dlrm": {"default": config("", 0.748), "grid": [config("--a", 0.752)]}}}
+    merged = merge(stored, {"date": "D", "command": "C", "models": {
+        "lr": {"default": config("", 0.758), "grid": [config("--b", 0.756)]},
+        "dlrm": {"default": None, "grid": [config("--a", 0.749), config("--c", 0.747)]}}})
+    lr, dlrm = merged["models"]["lr"], merged["models"]["dlrm"]
+    assert [g["flags"] for g in lr["grid"]] == ["--b"] and lr["tuned"]["median_auc"] == 0.758
+    assert dlrm["default"]["median_auc"] == 0.748
+    assert [(g["flags"], g["median_auc"]) for g in dlrm["grid"]] == [("--a", 0.749), ("--c", 0.747)]
+    assert dlrm["tuned"]["median_auc"] == 0.749 and merged["commands"] == ["D: C"]

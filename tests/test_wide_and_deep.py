@@ -106,15 +106,15 @@ def test_conflicting_or_invalid_flags_exit_2_before_any_work(tmp_path, argv, mes
     assert not (tmp_path / "c").exists()
 
 
-def test_deep_learning_rate_is_the_deep_parts_learning_rate():
-    wd = load_train_module("wide_and_deep")
+def test_deep_learning_rate_is_the_deep_parts_and_the_wide_part_trains_at_lrs_rate():
+    wd, lr = load_train_module("wide_and_deep"), load_train_module("lr")
     from modelzoo import flags
     parse = lambda argv: flags.parse(wd.SPEC.name, argv, wd.SPEC.defaults, wd.SPEC.speed_defaults,  # noqa: E731
                                      wd.SPEC.add_flags)
     assert parse([]).learning_rate == wd.SPEC.defaults["learning_rate"]
     assert parse(["--deep_learning_rate", "0.005"]).learning_rate == 0.005
     args = parse(["--global_batch_size", "512"])
-    assert args.batch_size == 512 and args.linear_learning_rate == 0.2
+    assert args.batch_size == 512 and args.linear_learning_rate == flags.LINEAR_FTRL_RATE == lr.SPEC.defaults["learning_rate"]
 
 
 def test_schema_crosses_hash_the_joint_values_into_their_own_wide_weights(tmp_path, generated_criteo):

@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from modelzoo.flags import non_negative_float, positive_float, positive_int  # noqa: E402
+from modelzoo.flags import LINEAR_FTRL_RATE, non_negative_float, positive_float, positive_int  # noqa: E402
 from modelzoo.runner import ModelSpec, main  # noqa: E402
 
 LARGE_COLUMN_BUCKETS = 100_000  # columns with at least this many hash buckets get the wider embedding
@@ -36,8 +36,8 @@ def add_flags(group):
                        help="refused: the shared --dropout is the DNN's dropout rate")
     group.add_argument("--deep_learning_rate", type=positive_float, dest="learning_rate", default=argparse.SUPPRESS,
                        help="learning rate of the deep part (the same as --learning_rate)")
-    group.add_argument("--linear_learning_rate", type=positive_float, default=0.2,
-                       help="FTRL learning rate of the wide (linear) part")
+    group.add_argument("--linear_learning_rate", type=positive_float, default=LINEAR_FTRL_RATE,
+                       help="FTRL learning rate of the wide (linear) part (lr/'s default: the wide part alone is lr)")
     group.add_argument("--linear_l1_regularization", type=non_negative_float, default=0.0,
                        help="FTRL L1 regularization strength of the wide part")
     group.add_argument("--linear_l2_regularization", type=non_negative_float, default=0.0,
