@@ -94,6 +94,7 @@ SPEC = ModelSpec(
     speed_defaults={"smartstaged": True, "op_fusion": True, "emb_fusion": False, "xla": False},
     add_flags=add_flags,
     shape_flags=("attention_units", "history_pooling"),
+    list_kinds=("multi_value", "sequence"),
     embedding_dim=EMBEDDING_DIM,
 )
 

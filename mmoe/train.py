@@ -46,6 +46,7 @@ SPEC = ModelSpec(
     defaults={"batch_size": 1024, "optimizer": "adam", "learning_rate": 0.001, "data_location": "./data/aliccp"},
     speed_defaults={"smartstaged": True, "op_fusion": True, "emb_fusion": False, "xla": False},
     embedding_dim=EMBEDDING_DIM,
+    list_kinds=("multi_value",),
 )
 
 if __name__ == "__main__":

@@ -572,6 +572,7 @@ class FeatureColumnTables(TrainingInterface):
         flags.validate_with_schema)."""
         return [e for c, e in zip(self.columns, self.lookup(inputs.ids)) if c.name not in exclude]
 
+
 def parquet_rows(slices, schema):
     """The rows of Parquet `slices`, in file order (modelzoo/parquet.py reads them)."""
     paths = tf.data.Dataset.from_tensor_slices(([s.path for s in slices], [s.start for s in slices],

@@ -647,11 +647,17 @@ def validate_ev(args):
                             "take 1 count; give one, or as many widths in --dynamic_ev_dims as counts + 1")
 
 
-def validate_with_schema(args, schema, model_name, uses_crosses):
-    """The refusals that need the model's schema (its embedding widths, its crosses)."""
+def validate_with_schema(args, schema, model_name, uses_crosses, list_kinds=()):
+    """The refusals that need the model's schema (its embedding widths, its crosses, its list columns)."""
     if schema.crosses and not uses_crosses:
         raise FlagError(f"--schema {schema.source}: its crosses ({', '.join(x.name for x in schema.crosses)}) "
                         f"feed a wide (linear) part, which {model_name} has not; remove 'crosses' from the schema")
+    unread = [c for c in schema.lists if c.kind not in list_kinds]
+    if unread:
+        raise FlagError(f"--schema {schema.source}: {model_name} does not read {unread[0].kind} columns "
+                        f"({', '.join(c.name for c in unread)}): "
+                        + (f"it reads {' and '.join(list_kinds)} columns; " if list_kinds else "")
+                        + "declare them 'ignore', or use a model that reads them (din reads both kinds)")
     if args.tf and schema.lists:
         raise FlagError(f"--tf (stock feature columns) does not read the multi_value/sequence columns of --schema "
                         f"{schema.source} ({', '.join(c.name for c in schema.lists)}); drop --tf")

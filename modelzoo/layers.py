@@ -124,7 +124,7 @@ def fm_pairwise(vectors):
 
 
 def embedded_inputs(inputs):
-    """Every categorical column's embedding and the dense values, concatenated: [B, sum of widths + numeric]
-    (the shared input of towers and experts)."""
-    parts = inputs.tables.lookup(inputs.ids)
+    """Every categorical column's embedding (a multi_value column's pooled by its combiner) and the dense values,
+    concatenated: [B, sum of widths + numeric] (the shared input of towers and experts)."""
+    parts = inputs.tables.pooled(inputs)
     return tf.concat(parts + ([inputs.dense] if inputs.dense is not None else []), axis=1)

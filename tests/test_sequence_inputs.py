@@ -1,6 +1,7 @@
 """multi_value and sequence columns through the input pipeline and every kind of tables: the split and cut in
 `transform`, pooling, padding and masks, a shared table read once, and --ev never storing or counting padding."""
 import os
+import re
 import sys
 from types import SimpleNamespace
 
@@ -204,7 +205,21 @@ def test_tf_feature_columns_refuse_list_columns_in_one_line():
     from modelzoo.schema import load_schema
     args = SimpleNamespace(tf=True, ev=False)
     with pytest.raises(flags.FlagError, match=r"--tf .* does not read .*hist_item, hist_cat.*; drop --tf"):
-        flags.validate_with_schema(args, load_schema("taobao"), "din", False)
+        flags.validate_with_schema(args, load_schema("taobao"), "din", False, ("multi_value", "sequence"))
+
+
+@pytest.mark.parametrize("model,words", [
+    ("dlrm", "dlrm does not read sequence columns (hist_item, hist_cat): declare them 'ignore'"),
+    ("esmm", "esmm does not read sequence columns (hist_item, hist_cat): it reads multi_value columns;"),
+])
+def test_a_model_refuses_the_list_columns_it_does_not_read_instead_of_ignoring_them(model, words):
+    from modelzoo import flags
+    from modelzoo.models import load_spec
+    from modelzoo.schema import load_schema
+    spec = load_spec(model)
+    with pytest.raises(flags.FlagError, match=re.escape(words)):
+        flags.validate_with_schema(SimpleNamespace(tf=False, ev=False), load_schema("taobao"), model,
+                                   spec.uses_crosses, spec.list_kinds)
 
 
 @pytest.mark.parametrize("extra", [["--micro_batch", "2", "--smartstaged"], ["--emb_fusion", "--micro_batch", "2"],

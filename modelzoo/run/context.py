@@ -14,7 +14,7 @@ def model_schema(spec, args):
     """The model's schema (or --schema) with the widths the model imposes, checked against the flags."""
     schema = load_schema(args.schema or spec.schema)
     schema = schema.with_embedding_dim(spec.embedding_dim) if spec.embedding_dim else schema
-    flaglib.validate_with_schema(args, schema, spec.name, spec.uses_crosses)
+    flaglib.validate_with_schema(args, schema, spec.name, spec.uses_crosses, spec.list_kinds)
     check_tasks(spec.tasks, schema)
     return schema
 

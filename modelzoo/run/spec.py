@@ -53,6 +53,9 @@ class ModelSpec:
     speed_defaults: Dict[str, bool] = field(default_factory=dict)
     add_flags: Optional[Callable] = None
     uses_crosses: bool = False  # the model reads the schema's crosses (a wide part); else they are refused
+    # the kinds of list column the model reads (ModelInputs.lists: "multi_value" through tables.pooled,
+    # "sequence" through tables.sequence); a schema column of another list kind is refused, not ignored
+    list_kinds: Tuple[str, ...] = ()
     has_mlp: bool = True  # the model has modelzoo.layers.mlp layers; else --bf16 and --dropout (theirs) are refused
     shape_flags: Tuple[str, ...] = ()  # model flags that change the variables
     # embedding widths the model imposes: one for every categorical column, or a function of the column
