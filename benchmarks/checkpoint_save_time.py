@@ -2,8 +2,9 @@
 slots, as the chief saves them when a PS TFJob is stopped (the final checkpoint within the pods' grace
 period, distribute_k8s/generate_manifests.py's terminationGracePeriodSeconds).
 
-Builds MODEL's training graph as train.py does (default flags, shipped schema; the real Criteo sample
-only feeds the one step that creates the slots), then times tf.train.Saver.save into --dir REPEATS times.
+Builds MODEL's training graph as train.py does (default flags, shipped schema; the one step that creates the
+slots reads the real Criteo sample for a Criteo model, else --rows rows of its schema's generator, the rows the
+runner writes into an empty --data_location), then times tf.train.Saver.save into --dir REPEATS times.
 
     python benchmarks/checkpoint_save_time.py --model dlrm [--dir /tmp/ckpt] [--repeats 3]
 """
@@ -32,6 +33,7 @@ def main(argv=None):
     p.add_argument("--model", default="dlrm", choices=ESTIMATOR_MODELS)
     p.add_argument("--dir", default=None, help="where to save (a temporary folder under /tmp by default)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rows", type=int, default=2000, help="rows generated for a schema other than Criteo's")
     p.add_argument("--output", default=None, help="default benchmarks/results/checkpoint_save_time_MODEL.json")
     args = p.parse_args(argv)
     import tensorflow as tf
@@ -40,13 +42,18 @@ def main(argv=None):
     from modelzoo.hooks import ThroughputMeter
     from modelzoo.run.context import RunContext
     from modelzoo.run.graph import input_fn, make_model_fn
+    from modelzoo.run.local import data_generator
     from modelzoo.system import cpu_info
     tf1 = tf.compat.v1
     spec = load_module(args.model).SPEC
     work = Path(args.dir or tempfile.mkdtemp(prefix="ckpt-save-"))
-    train_args = flags.parse(spec.name, ["--train_files", str(SAMPLE), "--batch_size", "256", "--steps", "1",
+    rows = SAMPLE if spec.schema == "criteo" else work / "rows.txt"
+    train_args = flags.parse(spec.name, ["--train_files", str(rows), "--batch_size", "256", "--steps", "1",
                                          "--no_eval"], spec.defaults, spec.speed_defaults, spec.add_flags)
     ctx = RunContext.create(spec, train_args)
+    if rows != SAMPLE:
+        work.mkdir(parents=True, exist_ok=True)
+        data_generator(ctx.schema)(str(rows), args.rows, 0)
     ctx.data = resolve(train_args, ctx.schema)
     seconds, sizes = [], []
     with tf.Graph().as_default():
@@ -68,7 +75,8 @@ def main(argv=None):
                 print(f"save {i}: {sizes[-1] / 1e6:,.0f} MB in {seconds[-1]:.2f} s", flush=True)
     summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": args.model, "dir": str(work),
                "bytes": sizes[-1], "seconds": seconds, "median_seconds": statistics.median(seconds),
-               "mb_per_s": sizes[-1] / 1e6 / statistics.median(seconds), "machine": cpu_info()}
+               "mb_per_s": sizes[-1] / 1e6 / statistics.median(seconds), "machine": cpu_info(),
+               "rows": "criteo-kaggle-head10k" if rows == SAMPLE else f"{args.rows} generated {spec.schema} rows"}
     output = args.output or str(REPO / "benchmarks" / "results" / f"checkpoint_save_time_{args.model}.json")
     atomic_write_json(output, summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "machine"}))
