@@ -40,9 +40,12 @@ GRACE_MIN_SECS = 60
 
 # --- the models ---------------------------------------------------------------------------------------
 
-# train.py's flags in every parameter-server TFJob of a Criteo model (after launch.py's "--").
-CRITEO_PS_ARGS = (
-    "--data_location", "/mnt/modelzoo/data/criteo", "--output_dir", "/mnt/modelzoo/result/$(JOB_NAME)",
+# The shared volume's mount (distribute_k8s/pvc.yaml): the data folders and the outputs.
+MOUNT = "/mnt/modelzoo"
+
+# train.py's flags in every parameter-server TFJob (after launch.py's "--" and the model's --data_location).
+PS_ARGS = (
+    "--output_dir", f"{MOUNT}/result/$(JOB_NAME)",
     "--protocol", "grpc", "--input_layer_partitioner", "8", "--dense_layer_partitioner", "16",
     "--save_steps", "1000", "--seed", "2021", "--inter", "2", "--intra", "8")
 
@@ -64,7 +67,7 @@ class Model:
     memory: str
     memory_note: str
     jobs: tuple = ("ps",)
-    ps_args: tuple = CRITEO_PS_ARGS
+    ps_args: tuple = PS_ARGS
     bf16_note: str = MLP_BF16_NOTE
     horovod_bf16_note: str = ""
     horovod_args: tuple = ()
@@ -89,6 +92,19 @@ class Model:
             f"{self.folder}/train.py has no MLP (its ModelSpec's has_mlp is False), the only part --bf16 "
             "computes in bfloat16, so it refuses --bf16")
 
+    def data_folder(self):
+        """The volume's folder of the model's data: its default --data_location's last part under MOUNT/data
+        (./data/taobao -> /mnt/modelzoo/data/taobao)."""
+        return f"{MOUNT}/data/{pathlib.PurePosixPath(default_flags(self.folder).data_location).name}"
+
+    def dataset(self):
+        """The DATASETS entry of the model's schema."""
+        schema = model_spec(self.folder).schema
+        if schema not in DATASETS:
+            raise KeyError(f"{GENERATOR}: {self.folder}'s schema {schema!r} has no entry in DATASETS (how its data "
+                           "gets onto the volume)")
+        return DATASETS[schema]
+
     def save_time(self):
         """The measured save of the model's default checkpoint: (median seconds, bytes, date)."""
         path = REPO / "benchmarks" / "results" / f"checkpoint_save_time_{self.folder}.json"
@@ -106,6 +122,47 @@ def model_spec(folder):
         sys.path.insert(0, str(REPO))
     from modelzoo import models
     return models.load_spec(folder)
+
+
+def default_flags(folder):
+    """MODEL/train.py's flags with their defaults (modelzoo/flags.py, without TensorFlow)."""
+    from modelzoo import flags
+    spec = model_spec(folder)
+    return flags.parse(spec.name, [], spec.defaults, spec.speed_defaults, spec.add_flags, has_mlp=spec.has_mlp,
+                       shape_flags=spec.shape_flags)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """How a schema's data gets onto the volume. `title`: its name in the headers. `copy`: the file users
+    bring (copied into the model's data folder with kubectl cp), "" for a dataset that exists only as the
+    runner's generated rows (the chief writes them when the folder is empty). `generated`: what those rows are."""
+    title: str
+    generated: str
+    copy: str = ""
+
+
+DATASETS = {
+    "criteo": Dataset(title="Criteo", copy="Criteo Kaggle's train.txt",
+                      generated="a synthetic Criteo-format sample"),
+    "taobao": Dataset(title="a Taobao-shaped click log",
+                      generated="Taobao-shaped click-log rows (modelzoo/synthetic_sequences.py: users' item and "
+                                "category histories, labels from a hidden model)"),
+    "aliccp": Dataset(title="an Ali-CCP-shaped log",
+                      generated="Ali-CCP-shaped impressions (modelzoo/datasets/aliccp.py: a click, then a "
+                                "conversion only after a click, labels from a hidden model)"),
+}
+
+
+def small_tables_note(title, tables, folder):
+    """The Chief's memory note of a model whose default checkpoint (tables and optimizer slots) is small."""
+    path = REPO / "benchmarks" / "results" / f"checkpoint_save_time_{folder}.json"
+    size = json.loads(path.read_text())["bytes"] / 1e6
+    return textwrap.fill(
+        f"Memory: {title}'s tables ({tables}) and Adam's two slots are {size:.0f} MB in all (the checkpoint "
+        "of benchmarks/checkpoint_save_time.py), split over the PS tasks; 4Gi is DLRM's measured 1.4 GB peak "
+        f"(0.35 GB of tables) with room, not a measurement of {title}'s. --ev grows the tables with the ids "
+        "admitted: raise the PS memory (or PS.replicas) for it.", 90)
 
 
 MODELS = (
@@ -153,6 +210,17 @@ Memory: FM's tables (shipped schema: 1.79M rows x 16, plus the first-order weigh
 Adagrad's slot are 0.24 GB in all (benchmarks/checkpoint_save_time.py), split over the PS
 tasks; 4Gi is DLRM's measured 1.4 GB peak (0.35 GB of tables) with room, not a measurement
 of FM's. --ev grows the tables with the ids admitted: raise the PS memory (or PS.replicas)."""),
+    # The models of the generated datasets (DATASETS): the chief writes their rows into the empty data folder.
+    Model(
+        folder="din", title="DIN", memory="4Gi",
+        memory_note=small_tables_note("DIN", "the taobao schema's item and category tables, shared by the histories",
+                                      "din")),
+    Model(
+        folder="esmm", title="ESMM", memory="4Gi",
+        memory_note=small_tables_note("ESMM", "the aliccp schema's", "esmm")),
+    Model(
+        folder="mmoe", title="MMoE", memory="4Gi",
+        memory_note=small_tables_note("MMoE", "the aliccp schema's", "mmoe")),
 )
 
 # Manifests written by hand, with no BF16 twin on purpose: path -> why (tests/test_k8s_manifests.py
@@ -228,24 +296,20 @@ GENERATED = f"""\
 
 PS_HEADER = """\
 {{generated}}
-# {{title}} on Criteo, {{prec}}: asynchronous parameter-server training (tf.estimator.train_and_evaluate)
+# {{title}} on {{dataset}}, {{prec}}: asynchronous parameter-server training (tf.estimator.train_and_evaluate)
 # as a Kubeflow Training Operator TFJob (kubeflow.org/v1): 1 Chief, 2 Workers, 2 PS, 1 Evaluator.
 {{bf16_note}}
 {{twin}}
 #
 #   kubectl create -f distribute_k8s/pvc.yaml     # once: the volume for data and outputs
-#   # once: Criteo Kaggle's train.txt into the volume's data/criteo/, through a pod that mounts the
-#   # claim (modelzoo-shell: distribute_k8s/README.md):
-#   kubectl exec modelzoo-shell -- mkdir -p /mnt/modelzoo/data/criteo
-#   kubectl cp train.txt modelzoo-shell:/mnt/modelzoo/data/criteo/train.txt
+{{copy_data}}
 #   kubectl create -f {{path}}
 {{follow}}
 #   kubectl delete -f {{path}}
 #
-# Without data in /mnt/modelzoo/data/criteo/ (train.txt, or train.csv + eval.csv) the chief
-# generates a synthetic Criteo-format sample there and says so in its log: the job then runs,
-# but not on Criteo. Outputs (checkpoints, SavedModel, result.json) go to the volume's
-# result/{{job}}/{{folder}}/ and stay there after `kubectl delete`.
+{{data_note}}
+# Outputs (checkpoints, SavedModel, result.json) go to the volume's result/{{job}}/{{folder}}/
+# and stay there after `kubectl delete`.
 #
 # The same file runs on one machine without Kubernetes, as local processes with the TF_CONFIG
 # the operator would give them and $(JOB_NAME) = the job's name (distribute_k8s/local_run.py):
@@ -474,11 +538,37 @@ def indent(text, spaces):
     return "\n".join((" " * spaces + line) if line else line for line in text.split("\n"))
 
 
+def copy_data(model):
+    """The header's commands that copy the dataset's file into the model's data folder ("": nothing to copy)."""
+    data, folder = model.dataset(), model.data_folder()
+    if not data.copy:
+        return ""
+    return comment(f"""\
+# once: {data.copy} into the volume's {folder.removeprefix(MOUNT + "/")}/, through a pod that mounts the
+# claim (modelzoo-shell: distribute_k8s/README.md):
+kubectl exec modelzoo-shell -- mkdir -p {folder}
+kubectl cp train.txt modelzoo-shell:{folder}/train.txt""", "#   ")
+
+
+def data_note(model):
+    """The header's paragraph on what the chief reads, or generates, in the model's data folder."""
+    data, folder, rows = model.dataset(), model.data_folder(), default_flags(model.folder).generate_rows
+    if data.copy:
+        text = (f"Without data in {folder}/ (train.txt, or train.csv + eval.csv) the chief generates "
+                f"{data.generated} there and says so in its log: the job then runs, but not on {data.title}.")
+    else:
+        text = (f"No data to copy: while {folder}/ is empty the chief generates {rows:,} {data.generated} "
+                f"there (--generate_rows) and says so in its log, and every run after it reads them. Your own rows "
+                f"in {model.folder}'s schema (train.txt, train.csv + eval.csv, or Parquet) put there are read "
+                "instead.")
+    return comment(textwrap.fill(text, 97, break_on_hyphens=False))
+
+
 def ps_tfjob(model, prec, path, image=IMAGE, horovod_image=None):
     job = f"{model.app}-{prec.lower()}"
     bf16 = prec == "BF16"
     other = path.name.replace(prec, "FP32" if bf16 else "BF16")
-    train_args = list(model.ps_args) + (["--bf16"] if bf16 else [])
+    train_args = ["--data_location", model.data_folder()] + list(model.ps_args) + (["--bf16"] if bf16 else [])
     replicas = []
     for rtype, count, notes in PS_REPLICAS:
         notes = dict(notes)
@@ -493,8 +583,10 @@ def ps_tfjob(model, prec, path, image=IMAGE, horovod_image=None):
     save_secs, save_bytes, save_date = model.save_time()
     return fill(
         PS_HEADER, generated=GENERATED, title=model.title, prec=prec, path=rel, job=job, app=model.app,
+        dataset=model.dataset().title, copy_data=copy_data(model), data_note=data_note(model),
         grace=str(model.grace_seconds()), grace_factor=str(GRACE_FACTOR),
-        save_secs=f"{save_secs:.0f}" if save_secs >= 1 else f"{save_secs:.1f}",
+        save_secs=f"{save_secs:.0f}" if save_secs >= 1 else f"{save_secs:.1f}" if save_secs >= 0.05
+        else f"{save_secs:.2g}",
         save_mb=f"{save_bytes / 1e6:,.0f}", save_date=save_date[:10],
         folder=model.folder, bf16_note=comment(model.bf16_note) if bf16 else "",
         twin=twin_line(model, other, bf16),

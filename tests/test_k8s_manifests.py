@@ -50,7 +50,7 @@ DOCKERFILE = REPO / "Dockerfile"
 # model with an MLP, BF16 (lr and fm have none: FP32 only).
 PS_ENTRIES = {m.folder: m for m in generate_manifests.MODELS if "ps" in m.jobs and m.present()}
 PS_MODELS = tuple(PS_ENTRIES)
-assert {"dlrm", "wide_and_deep", "lr", "fm"} <= set(PS_MODELS), PS_MODELS
+assert {"dlrm", "wide_and_deep", "lr", "fm", "din", "esmm", "mmoe"} <= set(PS_MODELS), PS_MODELS
 PS_TFJOBS = {(model, prec): REPO / model / "distribute_k8s" / f"distribute_k8s_{prec}.yaml"
              for model, entry in PS_ENTRIES.items() for prec in entry.precisions()}
 BF16_PS_MODELS = tuple(model for model in PS_MODELS if (model, "BF16") in PS_TFJOBS)
@@ -519,7 +519,9 @@ def test_ps_tfjob_train_flags_have_the_documented_values(model, prec):
     _, argv = launcher_split(c)
     args, error = parse_train_args(model, argv)
     assert not error, error
-    assert args.data_location == f"{MOUNT}/data/criteo"
+    # the model's own data folder on the volume: its train.py default's last part (./data/taobao -> data/taobao)
+    default, _ = parse_train_args(model, [])
+    assert args.data_location == f"{MOUNT}/data/{default.data_location.rstrip('/').rsplit('/', 1)[-1]}"
     assert args.protocol == "grpc"
     assert (args.input_layer_partitioner, args.dense_layer_partitioner) == (8, 16)  # MB, KB (DeepRec's units)
     assert (args.save_steps, args.seed, args.inter) == (1000, 2021, 2)
@@ -628,12 +630,38 @@ def test_ps_tfjob_says_how_to_create_follow_delete_and_run_it_locally(model, pre
     path, name = PS_TFJOBS[(model, prec)], PS_JOB_NAMES[(model, prec)]
     text = path.read_text()
     for line in ("kubectl create -f distribute_k8s/pvc.yaml", f"kubectl create -f {rel(path)}",
-                 # (kubectl cp into a folder that does not exist fails: it is created first)
-                 "kubectl exec modelzoo-shell -- mkdir -p /mnt/modelzoo/data/criteo\n"
-                 "#   kubectl cp train.txt modelzoo-shell:/mnt/modelzoo/data/criteo/train.txt",
                  f"kubectl logs -f {name}-chief-0", f"kubectl delete -f {rel(path)}",
-                 f"python -m distribute_k8s.local_run {rel(path)} --workers 2 --ps 1", "data/criteo"):
+                 f"python -m distribute_k8s.local_run {rel(path)} --workers 2 --ps 1"):
         assert line in text, line
+
+
+@pytest.mark.parametrize("model,prec", sorted(PS_TFJOBS), ids=str)
+def test_ps_tfjob_says_how_its_data_gets_into_its_data_folder(model, prec):
+    """Criteo's file is copied into the model's data folder (the folder of --data_location); the datasets that
+    exist only as generated rows (Taobao-, Ali-CCP-shaped) have nothing to copy: the header says the chief
+    generates them there, and names no Criteo step."""
+    text, entry = PS_TFJOBS[(model, prec)].read_text(), PS_ENTRIES[model]
+    header = text.split("apiVersion:")[0]
+    _, argv = launcher_split(the_container(ps_job(model, prec)["spec"]["tfReplicaSpecs"]["Chief"]["template"]))
+    folder = parse_train_args(model, argv)[0].data_location
+    if entry.dataset().copy:
+        # (kubectl cp into a folder that does not exist fails: it is created first)
+        assert (f"kubectl exec modelzoo-shell -- mkdir -p {folder}\n"
+                f"#   kubectl cp train.txt modelzoo-shell:{folder}/train.txt") in header
+        assert f"Without data in {folder}/" in header
+    else:
+        assert "kubectl cp" not in header and "criteo" not in header.lower(), header
+        assert f"No data to copy: while {folder}/ is empty the chief generates" in header, header
+        rows = f"{parse_train_args(model, [])[0].generate_rows:,}"
+        assert f"generates {rows} " in " ".join(header.replace("# ", "").split()), header
+
+
+def test_the_generated_datasets_models_read_their_own_folders():
+    """din reads the Taobao-shaped folder and esmm/mmoe the Ali-CCP-shaped one (their ModelSpec defaults), not
+    Criteo's."""
+    folders = {model: PS_ENTRIES[model].data_folder() for model in ("dlrm", "din", "esmm", "mmoe")}
+    assert folders == {"dlrm": f"{MOUNT}/data/criteo", "din": f"{MOUNT}/data/taobao",
+                       "esmm": f"{MOUNT}/data/aliccp", "mmoe": f"{MOUNT}/data/aliccp"}
 
 
 def test_launcher_and_scripts_of_every_manifest_exist():
