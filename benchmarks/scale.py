@@ -32,6 +32,7 @@ from peak_memory import measure  # noqa: E402
 
 from modelzoo.io_utils import write_report  # noqa: E402
 from modelzoo.synthetic import generate_criteo  # noqa: E402
+from modelzoo.system import cpu_info  # noqa: E402
 
 CONFIGS = {"default": [], "full": ["--schema", "criteo_full", "--steps", "3000"], "ev": ["--ev", "--steps", "3000"]}
 STEP_LINE = re.compile(r"^step (\d[\d,]*)/")
@@ -89,15 +90,9 @@ def run_one(pattern, config, work):
 
 
 def cpu_line():
-    """'AMD EPYC, family 25 model 17, 2 CPUs' from /proc/cpuinfo (the model name alone hides the generation)."""
-    info, cpus = {}, 0
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            key, _, value = (part.strip() for part in line.partition(":"))
-            cpus += key == "processor"
-            info.setdefault(key, value)
-    name, family, model = (info.get(k, "?") for k in ("model name", "cpu family", "model"))
-    return f"{name}, family {family} model {model}, {cpus} CPUs"
+    """'AMD EPYC, family 25 model 17, 2 cores' (modelzoo.system.cpu_info)."""
+    cpu = cpu_info()
+    return f"{cpu['model']}, {cpu['family_model']}, {cpu['cores']} cores"
 
 
 def plot(runs, path):

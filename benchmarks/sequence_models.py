@@ -98,7 +98,7 @@ def main():
         runs = compare([int(s) for s in args.seeds.split(",")], args.rows, args.epochs, work, args.extra.split())
     cpu = cpu_info()
     record = {"date": time.strftime("%Y-%m-%d"), "rows": args.rows, "epochs": args.epochs, "extra": args.extra,
-              "cpu": f"{cpu['model']}, {cpu['cores']} cores ({' '.join(cpu['flags'])})",
+              "cpu": f"{cpu['model']} {cpu['family_model']}, {cpu['cores']} cores ({' '.join(cpu['flags'])})",
               "command": "python benchmarks/sequence_models.py " + " ".join(sys.argv[1:]),
               "runs": runs, "summary": summary(runs)}
     atomic_write_json(args.output, record)

@@ -91,16 +91,6 @@ def table(summary):
     return "\n".join(rows)
 
 
-def cpu_family_model():
-    """'family F model M' of /proc/cpuinfo (what names the microarchitecture), or ''."""
-    try:
-        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
-    except OSError:
-        return ""
-    fields = {k.strip(): v.strip() for k, v in info.items()}
-    return f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
-
-
 def merge(old, new):
     """--update: `new`'s models replace their entries in the stored summary `old`, other models stay. A model whose
     default was measured anew keeps none of its old lines (a changed default changes what the grid's flags mean);
@@ -128,7 +118,8 @@ def measure_all(args, work, lr_auc, ntr, nte):
     command = shlex.join(["python", "benchmarks/small_data_auc.py", *sys.argv[1:]])
     date = time.strftime("%Y-%m-%d %H:%M")
     summary = {"date": date, "data": f"{SAMPLE.name}: first {ntr:,} rows train, last {nte:,} held out",
-               "seeds": seeds, "machine": {**cpu_info(), "cpu": cpu_family_model()}, "sklearn_hashed_lr_auc": lr_auc,
+               "seeds": seeds, "machine": {**cpu_info(), "cpu": cpu_info()["family_model"]},
+               "sklearn_hashed_lr_auc": lr_auc,
                "command": command, "models": {}}
     for model in args.models.split(","):
         measured = [measure(model, flags, [done[(model, k, seed)] for seed in seeds])

@@ -31,14 +31,17 @@ def cgroup_cpu_limit(root="/sys/fs/cgroup"):
 def cpu_info(cpuinfo="/proc/cpuinfo", cgroup="/sys/fs/cgroup"):
     """CPU model, usable cores and the instruction-set flags that matter for this zoo. `cores` is what this
     process may run on: the CPUs of its affinity, fewer under a cgroup CPU quota (inside a CPU-limited pod
-    os.cpu_count() is the node's); `node_cores` the machine's."""
-    model, flags = platform.processor() or platform.machine(), set()
+    os.cpu_count() is the node's); `node_cores` the machine's; `family_model` what names the microarchitecture
+    ("family 25 model 17" is AMD's Zen 4; the model name alone, "AMD EPYC", may not say)."""
+    model, flags, numbers = platform.processor() or platform.machine(), set(), {}
     try:
         with open(cpuinfo, encoding="utf-8") as f:
             for line in f:
                 key, _, value = line.partition(":")
                 if key.strip() == "model name":
                     model = value.strip()
+                elif key.strip() in ("cpu family", "model"):
+                    numbers.setdefault(key.strip(), value.strip())
                 elif key.strip() == "flags":
                     flags = set(value.split())
                     break
@@ -50,7 +53,8 @@ def cpu_info(cpuinfo="/proc/cpuinfo", cgroup="/sys/fs/cgroup"):
     quota = cgroup_cpu_limit(cgroup)
     if quota is not None:
         cores = max(1, min(cores, math.ceil(quota)))
-    return {"model": model, "cores": cores, "node_cores": node, "cpu_quota": quota,
+    family_model = f"family {numbers['cpu family']} model {numbers['model']}" if len(numbers) == 2 else None
+    return {"model": model, "family_model": family_model, "cores": cores, "node_cores": node, "cpu_quota": quota,
             "flags": [f for f in wanted if f in flags], "bf16_hardware": [f for f in BF16_CPU_FLAGS if f in flags]}
 
 

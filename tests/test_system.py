@@ -79,3 +79,13 @@ def test_the_matrix_marks_bf16_runs_on_a_cpu_without_bf16_flags_as_emulated():
                                         "BF16 CPU flags: none, so --bf16 is emulated)")
     on = dict(off, enabled=True, cpu_bf16=["avx512_bf16", "amx_bf16"])
     assert matrix.onednn_words(on).endswith("BF16 CPU flags: avx512_bf16, amx_bf16)")
+
+
+def test_cpu_info_names_the_family_and_model_numbers(tmp_path):
+    """"AMD EPYC" alone does not tell a Zen 3 from a Zen 4: every figure's machine line carries the numbers."""
+    from modelzoo.system import cpu_info
+    path = tmp_path / "zen4"
+    path.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                    f"model name\t: AMD EPYC\nflags\t\t: {ZEN5_FLAGS}\n")
+    assert cpu_info(path)["family_model"] == "family 25 model 17"
+    assert cpu_info(write_cpuinfo(tmp_path / "bare", "AMD EPYC", ZEN5_FLAGS))["family_model"] is None
