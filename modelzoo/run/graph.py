@@ -297,7 +297,9 @@ def in_session_evaluation(ctx, model_fn, params, config):
     iterator = tf1.data.make_initializable_iterator(input_fn(ctx, ctx.data.eval, False)())
     features, labels = iterator.get_next()
     before = {v.name for v in tf1.local_variables()}
-    with tf1.name_scope("in_session_evaluation"):
+    # (the training graph's variables, whether or not a model's own scopes say reuse: DCN-v2's cross layers do not)
+    with tf1.name_scope("in_session_evaluation"), \
+            tf1.variable_scope(tf1.get_variable_scope(), reuse=tf1.AUTO_REUSE):
         spec = model_fn(features, labels, tf.estimator.ModeKeys.EVAL, params, config)
         metrics = {**spec.eval_metric_ops, "loss": tf1.metrics.mean(spec.loss)}  # (as Estimator.evaluate adds it)
     fresh = [v for v in tf1.local_variables() if v.name not in before]
