@@ -246,7 +246,11 @@ class WorkQueue:
             if n:
                 print(f"workqueue: trainer {trainer} reads its {n} earlier item(s) again, then goes on", flush=True)
             for k in range(n):
-                yield self._item(int(session.run(old, {key: f"{trainer}/{k}"})))
+                item = int(session.run(old, {key: f"{trainer}/{k}"}))
+                epoch, index = divmod(item, len(self.items))
+                # (named: the kill may have landed after the queue dealt it and before its "took" line)
+                print(f"workqueue: trainer {trainer} reads item {index} of epoch {epoch} again", flush=True)
+                yield self._item(item)
             while True:
                 try:
                     item, _ = session.run([take, record], {key: f"{trainer}/{n}", n_new: n + 1})
