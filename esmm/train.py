@@ -12,9 +12,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from modelzoo.datasets.aliccp import MODEL_SETTINGS  # noqa: E402
 from modelzoo.runner import ModelSpec, Task, main  # noqa: E402
 
-EMBEDDING_DIM = 16
 TASKS = (Task("ctr", label="click"), Task("ctcvr", label=("click", "buy")),
          Task("cvr", label="buy", within="click", weight=0.0))
 
@@ -38,16 +38,12 @@ def predict(logits):
 
 SPEC = ModelSpec(
     name="esmm",
-    schema="aliccp",
     tasks=TASKS,
     build_heads=build_heads,
     predict=predict,
     add_flags=add_flags,
     shape_flags=("tower_units",),
-    defaults={"batch_size": 1024, "optimizer": "adam", "learning_rate": 0.001, "data_location": "./data/aliccp"},
-    speed_defaults={"smartstaged": True, "op_fusion": True, "emb_fusion": False, "xla": False},
-    embedding_dim=EMBEDDING_DIM,
-    list_kinds=("multi_value",),
+    **MODEL_SETTINGS,
 )
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from modelzoo.datasets.aliccp import MODEL_SETTINGS  # noqa: E402
 from modelzoo.runner import ModelSpec, Task, main  # noqa: E402
 
-EMBEDDING_DIM = 16
 TASKS = (Task("ctr", label="click"), Task("ctcvr", label="buy"))
 
 
@@ -38,15 +38,11 @@ def build_heads(inputs, args, training):
 
 SPEC = ModelSpec(
     name="mmoe",
-    schema="aliccp",
     tasks=TASKS,
     build_heads=build_heads,
     add_flags=add_flags,
     shape_flags=("experts", "expert_units", "tower_units"),
-    defaults={"batch_size": 1024, "optimizer": "adam", "learning_rate": 0.001, "data_location": "./data/aliccp"},
-    speed_defaults={"smartstaged": True, "op_fusion": True, "emb_fusion": False, "xla": False},
-    embedding_dim=EMBEDDING_DIM,
-    list_kinds=("multi_value",),
+    **MODEL_SETTINGS,
 )
 
 if __name__ == "__main__":

@@ -17,6 +17,17 @@ import os
 
 import numpy as np
 
+# What a multi-task model on these rows takes in its ModelSpec (esmm/, mmoe/): the schema, the folder the runner
+# generates into, Adam at 0.001 on batches of 1,024 (benchmarks/multitask.py's runs), 16-wide embeddings,
+# multi_value columns pooled into the towers' input (modelzoo.layers.embedded_inputs).
+MODEL_SETTINGS = {
+    "schema": "aliccp",
+    "defaults": {"batch_size": 1024, "optimizer": "adam", "learning_rate": 0.001, "data_location": "./data/aliccp"},
+    "speed_defaults": {"smartstaged": True, "op_fusion": True, "emb_fusion": False, "xla": False},
+    "embedding_dim": 16,
+    "list_kinds": ("multi_value",),
+}
+
 COLUMNS = ("click", "buy", "uid", "user_cluster", "user_age", "user_gender", "item_id", "category", "shop",
            "position", "price")
 DIM = 8  # latent width of the hidden model
