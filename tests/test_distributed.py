@@ -73,6 +73,9 @@ def input_progress(checkpoint):
             np.asarray(tf.train.load_variable(latest, "input_progress")))
 
 
+OVERSHOOT = 2 * 3  # steps past --epochs' last one a PS job of 3 trainers may take (see dlrm_job)
+
+
 @pytest.fixture(scope="module")
 def small_schema(tmp_path_factory):
     return small_schema_file(tmp_path_factory.mktemp("schema") / "criteo_small.json")
@@ -81,8 +84,10 @@ def small_schema(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dlrm_job(tmp_path_factory):
     """The DLRM FP32 manifest as CI runs it: chief + 2 workers + 1 PS + evaluator, two epochs of 64,512 training
-    rows (71,680 generated, the last 10% held out) at batch 256: 252 steps an epoch, 504 in all (and up to one
-    step in flight on each trainer when the chief stops: asynchronous trainers). Long enough (about 12 s on the
+    rows (71,680 generated, the last 10% held out) at batch 256: 252 steps an epoch, 504 in all, and up to two
+    steps past it on each trainer (asynchronous trainers: Estimator's StopAtStepHook judges the end from the
+    global step fetched with a trainer's own step, which is read while the others update it, so a trainer may
+    start one more step after the step limit is reached; 508 seen once in CI). Long enough (about 12 s on the
     Zen 4 host) for the evaluator to start: with 126 steps the job sometimes ended first and the chief, seeing no
     evaluator alive, evaluated by itself."""
     root = tmp_path_factory.mktemp("dlrm_job")
@@ -108,7 +113,7 @@ def test_dlrm_job_writes_checkpoint_savedmodel_and_the_evaluators_auc(dlrm_job):
     job = result["parameter_server_job"]
     evaluator_log = log(root, "evaluator-0")
     why = f"result.json: {json.dumps(job)}\nevaluator log:\n{evaluator_log[-3000:]}\nchief log:\n{log(root, 'chief-0')[-3000:]}"
-    assert 504 <= step <= 504 + 3 and result["steps"] == step, f"checkpoint step {step}; {why}"
+    assert 504 <= step <= 504 + OVERSHOOT and result["steps"] == step, f"checkpoint step {step}; {why}"
     assert list((checkpoint / "export").glob("*/saved_model.pb"))
     assert job["evaluated_by"] == "evaluator" and job["evaluated_step"] == step, why
     assert 0.5 < result["auc"] < 1.0 and result["samples_per_sec"] > 0, why
@@ -134,12 +139,12 @@ def test_generated_manifest_runs_as_a_ps_job_and_exports(manifest, job, model, b
 
 def test_trainers_share_the_steps_and_count_their_rows(dlrm_job):
     """Each trainer counts the rows it trained on in its slot of input_progress: the slots add up to
-    the global step's batches, two passes over the 64,512 training rows (--epochs 2; give or take a step in
-    flight on each of the two workers when the chief saved: a step's variable updates on the PS are not one
-    transaction), and both workers took part."""
+    the global step's batches, two passes over the 64,512 training rows (--epochs 2; plus the steps past the
+    limit asynchronous trainers take, OVERSHOOT; give or take a step in flight on each of the two workers when
+    the chief saved: a step's variable updates on the PS are not one transaction), and both workers took part."""
     root, _, _ = dlrm_job
     step, progress = input_progress(checkpoint_dir(root, "dlrm-fp32", "dlrm"))
-    assert 0 <= step * BATCH - 2 * 64512 <= 3 * BATCH  # (a step in flight on each trainer at the end)
+    assert 0 <= step * BATCH - 2 * 64512 <= OVERSHOOT * BATCH
     assert abs(int(progress[:3].sum()) - step * BATCH) <= 2 * BATCH and not progress[3:].any()
     assert progress[1] > 0 and progress[2] > 0
 
