@@ -28,6 +28,7 @@ class ThroughputMeter:
         self.span = None  # (global step, wall time) at this process's first and last step
         self.own_samples_per_sec = None  # this process's own steps only (a PS job's trainers add up)
         self.variable_bytes = None  # run/graph.variable_bytes of the training graph
+        self.memory_plan = None  # memory.record of the start-up plan (the chief's)
         # several Estimator.train calls on one meter: the steady steps and seconds of the segments that ended,
         # and the steps they ran (a run evaluates inside its one training session: one segment)
         self.segments, self.done_steady_steps, self.done_steady_seconds, self.done_steps = 0, 0, 0.0, 0

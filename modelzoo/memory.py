@@ -78,11 +78,33 @@ def memory_limit():
     return None, "unknown"
 
 
+def dynamic_tables_plan(schema, slots_per_row):
+    """The plan for --ev's tables, per table (its owning column's name): the column's hash_buckets as its
+    stored ids, with `slots_per_row` optimizer slot tables of the same width, TFRA's overhead included."""
+    return {c.name: int(c.num_ids * (8 + 4 * c.embedding_dim) * (1 + slots_per_row) * EV_TABLE_FACTOR)
+            for c in schema.tables}
+
+
 def dynamic_table_bytes(schema, slots_per_row):
-    """The plan for --ev's tables: each table column's hash_buckets as its stored ids, TFRA's overhead
-    included, with `slots_per_row` optimizer slot tables of the same width."""
-    payload = sum(c.num_ids * (8 + 4 * c.embedding_dim) for c in schema.tables)
-    return int(payload * (1 + slots_per_row) * EV_TABLE_FACTOR)
+    """The plan for --ev's tables in all (dynamic_tables_plan summed)."""
+    return sum(dynamic_tables_plan(schema, slots_per_row).values())
+
+
+def record(sizes, dynamic_tables=None, parameter_servers=0, limit=None, source=None):
+    """The plan as result.json keeps it (`memory_plan`), beside the run's measured peak RSS (peak_rss_mb):
+    the planned peak, the limit it was held against, and with --ev each table's planned bytes."""
+    if limit is None:
+        limit, source = memory_limit()
+    dynamic = sum((dynamic_tables or {}).values())
+    out = {"planned_peak_bytes": plan_bytes(sizes, dynamic), "limit_bytes": limit, "limit_source": source,
+           "peak_factor": PEAK_FACTOR, "process_bytes": PROCESS_BYTES}
+    if dynamic_tables:
+        out["ev_tables_planned_bytes"] = dict(dynamic_tables)
+        out["ev_table_factor"] = EV_TABLE_FACTOR
+    if parameter_servers:
+        out["parameter_servers"] = parameter_servers
+        out["tables_per_ps_bytes"] = int((sizes["tables"] + sizes["table_slots"] + dynamic) / parameter_servers)
+    return out
 
 
 def plan_bytes(sizes, dynamic_bytes=0):

@@ -78,3 +78,21 @@ def test_the_start_up_line_states_the_plan_and_a_small_limit_refuses(criteo_samp
     proc = subprocess.run([sys.executable, str(REPO / "dlrm" / "train.py"), *map(str, args),
                            "--output_dir", tmp_path / "small"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "of 0.7 GB (MODELZOO_MEMORY_LIMIT_MB): this run cannot fit" in proc.stderr
+
+
+def test_result_json_keeps_the_plan_beside_the_peak_and_each_ev_tables_planned_bytes(criteo_sample, tmp_path):
+    """result.json's memory_plan: the planned peak against the limit it was held to, beside the measured
+    peak_rss_mb (so a full run shows how good the plan was), and with --ev each table's planned bytes (the
+    schema's hash_buckets x row and slot payload x EV_TABLE_FACTOR: TFRA's overhead included), one per table."""
+    from modelzoo.schema import load_schema
+    run_train("dlrm", ["--train_files", criteo_sample, "--steps", 2, "--no_eval", "--ev", "--output_dir", tmp_path])
+    result = json.loads(next(Path(tmp_path).rglob("result.json")).read_text())
+    plan = result["memory_plan"]
+    tables = {c.name: c for c in load_schema("criteo").tables}
+    assert set(plan["ev_tables_planned_bytes"]) == set(tables)
+    slots = 2  # dlrm's default optimizer, adamasync: m and v a row
+    for name, planned in plan["ev_tables_planned_bytes"].items():
+        payload = tables[name].num_ids * (8 + 4 * tables[name].embedding_dim) * (1 + slots)
+        assert planned == int(payload * memory.EV_TABLE_FACTOR), name
+    assert plan["planned_peak_bytes"] >= sum(plan["ev_tables_planned_bytes"].values()) + memory.PROCESS_BYTES
+    assert plan["limit_bytes"] > 0 and plan["limit_source"] and result["peak_rss_mb"] > 0

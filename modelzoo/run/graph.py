@@ -133,12 +133,15 @@ def variable_bytes(grads_and_vars, groups):
 
 
 def plan_memory(ctx, sizes, groups):
-    """The start-up memory line (modelzoo/memory.py), raising MemoryPlanError before the session allocates
-    anything when the run cannot fit; --ev's tables are planned from the schema's hash_buckets."""
+    """(the start-up memory line, the plan for result.json) (modelzoo/memory.py), raising MemoryPlanError
+    before the session allocates anything when the run cannot fit; --ev's tables are planned from the
+    schema's hash_buckets."""
     slots = max(len(opt.get_slot_names()) for _, opt in groups)
-    dynamic = memory.dynamic_table_bytes(ctx.schema, slots) if sizes["dynamic_tables"] else 0
+    dynamic = memory.dynamic_tables_plan(ctx.schema, slots) if sizes["dynamic_tables"] else {}
     cluster = ctx.world.cluster
-    return memory.check(sizes, dynamic, parameter_servers=cluster.num_ps if cluster else 0)
+    servers = cluster.num_ps if cluster else 0
+    return (memory.check(sizes, sum(dynamic.values()), parameter_servers=servers),
+            memory.record(sizes, dynamic, parameter_servers=servers))
 
 
 def apply_by_group(groups, grads_and_vars, global_step):
@@ -249,7 +252,8 @@ def make_model_fn(ctx, meter, steps_range, ev_report=None, decide=None):
         train_op = apply_by_group(groups, grads_and_vars, global_step)
         if world.is_chief and meter.variable_bytes is None:  # (once: a run trains in segments between evaluations)
             print(describe_variable_bytes(variable_bytes(grads_and_vars, groups)), flush=True)
-            print(plan_memory(ctx, variable_bytes(grads_and_vars, groups), groups), flush=True)
+            line, meter.memory_plan = plan_memory(ctx, variable_bytes(grads_and_vars, groups), groups)
+            print(line, flush=True)
         meter.variable_bytes = variable_bytes(grads_and_vars, groups)
         after_update = tables.finish([opt for _, opt in groups], global_step, after=train_op)
         if after_update:

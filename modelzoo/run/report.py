@@ -112,6 +112,8 @@ def write_result(ctx, trained, metrics, export_dir=None, only=None, extra=None):
         result["variable_bytes"] = meter.variable_bytes
     if trained.ev_report:
         result["ev_tables"] = trained.ev_report
+    if getattr(meter, "memory_plan", None):
+        result["memory_plan"] = meter.memory_plan
     result.update(extra or {})
     if trained.digests:
         digests = trained.digests
@@ -124,7 +126,7 @@ def write_result(ctx, trained, metrics, export_dir=None, only=None, extra=None):
         with open(result_path, encoding="utf-8") as f:
             before = json.load(f)
         kept = ["samples_per_sec", "steady_steps", "train_loss", "processes", "batch_size", "horovod", "ev_tables",
-                "variable_bytes"]
+                "variable_bytes", "memory_plan"]
         for key in kept + (["export_dir", "evaluations", "best", "best_step", "stopped_early_at_step"] if only else []):
             if key in before:
                 result[key] = before[key]
