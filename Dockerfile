@@ -67,6 +67,7 @@ COPY fm/ fm/
 COPY din/ din/
 COPY esmm/ esmm/
 COPY mmoe/ mmoe/
+COPY ple/ ple/
 COPY gdmix_lr/ gdmix_lr/
 COPY data/ data/
 COPY distribute_k8s/ distribute_k8s/
@@ -92,6 +93,7 @@ COPY fm/ fm/
 COPY din/ din/
 COPY esmm/ esmm/
 COPY mmoe/ mmoe/
+COPY ple/ ple/
 COPY gdmix_lr/ gdmix_lr/
 COPY data/ data/
 # distribute_k8s/launch.py: the entry point of the TFJobs in */distribute_k8s/distribute_k8s_*.yaml.

@@ -5,6 +5,7 @@
    CVR model trained on the clicked rows only (the usual practice whose selection bias ESMM removes).
 2. MMoE's two tasks (ctr: click, ctcvr: buy over every impression) against two single-task models, one per
    label, on the same rows.
+3. PLE's two tasks (the same tasks as MMoE's) against the same single-task models.
 
 The single-task model (TOWER below, this script's own ModelSpec, not a registered model) is one tower of
 theirs: the same embeddings (width 16, every categorical column) and numeric values into an MLP 256-128-64
@@ -110,6 +111,9 @@ def measure_seed(seed, args, work):
     single = {label: train("tower", [*everything, "--schema", one_label_schema(work, label)], work,
                            f"single_{label}{seed}")["auc"] for label in ("click", "buy")}
     out["single_task"] = {"ctr_auc": single["click"], "ctcvr_auc": single["buy"]}
+    if "ple" in args.parts:
+        ple = train("ple", everything, work, f"ple{seed}")
+        out["ple"] = {"ctr_auc": ple["auc/ctr"], "ctcvr_auc": ple["auc/ctcvr"]}
     print(json.dumps(out), flush=True)
     return out
 
@@ -131,7 +135,10 @@ def table(runs):
         row("single-task tower on click", lambda r: r["single_task"]["ctr_auc"]),
         row("MMoE ctcvr (buy, all impressions)", lambda r: r["mmoe"]["ctcvr_auc"]),
         row("single-task tower on buy", lambda r: r["single_task"]["ctcvr_auc"]),
-    ])
+    ] + ([
+        row("PLE ctr (click)", lambda r: r["ple"]["ctr_auc"]),
+        row("PLE ctcvr (buy, all impressions)", lambda r: r["ple"]["ctcvr_auc"]),
+    ] if "ple" in runs[0] else []))
 
 
 def main():
@@ -143,7 +150,8 @@ def main():
     p.add_argument("--train_rows", type=int, default=100_000)
     p.add_argument("--eval_rows", type=int, default=30_000)
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--parts", default="esmm,mmoe", help="the comparisons to run (esmm: ESMM's CVR; mmoe)")
+    p.add_argument("--parts", default="esmm,mmoe,ple",
+                   help="the comparisons to run (esmm: ESMM's CVR; mmoe; ple, with mmoe)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "multitask"))
     args = p.parse_args()
     started = time.time()

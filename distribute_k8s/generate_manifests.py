@@ -221,6 +221,9 @@ of FM's. --ev grows the tables with the ids admitted: raise the PS memory (or PS
     Model(
         folder="mmoe", title="MMoE", memory="4Gi",
         memory_note=small_tables_note("MMoE", "the aliccp schema's", "mmoe")),
+    Model(
+        folder="ple", title="PLE", memory="4Gi",
+        memory_note=small_tables_note("PLE", "the aliccp schema's", "ple")),
 )
 
 # Manifests written by hand, with no BF16 twin on purpose: path -> why (tests/test_k8s_manifests.py

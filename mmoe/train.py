@@ -3,7 +3,8 @@
 Shared experts (MLPs 256-128, bfloat16 with --bf16) over the embeddings; one gate per task (a float32
 dense layer and a softmax over the experts, from the same input) mixes them for that task's tower (MLP
 64) and logit. Tasks: ctr (click, the main one) and ctcvr (buy over every impression; buy <= click),
-each with its BCE over all impressions. Everything not specific to MMoE lives in modelzoo/.
+each with its BCE over all impressions. The experts, gates and towers are modelzoo.layers' (PLE shares them);
+everything not specific to MMoE lives in modelzoo/.
 """
 import os
 import sys
@@ -23,17 +24,9 @@ def add_flags(group):
 
 
 def build_heads(inputs, args, training):
-    import tensorflow as tf
-    from modelzoo.layers import dense, embedded_inputs, logit, mlp
-    x = embedded_inputs(inputs)
-    experts = tf.stack([mlp(x, args.expert_units, f"expert{k}") for k in range(args.experts)], axis=1)  # [B, E, D]
-    heads = {}
-    with tf.compat.v1.variable_scope("gates", reuse=tf.compat.v1.AUTO_REUSE):
-        for task in TASKS:
-            gate = tf.nn.softmax(dense(x, args.experts, task.name))  # float32: x is
-            mixed = tf.reduce_sum(gate[:, :, None] * experts, axis=1)
-            heads[task.name] = logit(mlp(mixed, args.tower_units, f"{task.name}_tower"), f"{task.name}_logit")
-    return heads
+    from modelzoo.layers import embedded_inputs, mmoe, task_towers
+    mixed = mmoe(embedded_inputs(inputs), [task.name for task in TASKS], args.experts, args.expert_units)
+    return task_towers(mixed, args.tower_units)
 
 
 SPEC = ModelSpec(

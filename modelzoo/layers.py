@@ -1,5 +1,5 @@
-"""Dense layers shared by the models, with the BF16 precision and dropout scopes, and the linear and
-factorization-machine parts of the baselines.
+"""Dense layers shared by the models, with the BF16 precision and dropout scopes, the linear and
+factorization-machine parts of the baselines, and the multi-task models' experts and gates (MMoE, PLE).
 
 `--bf16` runs the MLPs in bfloat16 while their variables stay float32 ("master weights"): a custom
 getter creates every variable as float32 and hands the layer a bfloat16 cast of it, so the
@@ -121,6 +121,51 @@ def fm_pairwise(vectors):
     vectors [B, n, k] -> [B, 1]."""
     summed = tf.reduce_sum(vectors, axis=1)
     return 0.5 * tf.reduce_sum(tf.square(summed) - tf.reduce_sum(tf.square(vectors), axis=1), axis=1, keepdims=True)
+
+
+def expert_mlps(x, count, units, name):
+    """`count` expert MLPs (`units`, following --bf16 and --dropout) over x, stacked: [B, count, units[-1]]."""
+    return tf.stack([mlp(x, units, f"{name}{k}") for k in range(count)], axis=1)
+
+
+def gated_mixture(x, experts, name):
+    """A gate (a float32 dense layer from x and a softmax over the experts) and the experts' mixture by it:
+    experts [B, E, D] -> [B, D]."""
+    gate = tf.nn.softmax(dense(x, experts.shape[1], name))
+    return tf.reduce_sum(gate[:, :, None] * experts, axis=1)
+
+
+def mmoe(x, tasks, count, units):
+    """MMoE (Ma et al. 2018): `count` shared experts over x and one gate per task -> {task: its mixture}."""
+    shared = expert_mlps(x, count, units, "expert")
+    with tf1.variable_scope("gates", reuse=tf1.AUTO_REUSE):
+        return {task: gated_mixture(x, shared, task) for task in tasks}
+
+
+def ple(x, tasks, levels, task_experts, shared_experts, units):
+    """PLE (Tang et al. 2020): `levels` extraction levels of CGC (customized gate control). Each level has
+    `task_experts` experts per task and `shared_experts` shared ones; a task's gate mixes its own and the
+    shared experts into that task's input of the next level, the shared gate mixes every expert into the
+    shared input of the next level (none after the last level: nothing reads it). Every expert is an MLP of
+    `units` over its input. -> {task: the last level's mixture}."""
+    inputs, shared_in = {task: x for task in tasks}, x
+    for level in range(levels):
+        with tf1.variable_scope(f"level{level}", reuse=tf1.AUTO_REUSE):
+            own = {task: expert_mlps(inputs[task], task_experts, units, f"{task}_expert") for task in tasks}
+            common = expert_mlps(shared_in, shared_experts, units, "shared_expert")
+            with tf1.variable_scope("gates"):
+                mixed = {task: gated_mixture(inputs[task], tf.concat([own[task], common], axis=1), task)
+                         for task in tasks}
+                if level < levels - 1:
+                    shared_in = gated_mixture(shared_in, tf.concat([*own.values(), common], axis=1), "shared")
+        inputs = mixed
+    return inputs
+
+
+def task_towers(mixed, units):
+    """{task: input} -> {task: logit [B, 1]}: a tower per task (an MLP of `units`) and its logit (the heads of
+    MMoE and PLE)."""
+    return {task: logit(mlp(x, units, f"{task}_tower"), f"{task}_logit") for task, x in mixed.items()}
 
 
 def embedded_inputs(inputs):

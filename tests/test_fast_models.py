@@ -27,7 +27,7 @@ def tiny_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_of(tmp_path_factory, tiny_data):
-    """A model's tiny data: of its own schema (din: Taobao rows with histories; esmm, mmoe: Ali-CCP rows with
+    """A model's tiny data: of its own schema (din: Taobao rows with histories; esmm, mmoe, ple: Ali-CCP rows with
     two labels and a group column)."""
     made = {"criteo": tiny_data}
 

@@ -50,7 +50,7 @@ DOCKERFILE = REPO / "Dockerfile"
 # model with an MLP, BF16 (lr and fm have none: FP32 only).
 PS_ENTRIES = {m.folder: m for m in generate_manifests.MODELS if "ps" in m.jobs and m.present()}
 PS_MODELS = tuple(PS_ENTRIES)
-assert {"dlrm", "wide_and_deep", "lr", "fm", "din", "esmm", "mmoe"} <= set(PS_MODELS), PS_MODELS
+assert {"dlrm", "wide_and_deep", "lr", "fm", "din", "esmm", "mmoe", "ple"} <= set(PS_MODELS), PS_MODELS
 PS_TFJOBS = {(model, prec): REPO / model / "distribute_k8s" / f"distribute_k8s_{prec}.yaml"
              for model, entry in PS_ENTRIES.items() for prec in entry.precisions()}
 BF16_PS_MODELS = tuple(model for model in PS_MODELS if (model, "BF16") in PS_TFJOBS)
@@ -657,11 +657,11 @@ def test_ps_tfjob_says_how_its_data_gets_into_its_data_folder(model, prec):
 
 
 def test_the_generated_datasets_models_read_their_own_folders():
-    """din reads the Taobao-shaped folder and esmm/mmoe the Ali-CCP-shaped one (their ModelSpec defaults), not
-    Criteo's."""
-    folders = {model: PS_ENTRIES[model].data_folder() for model in ("dlrm", "din", "esmm", "mmoe")}
+    """din reads the Taobao-shaped folder and esmm/mmoe/ple the Ali-CCP-shaped one (their ModelSpec defaults),
+    not Criteo's."""
+    folders = {model: PS_ENTRIES[model].data_folder() for model in ("dlrm", "din", "esmm", "mmoe", "ple")}
     assert folders == {"dlrm": f"{MOUNT}/data/criteo", "din": f"{MOUNT}/data/taobao",
-                       "esmm": f"{MOUNT}/data/aliccp", "mmoe": f"{MOUNT}/data/aliccp"}
+                       "esmm": f"{MOUNT}/data/aliccp", "mmoe": f"{MOUNT}/data/aliccp", "ple": f"{MOUNT}/data/aliccp"}
 
 
 def test_launcher_and_scripts_of_every_manifest_exist():
