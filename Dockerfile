@@ -64,6 +64,7 @@ COPY wide_and_deep/ wide_and_deep/
 COPY dcn_v2/ dcn_v2/
 COPY lr/ lr/
 COPY fm/ fm/
+COPY deepfm/ deepfm/
 COPY din/ din/
 COPY esmm/ esmm/
 COPY mmoe/ mmoe/
@@ -90,6 +91,7 @@ COPY wide_and_deep/ wide_and_deep/
 COPY dcn_v2/ dcn_v2/
 COPY lr/ lr/
 COPY fm/ fm/
+COPY deepfm/ deepfm/
 COPY din/ din/
 COPY esmm/ esmm/
 COPY mmoe/ mmoe/

@@ -210,6 +210,14 @@ Memory: FM's tables (shipped schema: 1.79M rows x 16, plus the first-order weigh
 Adagrad's slot are 0.24 GB in all (benchmarks/checkpoint_save_time.py), split over the PS
 tasks; 4Gi is DLRM's measured 1.4 GB peak (0.35 GB of tables) with room, not a measurement
 of FM's. --ev grows the tables with the ids admitted: raise the PS memory (or PS.replicas)."""),
+    Model(
+        folder="deepfm", title="DeepFM", memory="4Gi",
+        memory_note="""\
+Memory: DeepFM's field vectors (shipped schema: 1.79M rows x 16) with lazy Adam's two
+slots, and the first-order weights with FTRL's two, are 0.37 GB in all
+(benchmarks/checkpoint_save_time.py), split over the PS tasks; 4Gi is DLRM's measured
+1.4 GB peak (0.35 GB of tables) with room, not a measurement of DeepFM's. --ev grows the
+tables with the ids admitted: raise the PS memory (or PS.replicas) for it."""),
     # The models of the generated datasets (DATASETS): the chief writes their rows into the empty data folder.
     Model(
         folder="din", title="DIN", memory="4Gi",

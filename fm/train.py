@@ -2,10 +2,10 @@
 
 logit = bias + first-order weights (modelzoo.layers.linear_logit, as logistic regression: one weight per
 hashed categorical value, per crossed value and per numeric column) + the pairwise term
-sum_{i<j} <v_i, v_j> over one k-dim vector per field (modelzoo.layers.fm_pairwise). A categorical
-column's vector is its value's embedding (width 16); a numeric column's vector is a learned field vector
-scaled by its normalized value (x_j v_j, Rendle's real-valued features; FuxiCTR's and DeepCTR's numeric
-fields), so numeric columns enter both orders. It has no MLP: --bf16 and --dropout are refused.
+sum_{i<j} <v_i, v_j> (modelzoo.layers.fm_pairwise) over one k-dim vector per field
+(modelzoo.layers.field_vectors): a categorical column's vector is its value's embedding (width 16); a numeric
+column's vector is a learned field vector scaled by its normalized value, so numeric columns enter both
+orders. It has no MLP: --bf16 and --dropout are refused.
 """
 import os
 import sys
@@ -18,16 +18,8 @@ EMBEDDING_DIM = 16  # k, the factors per field
 
 
 def build_logits(inputs, args, training):
-    import tensorflow as tf
-    from modelzoo.layers import fm_pairwise, linear_logit
-    tf1 = tf.compat.v1
-    vectors = inputs.tables.lookup_stacked(inputs.ids)  # [B, categorical, k]
-    if inputs.dense is not None:
-        with tf1.variable_scope("fm", reuse=tf1.AUTO_REUSE):  # (micro-batches build the model again)
-            factors = tf1.get_variable("numeric_factors", [inputs.dense.shape[-1], EMBEDDING_DIM],
-                                       initializer=tf1.random_uniform_initializer(-0.05, 0.05))
-        vectors = tf.concat([vectors, inputs.dense[:, :, None] * factors[None]], axis=1)
-    return linear_logit(inputs) + fm_pairwise(vectors)
+    from modelzoo.layers import field_vectors, fm_pairwise, linear_logit
+    return linear_logit(inputs) + fm_pairwise(field_vectors(inputs, EMBEDDING_DIM))
 
 
 SPEC = ModelSpec(

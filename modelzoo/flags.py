@@ -281,6 +281,17 @@ def non_negative_float(text):
     return value
 
 
+def add_linear_ftrl_flags(group):
+    """The flags of a model's linear part trained by its own FTRL (modelzoo.optimizers.linear_ftrl_optimizers:
+    Wide & Deep's wide part, DeepFM's first order), at lr/'s rate by default: that part alone is lr/."""
+    group.add_argument("--linear_learning_rate", type=positive_float, default=LINEAR_FTRL_RATE,
+                       help="FTRL learning rate of the linear part (lr/'s default: the linear part alone is lr)")
+    group.add_argument("--linear_l1_regularization", type=non_negative_float, default=0.0,
+                       help="FTRL L1 regularization strength of the linear part")
+    group.add_argument("--linear_l2_regularization", type=non_negative_float, default=0.0,
+                       help="FTRL L2 regularization strength of the linear part")
+
+
 def dropout_rate(text):
     value = float(text)
     if not 0.0 <= value < 1.0:

@@ -168,6 +168,20 @@ def task_towers(mixed, units):
     return {task: logit(mlp(x, units, f"{task}_tower"), f"{task}_logit") for task, x in mixed.items()}
 
 
+def field_vectors(inputs, dim):
+    """One `dim`-wide vector per field [B, fields, dim], the input of a factorization machine's pairwise term:
+    each categorical column's embedding, then each numeric column's learned vector scaled by its normalized
+    value (x_j v_j, Rendle's real-valued features; FuxiCTR's and DeepCTR's numeric fields), so numeric columns
+    enter both orders. The numeric vectors are the variable `fm/numeric_factors` (fm/ and deepfm/)."""
+    vectors = inputs.tables.lookup_stacked(inputs.ids)  # [B, categorical, dim]
+    if inputs.dense is None:
+        return vectors
+    with tf1.variable_scope("fm", reuse=tf1.AUTO_REUSE):  # (micro-batches build the model again)
+        factors = tf1.get_variable("numeric_factors", [inputs.dense.shape[-1], dim],
+                                   initializer=tf1.random_uniform_initializer(-0.05, 0.05))
+    return tf.concat([vectors, inputs.dense[:, :, None] * factors[None]], axis=1)
+
+
 def embedded_inputs(inputs):
     """Every categorical column's embedding (a multi_value column's pooled by its combiner) and the dense values,
     concatenated: [B, sum of widths + numeric] (the shared input of towers and experts)."""

@@ -8,7 +8,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # train.py built on modelzoo/runner.py's shared flags
-ESTIMATOR_MODELS = ("dlrm", "wide_and_deep", "dcn_v2", "lr", "fm", "din", "esmm", "mmoe", "ple")
+ESTIMATOR_MODELS = ("dlrm", "wide_and_deep", "dcn_v2", "lr", "fm", "deepfm", "din", "esmm", "mmoe", "ple")
 OTHER_MODELS = ("gdmix_lr",)  # not Estimator jobs: own flags, no SPEC
 MODELS = ESTIMATOR_MODELS + OTHER_MODELS
 

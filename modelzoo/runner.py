@@ -23,7 +23,8 @@ from modelzoo.io_utils import OutputError
 from modelzoo.memory import MemoryPlanError
 from modelzoo.run.context import model_schema  # noqa: F401 (the schema of a spec and its flags)
 from modelzoo.run.errors import SIGTERM_EXIT, CheckpointMismatch, TrainingStopped  # noqa: F401
-from modelzoo.run.spec import MODEL_DEFAULT_KEYS, OPTIONAL_SPEED_DEFAULTS, ModelInputs, ModelSpec, Task  # noqa: F401
+from modelzoo.run.spec import (MODEL_DEFAULT_KEYS, OPTIONAL_SPEED_DEFAULTS, ModelInputs, ModelSpec, Task,  # noqa: F401
+                                linear_ftrl_optimizers)
 from modelzoo.schema import SchemaError
 
 

@@ -3,7 +3,7 @@
 lr and fm build on the shared linear part (modelzoo.layers.linear_logit) and refuse the flags that act on
 MLP layers, which they have not; --emb_l2 penalizes only the embedding rows a batch looks up, on every kind
 of table; --dropout reaches every model's MLPs in training graphs only; lr learns the generator's linear
-part; the exports of lr and fm serve in stock TensorFlow as --predict scores.
+part; the exports of lr, fm and deepfm serve in stock TensorFlow as --predict scores.
 """
 import json
 
@@ -227,10 +227,11 @@ def test_lr_reaches_the_auc_of_the_generators_linear_part(generated_criteo, tmp_
 
 # -- exports ---------------------------------------------------------------------------------------------
 
-EXPORT_RUNS = {"lr": ("lr", ["--schema", "SMALL"]), "fm_ev": ("fm", ["--ev"])}
+EXPORT_RUNS = {"lr": ("lr", ["--schema", "SMALL"]), "fm_ev": ("fm", ["--ev"]),
+               "deepfm_ev_bf16": ("deepfm", ["--ev", "--bf16"])}  # (fm's terms + a DNN, in bfloat16)
 
 
-def test_lr_and_fm_exports_serve_in_stock_tensorflow_as_predict_scores(tmp_path):
+def test_lr_fm_and_deepfm_exports_serve_in_stock_tensorflow_as_predict_scores(tmp_path):
     """Each export loads in a process without modelzoo or TFRA, holds only stock ops, and scores the held-out
     rows as --predict does (to predictions.csv's 6 decimals)."""
     from conftest import small_schema_file

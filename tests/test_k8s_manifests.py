@@ -50,7 +50,7 @@ DOCKERFILE = REPO / "Dockerfile"
 # model with an MLP, BF16 (lr and fm have none: FP32 only).
 PS_ENTRIES = {m.folder: m for m in generate_manifests.MODELS if "ps" in m.jobs and m.present()}
 PS_MODELS = tuple(PS_ENTRIES)
-assert {"dlrm", "wide_and_deep", "lr", "fm", "din", "esmm", "mmoe", "ple"} <= set(PS_MODELS), PS_MODELS
+assert {"dlrm", "wide_and_deep", "lr", "fm", "deepfm", "din", "esmm", "mmoe", "ple"} <= set(PS_MODELS), PS_MODELS
 PS_TFJOBS = {(model, prec): REPO / model / "distribute_k8s" / f"distribute_k8s_{prec}.yaml"
              for model, entry in PS_ENTRIES.items() for prec in entry.precisions()}
 BF16_PS_MODELS = tuple(model for model in PS_MODELS if (model, "BF16") in PS_TFJOBS)

@@ -12,8 +12,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from modelzoo.flags import LINEAR_FTRL_RATE, non_negative_float, positive_float, positive_int  # noqa: E402
-from modelzoo.runner import ModelSpec, main  # noqa: E402
+from modelzoo.flags import add_linear_ftrl_flags, positive_float, positive_int  # noqa: E402
+from modelzoo.runner import ModelSpec, linear_ftrl_optimizers, main  # noqa: E402
 
 LARGE_COLUMN_BUCKETS = 100_000  # columns with at least this many hash buckets get the wider embedding
 
@@ -36,23 +36,7 @@ def add_flags(group):
                        help="refused: the shared --dropout is the DNN's dropout rate")
     group.add_argument("--deep_learning_rate", type=positive_float, dest="learning_rate", default=argparse.SUPPRESS,
                        help="learning rate of the deep part (the same as --learning_rate)")
-    group.add_argument("--linear_learning_rate", type=positive_float, default=LINEAR_FTRL_RATE,
-                       help="FTRL learning rate of the wide (linear) part (lr/'s default: the wide part alone is lr)")
-    group.add_argument("--linear_l1_regularization", type=non_negative_float, default=0.0,
-                       help="FTRL L1 regularization strength of the wide part")
-    group.add_argument("--linear_l2_regularization", type=non_negative_float, default=0.0,
-                       help="FTRL L2 regularization strength of the wide part")
-
-
-def optimizers(args, global_step, lr_factor):
-    """FTRL for the wide part, --optimizer for everything else (embeddings and DNN)."""
-    from modelzoo.layers import LINEAR_SCOPE
-    from modelzoo.optimizers import FtrlOptimizer, build_optimizer
-    ftrl = FtrlOptimizer(args.linear_learning_rate * lr_factor,
-                         l1_regularization_strength=args.linear_l1_regularization,
-                         l2_regularization_strength=args.linear_l2_regularization)
-    deep = build_optimizer(args.optimizer, args.learning_rate * lr_factor, global_step=global_step)
-    return [(LINEAR_SCOPE + "/", ftrl), (None, deep)]
+    add_linear_ftrl_flags(group)
 
 
 def deep_logit(inputs, args, training):
@@ -79,7 +63,7 @@ SPEC = ModelSpec(
     add_flags=add_flags,
     shape_flags=("deep_hidden_units",),
     embedding_dim=embedding_dim,
-    optimizers=optimizers,
+    optimizers=linear_ftrl_optimizers,  # FTRL for the wide part, --optimizer for the rest
     uses_crosses=True,
 )
 

@@ -13,6 +13,19 @@ MODEL_DEFAULT_KEYS = ("batch_size", "learning_rate", "optimizer", "generate_rows
 OPTIONAL_SPEED_DEFAULTS = tuple(f"{name}_ev" for name in flaglib.SPEED_SWITCHES)
 
 
+def linear_ftrl_optimizers(args, global_step, lr_factor):
+    """A ModelSpec.optimizers for a model with a linear part (modelzoo.layers.linear_logit; its flags:
+    modelzoo.flags.add_linear_ftrl_flags): FTRL for that part, as lr/ trains it, and --optimizer for every other
+    variable (embeddings, MLPs). Wide & Deep's wide part, DeepFM's first order."""
+    from modelzoo.layers import LINEAR_SCOPE
+    from modelzoo.optimizers import FtrlOptimizer, build_optimizer
+    ftrl = FtrlOptimizer(args.linear_learning_rate * lr_factor,
+                         l1_regularization_strength=args.linear_l1_regularization,
+                         l2_regularization_strength=args.linear_l2_regularization)
+    rest = build_optimizer(args.optimizer, args.learning_rate * lr_factor, global_step=global_step)
+    return [(LINEAR_SCOPE + "/", ftrl), (None, rest)]
+
+
 @dataclass(frozen=True)
 class Task:
     """One task of a multi-task model: its probability is `probabilities_<name>` (the first task's is also
