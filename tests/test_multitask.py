@@ -118,7 +118,7 @@ def test_a_task_reading_a_label_the_schema_lacks_is_refused_in_one_line():
         check_tasks((Task("cvr", "purchase", within="click"),), load_schema("aliccp"))
 
 
-ROWS, EVAL_ROWS = 3000, 600
+ROWS, EVAL_ROWS = 3000, 3000  # (purchases are rare: 3 of the eval rows, enough for both classes in every task)
 RUNS = {"esmm": ("esmm", []), "mmoe": ("mmoe", []), "esmm_ev_bf16": ("esmm", ["--ev", "--bf16"]),
         "mmoe_micro": ("mmoe", ["--micro_batch", "2"]), "ple": ("ple", []), "ple_ev_bf16": ("ple", ["--ev", "--bf16"])}
 TASKS = {"esmm": ("ctr", "ctcvr", "cvr"), "mmoe": ("ctr", "ctcvr"), "ple": ("ctr", "ctcvr")}
@@ -230,14 +230,14 @@ def test_multitask_model_trains_with_hvd_with_identical_ranks_and_reports_its_ta
     assert result["steps"] == 8 and f"auc/{task}" in result
 
 
-# benchmarks/multitask.py --seeds 1 --train_rows 30000 --eval_rows 10000 --epochs 2 measured (Zen 4, 2 vCPU): ESMM's
-# pCVR over all impressions 0.6790 against 0.6815 for the CVR tower trained on clicked rows (-0.0024; -0.006 over 3
-# seeds at 100,000 rows: benchmarks/results/multitask.md); MMoE ctr 0.5702 against 0.5827 (-0.0125), ctcvr 0.6540 vs
-# 0.6527 (+0.0013). ESMM does not beat the clicked-rows model on this generator: the margins say how far behind
-# they may fall, the 0.6 floor that each learns (chance is 0.5).
-SMALL_TRAIN, SMALL_EVAL = 30_000, 10_000
-ESMM_MARGIN, MMOE_MARGIN = 0.02, 0.03
-# PLE on the same small run: ctr 0.5767 against 0.5827 (-0.0060), ctcvr 0.6529 vs 0.6527 (+0.0002); MMoE's margin.
+# benchmarks/multitask.py --seeds 1 --train_rows 30000 --eval_rows 30000 --epochs 2 measured (Zen 4, 2 vCPU, loaded):
+# ESMM's pCVR over all impressions 0.6143 against 0.6068 for the CVR tower trained on clicked rows (+0.0075; 3 seeds
+# at 100,000 rows: benchmarks/results/multitask.md); MMoE ctr 0.5692 against 0.5808 (-0.0116), ctcvr 0.7460 against
+# 0.7140 (+0.0320). One small seed holds ~40 conversions: the margins say how far behind a model may fall there, the
+# 0.55 floor that each learns (chance is 0.5; price alone gives about 0.6 over all impressions).
+SMALL_TRAIN, SMALL_EVAL = 30_000, 30_000
+ESMM_MARGIN, MMOE_MARGIN = 0.01, 0.03
+# PLE on the small run (before the generator's rare conversions): ctr 0.5767 against 0.5827 (-0.0060); MMoE's margin.
 PLE_MARGIN = 0.03
 
 
@@ -254,9 +254,10 @@ def test_multitask_benchmark_comparisons_on_a_small_run(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     run = json.loads(out.with_suffix(".json").read_text())["runs"][0]
     esmm, clicked = run["esmm"]["cvr_auc_all_impressions"], run["cvr_trained_on_clicks"]["cvr_auc_all_impressions"]
-    assert esmm > 0.6 and clicked > 0.6, run
+    assert esmm > 0.55 and clicked > 0.55, run
     assert esmm > clicked - ESMM_MARGIN, run
     for task in ("ctr_auc", "ctcvr_auc"):
         assert run["mmoe"][task] > run["single_task"][task] - MMOE_MARGIN, (task, run)
         assert run["ple"][task] > run["single_task"][task] - PLE_MARGIN, (task, run)
-    assert "| ESMM pCVR, all impressions" in out.with_suffix(".md").read_text()
+    table = out.with_suffix(".md").read_text()
+    assert "| ESMM pCVR, all impressions" in table and "| ESMM: pCTR of the CTR tower x pCVR" in table

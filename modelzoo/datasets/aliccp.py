@@ -5,11 +5,24 @@ Why generated: Ali-CCP (Ma et al. 2018) may not be redistributed, and a known hi
 the real log cannot: each impression's conversion propensity whether or not it was clicked, so a CVR
 model can be scored over the entire impression space (ESMM's claim), not only on the clicked rows.
 
-The hidden model: users belong to clusters and items to categories; each has a latent vector near its
-group's (8 dimensions), and their affinity drives both tasks (the shared part). The click adds the
-display position and an item "attractiveness" (click-specific); the purchase adds the price and an item
-"quality" (conversion-specific) that is independent of attractiveness, so the clicked rows are a
-biased sample for conversion. Columns (tab-separated, schema modelzoo/schemas/aliccp.json): click, buy,
+The hidden model, with the two structures ESMM (Ma et al. 2018) exists for:
+- a shared part: users belong to clusters and items to categories; each has a latent vector near its
+  group's (8 dimensions), and their affinity (user . item / sqrt 8) drives both tasks, conversion more
+  than the click (weights CTR_AFFINITY, CVR_AFFINITY). The model sees the user's cluster, age and gender
+  and the item's id, category and shop, not the user id (uid is the GAUC group only);
+- click-specific: the display position and an item "attractiveness"; conversion-specific: the price
+  (the young mind it more) and an item "quality", partly the opposite of attractiveness (BAIT: the
+  eye-catching items convert less);
+- sample selection: the click favours high affinity and attractive items, so the clicked rows are a
+  sample of the impressions unlike the rest on features the CVR model sees (higher affinity, the
+  lower-quality eye-catching items), and a CVR model trained on them alone sees little of the space it
+  is asked to rank;
+- sparsity: about 4.4% of impressions clicked (Ali-CCP: 4.0%, 3.4M clicks of 84M impressions) and about
+  2.8% of clicks bought (Ali-CCP: 0.5%, 18k conversions; higher here so that the 100,000-row benchmark
+  holds ~120 conversions to learn from, not ~20): few conversions, many clicks to share embeddings with.
+The purchase is drawn for every impression (would_buy, independent of the click given the features) and
+observed as buy = click x would_buy; p_cvr, would_buy and p_ctr of the eval rows go to eval_truth.csv.
+Columns (tab-separated, schema modelzoo/schemas/aliccp.json): click, buy,
 uid (the group column: GAUC per user), user_cluster, user_age, user_gender, item_id, category, shop,
 position, price.
 """
@@ -32,8 +45,9 @@ COLUMNS = ("click", "buy", "uid", "user_cluster", "user_age", "user_gender", "it
            "position", "price")
 DIM = 8  # latent width of the hidden model
 USERS, ITEMS, CLUSTERS, CATEGORIES, SHOPS, POSITIONS = 4000, 20_000, 40, 120, 3000, 10
-CTR_BIAS, CVR_BIAS = -3.3, -2.6  # intercepts: about 4.5% of impressions clicked, 27% of clicks bought
-AFFINITY, POSITION, PRICE = 0.9, 0.12, 0.7  # weights of the shared part and the task-specific features
+CTR_BIAS, CVR_BIAS = -3.3, -7.0  # intercepts: about 4.5% of impressions clicked, 3% of clicks bought
+CTR_AFFINITY, CVR_AFFINITY = 0.9, 1.5  # weights of the shared part in each task
+POSITION, PRICE, BAIT = 0.12, 0.3, 0.5  # the task-specific features; BAIT: how much attractiveness lowers quality
 
 
 class World:
@@ -49,7 +63,8 @@ class World:
         self.shop = rng.integers(0, SHOPS, ITEMS)
         self.item_vec = rng.normal(size=(CATEGORIES, DIM))[self.category] + 0.5 * rng.normal(size=(ITEMS, DIM))
         self.attractive = 0.6 * rng.normal(size=ITEMS)  # click-specific
-        self.quality = 0.6 * rng.normal(size=ITEMS) + 0.4 * rng.normal(size=CATEGORIES)[self.category]  # buy
+        self.quality = (0.4 * rng.normal(size=ITEMS) + 0.3 * rng.normal(size=CATEGORIES)[self.category]
+                        - BAIT * self.attractive)  # buy: the eye-catching items convert less
         self.log_price = rng.normal(3.0, 0.8, ITEMS) + 0.5 * rng.normal(size=CATEGORIES)[self.category]
         self.user_share, self.item_share = _power_law(USERS, 0.7), _power_law(ITEMS, 0.9)
 
@@ -61,8 +76,9 @@ class World:
         position = rng.integers(1, POSITIONS + 1, rows)
         affinity = np.einsum("ij,ij->i", self.user_vec[user], self.item_vec[item]) / np.sqrt(DIM)
         price_z = (self.log_price[item] - 3.0) / 0.9
-        ctr = CTR_BIAS + AFFINITY * affinity + self.attractive[item] - POSITION * (position - 1)
-        cvr = CVR_BIAS + AFFINITY * affinity + self.quality[item] - PRICE * price_z * (1 + 0.3 * (self.age[user] < 2))
+        ctr = CTR_BIAS + CTR_AFFINITY * affinity + self.attractive[item] - POSITION * (position - 1)
+        price_effect = PRICE * price_z * (1 + 0.3 * (self.age[user] < 2))  # the young mind the price more
+        cvr = CVR_BIAS + CVR_AFFINITY * affinity + self.quality[item] - price_effect
         p_ctr, p_cvr = 1 / (1 + np.exp(-ctr)), 1 / (1 + np.exp(-cvr))
         click = rng.random(rows) < p_ctr
         would_buy = rng.random(rows) < p_cvr
