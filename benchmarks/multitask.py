@@ -197,7 +197,8 @@ def main():
     from modelzoo.system import cpu_info
     cpu = cpu_info()
     setup = (f"{args.train_rows:,} generated training rows and {args.eval_rows:,} eval rows per seed "
-             f"(data/generate_aliccp.py, SYNTHETIC), {args.epochs} epochs at batch 1,024, Adam 0.001; one run "
+             f"(data/generate_aliccp.py, SYNTHETIC), {args.epochs} epochs at batch 1,024, Adam 0.001; MMoE and PLE at "
+             f"their defaults (each tower reads its mixture and the experts' input; the ctcvr loss weighs 10); one run "
              f"per model and seed; {cpu['model']}, {cpu['cores']} cores; {time.time() - started:,.0f} s in all")
     atomic_write_json(args.out + ".json", {"setup": setup, "runs": runs, "cpu": cpu})
     Path(args.out + ".md").write_text(f"# Multi-task models against single-task ones\n\n{setup}.\n"

@@ -96,7 +96,7 @@ ACTS_IN = {
     "checkpoint": KEEPS_CHECKPOINT, "save_steps": TRAINING_RUN, "save_secs": TRAINING_RUN,
     "keep_checkpoint_max": TRAINING_RUN, "seed": TRAINING, "learning_rate": TRAINING, "optimizer": TRAINING,
     "micro_batch": TRAINING, "log_steps": TRAINING, "timeline": TRAINING_RUN, "emb_l2": TRAINING,
-    "dropout": TRAINING,
+    "dropout": TRAINING, "task_weights": TRAINING,
     **{name: EVERY for name in MODE_FLAGS},  # (they choose the mode; two of them are refused together)
     "warm_start_from": TRAINING_RUN, "hvd": TRAINING_RUN, "global_batch_size": READS_DATA,
     "lr_scaling": TRAINING_RUN,
@@ -281,6 +281,24 @@ def non_negative_float(text):
     return value
 
 
+def task_weight(text):
+    """TASK=WEIGHT (a number >= 0) -> (task, weight)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected TASK=WEIGHT (e.g. ctcvr=10), got {text}")
+    return name, non_negative_float(value)
+
+
+def add_task_tower_flags(group):
+    """The flags of a mixture-of-experts model's task towers (MMoE, PLE: modelzoo.layers.task_towers)."""
+    group.add_argument("--tower_units", type=positive_int, nargs="+", default=[64],
+                       help="hidden units of each task's tower")
+    group.add_argument("--tower_input", choices=("mixture", "mixture_and_input"), default="mixture_and_input",
+                       help="what each task's tower reads: its gate's mixture of the experts, or that and the "
+                            "experts' input (a feature only a rare task needs reaches its tower; measured in "
+                            "mmoe/README.md)")
+
+
 def add_linear_ftrl_flags(group):
     """The flags of a model's linear part trained by its own FTRL (modelzoo.optimizers.linear_ftrl_optimizers:
     Wide & Deep's wide part, DeepFM's first order), at lr/'s rate by default: that part alone is lr/."""
@@ -386,6 +404,10 @@ def build_parser(model_name, defaults, shape_flags=()):
     g.add_argument("--dropout", type=dropout_rate, default=defaults.get("dropout", 0.0), metavar="RATE",
                    help="dropout rate after each hidden relu layer of the model's MLPs, in training only "
                         "(never the logit layer)")
+
+    g.add_argument("--task_weights", type=task_weight, nargs="+", default=None, metavar="TASK=WEIGHT",
+                   help="a multi-task model's loss weight per task (EasyRec's loss_weight), e.g. ctcvr=10; a task "
+                        "not named keeps the model's weight (1 unless its README says otherwise)")
 
     g = p.add_argument_group("evaluate or predict only (a trained --checkpoint)")
     add_bool(g, "evaluate", "evaluate the latest checkpoint on the eval data and exit (no training)")
@@ -683,6 +705,23 @@ def validate_with_schema(args, schema, model_name, uses_crosses, list_kinds=()):
             if len(opts.widths(width)) != len(dims):
                 raise FlagError(f"--dynamic_ev_dims {','.join(map(str, dims))}: scaled to the {width}-wide tables "
                                 f"the widths merge into {opts.widths(width)}; give widths further apart")
+
+
+def task_weights(args, tasks, model_name):
+    """{task: loss weight}: each Task's weight, replaced by --task_weights where it names the task; a name
+    that is no task of the model (or a single-task model) is refused."""
+    weights = {t.name: t.weight for t in tasks}
+    given = dict(getattr(args, "task_weights", None) or ())
+    if given and not tasks:
+        raise FlagError(f"--task_weights: {model_name} has one task (one loss); the flag weighs a multi-task "
+                        f"model's tasks")
+    unknown = [name for name in given if name not in weights]
+    if unknown:
+        raise FlagError(f"--task_weights names {', '.join(unknown)}, not a task of {model_name} "
+                        f"(its tasks: {', '.join(weights)})")
+    if given and not any({**weights, **given}.values()):
+        raise FlagError("--task_weights: every task's weight is 0, so nothing would be trained")
+    return {**weights, **given}
 
 
 def model_parser(model_name, defaults=None, add_model_flags=None, shape_flags=()):

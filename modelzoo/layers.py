@@ -162,10 +162,13 @@ def ple(x, tasks, levels, task_experts, shared_experts, units):
     return inputs
 
 
-def task_towers(mixed, units):
+def task_towers(mixed, units, shared_input=None):
     """{task: input} -> {task: logit [B, 1]}: a tower per task (an MLP of `units`) and its logit (the heads of
-    MMoE and PLE)."""
-    return {task: logit(mlp(x, units, f"{task}_tower"), f"{task}_logit") for task, x in mixed.items()}
+    MMoE and PLE). With `shared_input` (the experts' input) each tower reads it beside its mixture: a feature
+    one task needs and the experts, shaped by the others, pass on weakly still reaches that task's tower."""
+    def tower_in(x):
+        return x if shared_input is None else tf.concat([x, shared_input], axis=1)
+    return {task: logit(mlp(tower_in(x), units, f"{task}_tower"), f"{task}_logit") for task, x in mixed.items()}
 
 
 def field_vectors(inputs, dim):

@@ -111,6 +111,43 @@ def test_a_multitask_spec_is_checked_by_field(change, message):
 
 
 @pytest.mark.fast
+def test_task_weights_multiply_each_tasks_loss_and_replace_only_the_tasks_they_name():
+    import argparse
+
+    import tensorflow as tf
+
+    from modelzoo.run.spec import Task
+    from modelzoo.run.tasks import loss_function
+    from modelzoo.runner import ModelSpec
+    spec = ModelSpec(name="m", schema="aliccp", tasks=(Task("ctr", "click"), Task("ctcvr", "buy", weight=2.0)),
+                     build_heads=lambda *a: {},
+                     speed_defaults={"smartstaged": True, "op_fusion": True, "emb_fusion": False, "xla": False})
+    labels = {"click": tf.constant([1.0, 0.0, 1.0]), "buy": tf.constant([0.0, 0.0, 1.0])}
+    logits = {"ctr": tf.constant([0.3, -1.0, 2.0]), "ctcvr": tf.constant([-2.0, 0.5, 1.0])}
+
+    def xent(task, label):
+        return float(tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels[label],
+                                                                            logits=logits[task])))
+    ctr, ctcvr = xent("ctr", "click"), xent("ctcvr", "buy")
+    for given, expected in ((None, ctr + 2 * ctcvr), ([("ctr", 0.5)], 0.5 * ctr + 2 * ctcvr),
+                            ([("ctcvr", 10.0)], ctr + 10 * ctcvr)):
+        loss = loss_function(spec, argparse.Namespace(task_weights=given))(labels, logits)
+        assert float(loss) == pytest.approx(expected, rel=1e-6), given
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("model, argv, message", [
+    ("mmoe", ["--task_weights", "cvr=3"], "--task_weights names cvr, not a task of mmoe (its tasks: ctr, ctcvr)"),
+    ("mmoe", ["--task_weights", "ctr=0", "ctcvr=0"], "--task_weights: every task's weight is 0"),
+    ("mmoe", ["--task_weights", "ctcvr"], "expected TASK=WEIGHT"),
+    ("dlrm", ["--task_weights", "ctr=2"], "--task_weights: dlrm has one task"),
+])
+def test_bad_task_weights_are_refused_in_one_line(model, argv, message, tmp_path):
+    proc = run_train(model, ["--checkpoint", tmp_path / "c", "--steps", 1, *argv], check=False, timeout=300)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.fast
 def test_a_task_reading_a_label_the_schema_lacks_is_refused_in_one_line():
     from modelzoo.run.spec import Task, check_tasks
     from modelzoo.schema import SchemaError, load_schema

@@ -16,6 +16,7 @@ def model_schema(spec, args):
     schema = schema.with_embedding_dim(spec.embedding_dim) if spec.embedding_dim else schema
     flaglib.validate_with_schema(args, schema, spec.name, spec.uses_crosses, spec.list_kinds)
     check_tasks(spec.tasks, schema)
+    flaglib.task_weights(args, spec.tasks, spec.name)  # (refused here: the parser does not know the tasks)
     return schema
 
 

@@ -177,7 +177,7 @@ def make_model_fn(ctx, meter, steps_range, ev_report=None, decide=None):
     `decide` (run/local.in_session_decisions) the training graph evaluates the held-out rows at the schedule's
     evaluation steps in the training session (hooks.EvaluatingCheckpointSaver)."""
     spec, args, schema, world, opts = ctx.spec, ctx.args, ctx.schema, ctx.world, ctx.opts
-    loss_of = multitask.loss_function(spec) if spec.tasks else (spec.loss or _cross_entropy)
+    loss_of = multitask.loss_function(spec, args) if spec.tasks else (spec.loss or _cross_entropy)
     ev_report = {} if ev_report is None else ev_report
 
     def model_fn(features, labels, mode, params, config=None):

@@ -77,9 +77,11 @@ def default_loss(spec):
     return loss
 
 
-def loss_function(spec):
-    """(labels {column: [B]}, logits {head: [B]}) -> the spec's loss with its tasks' weights."""
-    weights = {t.name: t.weight for t in spec.tasks}
+def loss_function(spec, args=None):
+    """(labels {column: [B]}, logits {head: [B]}) -> the spec's loss with its tasks' weights (--task_weights
+    replacing a Task's)."""
+    from modelzoo.flags import task_weights
+    weights = task_weights(args, spec.tasks, spec.name)
     loss = spec.loss or default_loss(spec)
     return lambda labels, logits: loss(labels, logits, weights)
 
