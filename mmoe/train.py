@@ -2,8 +2,9 @@
 
 Shared experts (MLPs 256-128, bfloat16 with --bf16) over the embeddings; one gate per task (a float32
 dense layer and a softmax over the experts, from the same input) mixes them for that task's tower (MLP
-64) and logit. Tasks: ctr (click, the main one) and ctcvr (buy over every impression; buy <= click),
-each with its BCE over all impressions. The experts, gates and towers are modelzoo.layers' (PLE shares them);
+64, reading the experts' input beside the mixture: --tower_input) and logit. Tasks: ctr (click, the main
+one) and ctcvr (buy over every impression; buy <= click), each with its BCE over all impressions, ctcvr's
+weighing 10 (--task_weights). The experts, gates and towers are modelzoo.layers' (PLE shares them);
 everything not specific to MMoE lives in modelzoo/.
 """
 import os

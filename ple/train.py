@@ -3,9 +3,10 @@
 Extraction levels (2, as the paper's) of CGC (customized gate control): each task has its own experts and
 shares others; a task's gate mixes its own and the shared experts, a shared gate mixes every expert into the
 next level's shared input (dropped after the last level). Each task's last mixture feeds its tower and logit.
-Experts are MLPs (256-128 at every level, bfloat16 with --bf16), gates float32 softmaxes. Tasks and loss as
-MMoE's: ctr (click, the main one) and ctcvr (buy over every impression). The experts, gates and towers are
-modelzoo.layers' (MMoE's code); everything not specific to PLE lives in modelzoo/.
+Experts are MLPs (256-128 at every level, bfloat16 with --bf16), gates float32 softmaxes. Tasks, loss
+weights and towers as MMoE's: ctr (click, the main one) and ctcvr (buy over every impression, weighing 10).
+The experts, gates and towers are modelzoo.layers' (MMoE's code); everything not specific to PLE lives in
+modelzoo/.
 """
 import os
 import sys

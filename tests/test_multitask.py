@@ -268,14 +268,16 @@ def test_multitask_model_trains_with_hvd_with_identical_ranks_and_reports_its_ta
 
 
 # benchmarks/multitask.py --seeds 1 --train_rows 30000 --eval_rows 30000 --epochs 2 measured (Zen 4, 2 vCPU, loaded):
-# ESMM's pCVR over all impressions 0.6143 against 0.6068 for the CVR tower trained on clicked rows (+0.0075; 3 seeds
-# at 100,000 rows: benchmarks/results/multitask.md); MMoE ctr 0.5692 against 0.5808 (-0.0116), ctcvr 0.7460 against
-# 0.7140 (+0.0320). One small seed holds ~40 conversions: the margins say how far behind a model may fall there, the
-# 0.55 floor that each learns (chance is 0.5; price alone gives about 0.6 over all impressions).
+# ESMM's pCVR over all impressions 0.6144 against 0.6068 for the CVR tower trained on clicked rows (+0.0076; 3 seeds
+# at 100,000 rows: benchmarks/results/multitask.md); MMoE ctr 0.5342 against 0.5808 (-0.0466), ctcvr 0.7109 against
+# 0.7140 (-0.0031); PLE ctr 0.5419 (-0.0389), ctcvr 0.7152 (+0.0012). At this size (60 steps, ~44 purchases) the
+# ctcvr weight of 10 that MMoE and PLE need at 100,000 rows costs their click (with weight 1, MMoE: ctr 0.5667,
+# ctcvr 0.7372; benchmarks/results/multitask_mmoe_settings.md): the margins say how far behind a model may fall
+# here, per task; the 0.55 floor that ESMM and the clicked-rows tower learn (chance is 0.5; price alone gives
+# about 0.6 over all impressions).
 SMALL_TRAIN, SMALL_EVAL = 30_000, 30_000
-ESMM_MARGIN, MMOE_MARGIN = 0.01, 0.03
-# PLE on the small run (before the generator's rare conversions): ctr 0.5767 against 0.5827 (-0.0060); MMoE's margin.
-PLE_MARGIN = 0.03
+ESMM_MARGIN = 0.01
+MIXTURE_MARGINS = {"ctr_auc": 0.06, "ctcvr_auc": 0.02}  # MMoE's and PLE's, against the single-task towers
 
 
 def test_multitask_benchmark_comparisons_on_a_small_run(tmp_path):
@@ -293,8 +295,8 @@ def test_multitask_benchmark_comparisons_on_a_small_run(tmp_path):
     esmm, clicked = run["esmm"]["cvr_auc_all_impressions"], run["cvr_trained_on_clicks"]["cvr_auc_all_impressions"]
     assert esmm > 0.55 and clicked > 0.55, run
     assert esmm > clicked - ESMM_MARGIN, run
-    for task in ("ctr_auc", "ctcvr_auc"):
-        assert run["mmoe"][task] > run["single_task"][task] - MMOE_MARGIN, (task, run)
-        assert run["ple"][task] > run["single_task"][task] - PLE_MARGIN, (task, run)
+    for task, margin in MIXTURE_MARGINS.items():
+        assert run["mmoe"][task] > run["single_task"][task] - margin, (task, run)
+        assert run["ple"][task] > run["single_task"][task] - margin, (task, run)
     table = out.with_suffix(".md").read_text()
     assert "| ESMM pCVR, all impressions" in table and "| ESMM: pCTR of the CTR tower x pCVR" in table
