@@ -384,7 +384,7 @@ NEEDS = {"ev_filter": ["--ev"], "ev_elimination": ["--ev"], "adaptive_emb": ["--
          "dynamic_ev_freqs": ["--ev", "--dynamic_ev"], "bf16_mode": ["--bf16"], "lr_scaling": ["--hvd"],
          "eval_files": ["--train_files", "t.txt"]}
 VALUES = {"dynamic_ev_dims": "4,16", "dynamic_ev_freqs": "10", "ev_cbf_fpr": "0.1", "protocol": "grpc",
-          "dropout": "0.1", "lr_scaling": "linear"}
+          "dropout": "0.1", "lr_scaling": "linear", "task_weights": "ctr=2"}
 NEEDS_PS = tuple(flags.NEEDS_PS)  # (acting only in a parameter-server job: given there, under its TF_CONFIG)
 
 
