@@ -60,6 +60,10 @@ def announce(ctx):
               flush=True)
     if ctx.schedule is not None:
         print(ctx.schedule.description, flush=True)
+    if ctx.small_data_flags:
+        print(f"small data: {ctx.spec.name}'s small-data defaults "
+              f"{' '.join(f'--{k} {v:g}' for k, v in ctx.small_data_flags.items())} (ModelSpec.small_data_defaults; "
+              "a flag given on the command line wins)", flush=True)
     print(f"train: {ctx.steps:,} steps of {ctx.global_batch:,} | optimizer {opts.train.optimizer} lr "
           f"{opts.train.learning_rate} | {describe_switches(opts)} | checkpoint {ctx.checkpoint}",
           flush=True)
