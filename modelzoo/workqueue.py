@@ -274,18 +274,29 @@ class WorkQueue:
 
     def lines(self, read_rows=None):
         """The dataset of this trainer's lines, item after item (`read_rows(path, start, stop)`: the dataset
-        of an item's rows, for files other than text: modelzoo/parquet.range_dataset)."""
+        of an item's rows, for files other than text: modelzoo/parquet.range_dataset). A text item is read
+        from its first line's bytes (the file's line index: a seek, then fewer than line_index.EVERY lines
+        skipped), so an item at the end of a big file costs what one at its start does; gzip cannot seek."""
         import tensorflow as tf
+        from modelzoo import line_index
+
+        if read_rows is None:
+            def blocks():
+                items = self._items()
+                try:
+                    for item in items:
+                        _, _, path, start, stop = item.split("\t")
+                        yield from line_index.blocks(path, int(start), int(stop))
+                finally:
+                    items.close()  # (its session is closed as tf.data ends this generator)
+
+            lines = tf.data.Dataset.from_generator(blocks, output_signature=tf.TensorSpec([None], tf.string))
+            return lines.unbatch()
 
         def read(item):
             fields = tf.strings.split(item, "\t")
-            start = tf.strings.to_number(fields[3], tf.int64)
-            stop = tf.strings.to_number(fields[4], tf.int64)
-            if read_rows is not None:
-                return read_rows(fields[2], start, stop)
-            gzip = tf.strings.regex_full_match(fields[2], r".*\.gz")
-            lines = tf.data.TextLineDataset(fields[2], compression_type=tf.where(gzip, "GZIP", ""))
-            return lines.skip(start).take(stop - start)
+            return read_rows(fields[2], tf.strings.to_number(fields[3], tf.int64),
+                             tf.strings.to_number(fields[4], tf.int64))
 
         items = tf.data.Dataset.from_generator(self._items, output_signature=tf.TensorSpec([], tf.string))
         return items.flat_map(read)
