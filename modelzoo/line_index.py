@@ -118,11 +118,22 @@ def _record(path, rows, offsets, every):
             "every": every, "gzip": path.endswith(".gz"), "offsets": offsets}
 
 
+def writable(folder):
+    """Whether to write beside the data: the folder is writable and not marked read-only (no write bit for
+    anyone: root may write there, but leaves it alone as it would a read-only volume)."""
+    try:
+        return os.access(folder, os.W_OK) and bool(os.stat(folder).st_mode & 0o222)
+    except OSError:
+        return False
+
+
 def save(path, rows, offsets, every):
     """Write the index of a complete file: beside it, or in the cache folder when that is read-only.
     Returns where it went (None: neither could be written; the file is then counted at each start)."""
     record = _record(path, rows, offsets, every)
     for target in (sidecar(path), cache_path(path)):
+        if target == sidecar(path) and not writable(os.path.dirname(target)):
+            continue
         try:
             atomic_write_json(target, record)
             return target

@@ -205,3 +205,18 @@ def test_a_gzip_file_index_saves_its_count_and_its_late_slice_says_what_skipping
     assert got == skip_path(path, 108, 120)
     out = capsys.readouterr().out
     assert out.count("gzip cannot seek: reaching line 109 decompresses the 108 lines before it") == 1
+
+
+def test_a_folder_marked_read_only_is_left_alone_even_by_root(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    path = data / "train.txt"
+    path.write_text(rows_text(30))
+    monkeypatch.setenv(line_index.CACHE_ENV, str(tmp_path / "cache"))
+    data.chmod(0o555)
+    try:
+        index = line_index.load(str(path))
+    finally:
+        data.chmod(0o755)
+    assert os.listdir(data) == ["train.txt"] and index.where == line_index.cache_path(str(path))
+    assert index.where.startswith(str(tmp_path / "cache")) and index.rows == 30
