@@ -13,6 +13,8 @@ write the file (IndexingWriter: no extra pass); otherwise the first process to r
 (one pass, as the count it replaces) and every later one reuses it. A gzip file cannot seek: its index
 holds the count only, and its rows are reached by decompressing from line 1 (said once per file).
 """
+import contextlib
+import fcntl
 import gzip
 import hashlib
 import json
@@ -168,18 +170,42 @@ def build(path, every=None):
     return counter.rows(), ([0] if path.endswith(".gz") else counter.offsets_before_end()), counter.every
 
 
+def _find(path, ident):
+    for target in (sidecar(path), cache_path(path)):
+        index = _read(target, path, ident)
+        if index is not None:
+            return index
+    return None
+
+
+@contextlib.contextmanager
+def _building(path):
+    """Held while one process of this machine builds the index of `path`: the others starting at the same
+    time (a local job's chief, workers and evaluator) wait for it and read it, instead of counting too."""
+    lock = cache_path(path) + ".lock"
+    try:
+        os.makedirs(os.path.dirname(lock), exist_ok=True)
+        f = open(lock, "a")
+    except OSError:
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def load(path):
     """The LineIndex of `path`: read from its sidecar (or the cache) when it still matches the file, else
     built now and saved for later processes. `.where` says where it is kept, `.built` whether it was made now."""
     ident = identity(path)
-    for target in (sidecar(path), cache_path(path)):
-        index = _read(target, path, ident)
-        if index is not None:
-            break
-    else:
-        rows, offsets, every = build(path)
-        where = save(path, rows, offsets, every)
-        index = LineIndex(rows, offsets, every, where, built=True)
+    index = _find(path, ident)
+    if index is None:
+        with _building(path):
+            index = _find(path, ident)  # (built meanwhile by a process that held the lock)
+            if index is None:
+                rows, offsets, every = build(path)
+                where = save(path, rows, offsets, every)
+                index = LineIndex(rows, offsets, every, where, built=True)
     with _lock:
         _loaded[os.path.abspath(path)] = index
     return index

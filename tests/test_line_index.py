@@ -130,7 +130,7 @@ def test_a_read_only_data_folder_keeps_the_index_in_the_cache_folder(tmp_path, m
     monkeypatch.setattr(line_index, "atomic_write_json", read_only)
     spec = datafiles.resolve(args_for(path), SCHEMA)
     assert spec.indexes == f"line index built now, kept in {cache} (the data folder is read-only)"
-    assert os.listdir(data) == ["train.txt"] and len(os.listdir(cache)) == 1
+    assert os.listdir(data) == ["train.txt"] and [p for p in os.listdir(cache) if p.endswith(".json")]
     no_counting(monkeypatch)
     again = datafiles.resolve(args_for(path), SCHEMA)
     assert again.indexes.startswith("line index reused") and again.eval == [Slice(str(path), 180, 200)]
@@ -220,3 +220,23 @@ def test_a_folder_marked_read_only_is_left_alone_even_by_root(tmp_path, monkeypa
         data.chmod(0o755)
     assert os.listdir(data) == ["train.txt"] and index.where == line_index.cache_path(str(path))
     assert index.where.startswith(str(tmp_path / "cache")) and index.rows == 30
+
+
+def test_a_process_starting_while_another_builds_the_index_waits_and_reads_it(tmp_path, monkeypatch):
+    """A local job's processes start together: one counts, the others read what it wrote."""
+    import fcntl
+    import threading
+    path = tmp_path / "train.txt"
+    path.write_text(rows_text(50))
+    monkeypatch.setenv(line_index.CACHE_ENV, str(tmp_path / "cache"))
+    os.makedirs(tmp_path / "cache")
+    got = []
+    with open(line_index.cache_path(str(path)) + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (another process building)
+        waiting = threading.Thread(target=lambda: got.append(line_index.load(str(path))))
+        waiting.start()
+        waiting.join(1.0)
+        assert waiting.is_alive() and not got
+        line_index.save(str(path), *line_index.build(str(path)))
+    waiting.join(10)
+    assert got[0].rows == 50 and not got[0].built
