@@ -1,12 +1,13 @@
 """--workqueue: the training input dealt out to the trainers of a parameter-server job at run time.
 
-The training rows are cut into work items (row ranges of the input files, at most ITEM_ROWS each,
-at least 4 per trainer). The chief puts every item of every epoch the job needs (each epoch in its
-own seeded order) on one FIFO queue on PS 0, once per job. Each trainer's input takes the next item
-when it has read the last one, so a faster trainer takes more items, and every item is read once
-per epoch. What a trainer took is recorded on PS 0 too (in order), so a restarted worker first reads
-its items again and then skips the rows it had trained on (its `input_progress` slot): it resumes
-exactly where it stopped, the items it had taken are not lost, and none is read twice.
+The training rows are cut into work items (row ranges of the input files, at most ITEM_ROWS each, at
+least 4 per trainer; a gzip file, which cannot seek, is one item). The chief puts every item of every
+epoch the job needs (each epoch in its own seeded order) on one FIFO queue on PS 0, once per job. Each
+trainer's input takes the next item when it has read the last one, so a faster trainer takes more items,
+and every item is read once per epoch. What a trainer took is recorded on PS 0 too (in order), so a
+restarted worker first reads its items again and then skips the rows it had trained on (its
+`input_progress` slot): it resumes exactly where it stopped, the items it had taken are not lost, and
+none is read twice.
 
 The queue and the record live in PS 0's memory, not in the checkpoint. So after every checkpoint the
 chief also writes what each trainer had taken to CHECKPOINT/workqueue/STEP.json. When the chief
@@ -51,8 +52,10 @@ class WorkQueue:
         size = max(1, min(ITEM_ROWS, math.ceil(total / (4 * cluster.trainers))))
         items = []
         for piece in data.train:
-            for start in range(piece.start, piece.stop, size):
-                items.append(f"{piece.path}\t{start}\t{min(start + size, piece.stop)}")
+            # a gzip file cannot seek (an item deep in it would decompress all the lines before it): one item
+            step = piece.rows if piece.path.endswith(".gz") else size
+            for start in range(piece.start, piece.stop, step):
+                items.append(f"{piece.path}\t{start}\t{min(start + step, piece.stop)}")
         return cls(cluster, items)
 
     def _ops(self):
@@ -139,8 +142,8 @@ class WorkQueue:
                 session.run(self.put, {self.plan: plan})
                 session.run([self.close, self.mark])
                 if record is None:
-                    print(f"workqueue: {len(queue_.items)} items of at most {ITEM_ROWS:,} rows x {epochs} epochs "
-                          f"on PS 0 for {trainers} trainers", flush=True)
+                    print(f"workqueue: {len(queue_.items)} items of at most {queue_.item_rows:,} rows x {epochs} "
+                          f"epochs on PS 0 for {trainers} trainers", flush=True)
 
         return FillHook()
 
