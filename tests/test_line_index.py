@@ -70,7 +70,7 @@ def test_the_index_is_written_once_and_a_later_start_reads_no_data(tmp_path, mon
     assert again.indexes == "line index reused, kept beside the data (.train.txt.index.json)"
 
 
-def test_the_generator_and_prepare_criteo_write_the_index_as_they_write_the_file(tmp_path, monkeypatch):
+def test_the_generators_and_prepare_criteo_write_the_index_as_they_write_the_file(tmp_path, monkeypatch):
     """No extra pass: what they counted while writing equals a count of the file, and a start reads it."""
     import sys
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "data"))
@@ -81,7 +81,12 @@ def test_the_generator_and_prepare_criteo_write_the_index_as_they_write_the_file
     raw = tmp_path / "raw.txt"
     raw.write_text(rows_text(700))
     prepare_criteo.prepare_criteo(raw, tmp_path / "prep", log=lambda m: None)
-    for written in (path, tmp_path / "prep" / "train.csv", tmp_path / "prep" / "eval.csv"):
+    import generate_avazu
+    from modelzoo.synthetic_sequences import generate_taobao
+    generate_avazu.generate(tmp_path / "avazu.csv", 2500)
+    generate_taobao(tmp_path / "taobao.txt", 1500)
+    for written in (path, tmp_path / "prep" / "train.csv", tmp_path / "prep" / "eval.csv", tmp_path / "avazu.csv",
+                    tmp_path / "taobao.txt"):
         index = line_index.load(str(written))
         assert not index.built
         assert (index.rows, index.offsets) == line_index.build(str(written))[:2]
