@@ -180,17 +180,14 @@ def _find(path, ident):
 
 @contextlib.contextmanager
 def _building(path):
-    """Held while one process of this machine builds the index of `path`: the others starting at the same
-    time (a local job's chief, workers and evaluator) wait for it and read it, instead of counting too."""
-    lock = cache_path(path) + ".lock"
-    try:
-        os.makedirs(os.path.dirname(lock), exist_ok=True)
-        f = open(lock, "a")
-    except OSError:
-        yield
-        return
-    with f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    """Held while one process builds the index of `path` (a lock on the data file itself, which leaves
+    nothing behind): the others starting at the same time (a local job's chief, workers and evaluator) wait
+    for it and read it, instead of counting too. Where the file system has no locks, each counts."""
+    with open(path, "rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError:
+            pass
         yield
 
 

@@ -233,10 +233,8 @@ def test_a_process_starting_while_another_builds_the_index_waits_and_reads_it(tm
     import threading
     path = tmp_path / "train.txt"
     path.write_text(rows_text(50))
-    monkeypatch.setenv(line_index.CACHE_ENV, str(tmp_path / "cache"))
-    os.makedirs(tmp_path / "cache")
     got = []
-    with open(line_index.cache_path(str(path)) + ".lock", "a") as lock:
+    with open(path, "rb") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # (another process building)
         waiting = threading.Thread(target=lambda: got.append(line_index.load(str(path))))
         waiting.start()
@@ -245,3 +243,4 @@ def test_a_process_starting_while_another_builds_the_index_waits_and_reads_it(tm
         line_index.save(str(path), *line_index.build(str(path)))
     waiting.join(10)
     assert got[0].rows == 50 and not got[0].built
+    assert sorted(os.listdir(tmp_path)) == [".train.txt.index.json", "train.txt"]  # (no lock file left)
