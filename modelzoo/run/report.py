@@ -46,7 +46,8 @@ def announce(ctx):
     print(f"{ctx.spec.name}: {schema_summary(schema)}", flush=True)
     if opts.ev is not None:
         print(describe_ev(ctx.args, schema), flush=True)
-    print(f"data: {data.description}: {data.train_rows:,} train rows, {data.eval_rows:,} eval rows", flush=True)
+    print(f"data: {data.description}: {data.train_rows:,} train rows, {data.eval_rows:,} eval rows"
+          + (f"; {data.indexes}" if data.indexes else ""), flush=True)
     table_rows = sum(c.num_ids for c in schema.tables)
     if opts.ev is None and table_rows > TABLE_ROWS_PER_TRAIN_ROW * data.train_rows:
         print(f"note: the schema's tables have {table_rows:,} rows for {data.train_rows:,} training rows (most are "
