@@ -18,6 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modelzoo.io_utils import atomic_writer  # noqa: E402
+from modelzoo.line_index import IndexingWriter  # noqa: E402
 
 # column -> (distinct values, how they are written); Avazu's hashed ids are 8 hex digits
 COLUMNS = {
@@ -50,7 +51,8 @@ def generate(path, rows, seed=0):
     weights = {name: {} for name in ("site_id", "banner_pos", "device_type", "C15", "app_category")}
     clicks = 0
     with atomic_writer(path, "wb") as raw:
-        out = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if str(path).endswith(".gz") else raw
+        packed = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if str(path).endswith(".gz") else raw
+        out = IndexingWriter(packed)  # its line index, counted as it is written (modelzoo/line_index.py)
         out.write((",".join(HEADER) + "\n").encode())
         for i in range(rows):
             values = {name: _value(rng, name, *spec) for name, spec in COLUMNS.items()}
@@ -60,8 +62,9 @@ def generate(path, rows, seed=0):
             hour = f"1410{21 + i * 10 // max(rows, 1):02d}{(i * 24 * 10 // max(rows, 1)) % 24:02d}"
             row = [str(10 ** 18 + rng.getrandbits(59)), str(click), hour] + [values[n] for n in COLUMNS]
             out.write((",".join(row) + "\n").encode())
-        if out is not raw:
-            out.close()
+        if packed is not raw:
+            packed.close()
+    out.save(os.fspath(path))
     return clicks / max(rows, 1)
 
 

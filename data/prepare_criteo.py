@@ -50,6 +50,7 @@ if REPO not in sys.path:
 
 from modelzoo.datafiles import INT_PATTERN, file_identity, natural_key, row_problem  # noqa: E402
 from modelzoo.io_utils import atomic_write_json, atomic_writer  # noqa: E402
+from modelzoo.line_index import IndexingWriter, sidecar  # noqa: E402
 from modelzoo.schema import load_schema  # noqa: E402
 
 FIELDS = 40
@@ -253,6 +254,8 @@ def prepare_criteo(input_path, output_dir, eval_fraction=Fraction(1, 7), max_row
                                        suffix='.tmp', dir=output_dir)
             temps.append(tmp)
             outs[name] = os.fdopen(fd, 'wb', buffering=1 << 20)
+        # each output's line index, counted as it is written (read by the models instead of a count)
+        indexed = {name: IndexingWriter(out) for name, out in outs.items()}
         done = 0
         next_report = progress_every
         t1 = time.perf_counter()
@@ -262,14 +265,14 @@ def prepare_criteo(input_path, output_dir, eval_fraction=Fraction(1, 7), max_row
                     lines = lines[:total - done]
                 if done < n_train:
                     k = min(len(lines), n_train - done)
-                    written['train'] += _convert(lines[:k], outs['train'], bad_rows,
+                    written['train'] += _convert(lines[:k], indexed['train'], bad_rows,
                                                  input_path, done + 1, skipped)
                     lines, first = lines[k:], done + k
                     done += k
                 else:
                     first = done
                 if lines:
-                    written['eval'] += _convert(lines, outs['eval'], bad_rows,
+                    written['eval'] += _convert(lines, indexed['eval'], bad_rows,
                                                 input_path, first + 1, skipped)
                     done += len(lines)
                 if progress_every and done >= next_report:
@@ -292,6 +295,8 @@ def prepare_criteo(input_path, output_dir, eval_fraction=Fraction(1, 7), max_row
         os.replace(temps[0], train_path)
         os.replace(temps[1], eval_path)
         temps = []
+        indexed['train'].save(train_path)
+        indexed['eval'].save(eval_path)
     finally:
         for out in outs.values():
             if not out.closed:
@@ -418,11 +423,13 @@ def prepare_days(inputs, output_dir, eval_day=None, max_rows=None, bad_rows='err
             writer = atomic_writer(out_path, 'wb')
             with writer as raw_out:
                 out = gzip.GzipFile(fileobj=raw_out, mode='wb', compresslevel=1, mtime=0) if gzip_output else raw_out
+                indexed = IndexingWriter(out)  # its line index (the row count, for a .gz), counted as it is written
                 try:
-                    lines, rows = _convert_stream(path, out, bad_rows, skipped, max_rows, progress_every, log)
+                    lines, rows = _convert_stream(path, indexed, bad_rows, skipped, max_rows, progress_every, log)
                 finally:
                     if gzip_output:
                         out.close()
+            indexed.save(out_path)
             entry = {'input': ident, 'output': out_path, 'lines': lines, 'rows': rows, 'skipped': len(skipped),
                      'skipped_lines': skipped[:20]}
             manifest['days'][str(day)] = entry
@@ -431,6 +438,8 @@ def prepare_days(inputs, output_dir, eval_day=None, max_rows=None, bad_rows='err
             stats['converted'].append(day)
         for old in stale:  # the day moved sides (another --eval_day): its old output is not data any more
             os.unlink(old)
+            if os.path.exists(sidecar(old)):
+                os.unlink(sidecar(old))
         stats['%s_rows' % side] += entry['rows']
         stats['lines'] += entry['lines']
         stats['skipped'] += entry['skipped']

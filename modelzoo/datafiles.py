@@ -6,6 +6,8 @@ A file may start with a header line (--header auto/true/false; auto: when line 1
 column names): its columns are then matched to the schema's by name, in any order, and the header
 is never read as a row (a Slice of such a file starts at line 1, so every reader, shard and work
 item skips it). A single file is split by time order: its last 10% of rows are held out for evaluation.
+A text file's row count comes from its line index (modelzoo/line_index.py), built once and reused by
+every later process, not from a count at each start.
 The tf.data pipeline reads the files; when it stops on a malformed row, `diagnose` rescans the
 files here to name the file, line and problem, since TensorFlow's own message names neither.
 """
@@ -56,6 +58,7 @@ class DataSpec:
     description: str
     generated: bool = False
     columns: Optional[Tuple[str, ...]] = None  # the files' column order (a header's), None: the schema's
+    indexes: Optional[str] = None  # the text files' line indexes: reused or built, and where (for the data: line)
 
     def layout(self, schema):
         """The schema with its columns in the files' order: what the readers split a line into."""
@@ -308,15 +311,16 @@ def diagnose(slices, schema, delimiter):
 
 def _counted(files, schema, header):
     """Each file's data lines as a Slice (from line 1 after a header) and its Layout; an empty file
-    (or one with only a header) is an error, not a silent zero. A Parquet file's rows are in its footer."""
-    from modelzoo import parquet
+    (or one with only a header) is an error, not a silent zero. A Parquet file's rows are in its footer,
+    a text file's in its line index (modelzoo/line_index.py: read, or built once and kept for later starts)."""
+    from modelzoo import line_index, parquet
     out = []
     for path in files:
         if parquet.is_parquet(path):
             out.append((Slice(path, 0, parquet.check_file(path, schema)),
                         Layout(PARQUET, False, tuple(c.name for c in schema.columns))))
             continue
-        n = count_lines(path)
+        n = line_index.load(path).rows
         if n == 0:
             raise DataError(f"{path}: file is empty, expected rows of data")
         layout = read_layout(path, schema, header)
@@ -406,7 +410,9 @@ def _from_location(args, schema, header, generate):
         found = [loc / n for n in KNOWN_TRAIN_NAMES if (loc / n).is_file()]
         if not found:
             # (a marker alone: its generation was killed before the rename; it generates again)
-            others = sorted(p.name for p in loc.iterdir() if p.name != SYNTHETIC_MARKER) if loc.is_dir() else []
+            # (and line indexes of files no longer there: modelzoo/line_index.py)
+            others = sorted(p.name for p in loc.iterdir() if p.name != SYNTHETIC_MARKER
+                            and not (p.name.startswith(".") and p.name.endswith(".index.json"))) if loc.is_dir() else []
             if others:
                 raise DataError(f"--data_location {loc}: holds {others[:5]} but none of "
                                 f"{KNOWN_TRAIN_NAMES} (or train.csv with eval.csv)")
@@ -479,4 +485,8 @@ def resolve(args, schema, generate=None):
     if any(layout.header for _, layout in layouts):
         where += f" (header line{'s' if len(layouts) > 1 else ''}: columns matched by name)"
     columns = first.columns if first.columns != tuple(c.name for c in schema.columns) else None
-    return DataSpec(train, evals, first.delimiter, where, generated, columns)
+    indexes = None
+    if first.delimiter != PARQUET:
+        from modelzoo import line_index
+        indexes = line_index.describe([line_index.loaded(path) for path, _ in layouts])
+    return DataSpec(train, evals, first.delimiter, where, generated, columns, indexes)

@@ -11,7 +11,7 @@ import contextlib
 
 import tensorflow as tf
 
-from modelzoo import parquet
+from modelzoo import line_index, parquet
 from modelzoo.datafiles import row_pattern
 
 tf1 = tf.compat.v1
@@ -163,8 +163,15 @@ def is_raw(features):
 
 
 def _slice_dataset(piece):
-    compression = "GZIP" if piece.path.endswith(".gz") else ""
-    ds = tf.data.TextLineDataset(piece.path, compression_type=compression)
+    """One slice's lines. A plain-text slice past the file's first line (the held-out rows of a single
+    file) seeks to its bytes through the file's line index; one from the start is read by TextLineDataset.
+    A gzip file cannot seek: its lines before the slice are decompressed each time (said once)."""
+    gz = piece.path.endswith(".gz")
+    if piece.start > 1 and not gz:
+        return line_index.dataset(piece.path, piece.start, piece.stop)
+    if gz:
+        line_index.say_gzip_cost(piece.path, piece.start)
+    ds = tf.data.TextLineDataset(piece.path, compression_type="GZIP" if gz else "")
     return ds.skip(piece.start).take(piece.rows)
 
 

@@ -155,6 +155,9 @@ class Default:
 
 
 GIVEN = "_given"  # the parsed namespace's set of the flags given on the command line (`validate` pops it)
+# what `validate` leaves of it: the flags the command line gave (RunContext pops it: a ModelSpec's
+# small_data_defaults apply only to the flags not given)
+GIVEN_FLAGS = "_given_flags"
 MODES_OF = "_modes"  # the parsed namespace's {flag: the modes it acts in} (`validate` pops it)
 NAMED = "_named"  # the parsed namespace's {flag: the name the command line gave it by} (an alias's own name)
 
@@ -514,6 +517,7 @@ def validate(args, speed_defaults, defaults=None, model_name="the model", has_ml
     """Refuse what cannot work, then resolve the speed switches (None -> measured default)."""
     defaults = defaults or {}
     given, modes, named = given_flags(args)
+    setattr(args, GIVEN_FLAGS, frozenset(given))
     validate_mode(args, given, modes, named)
     if not has_mlp:
         for name in NEEDS_MLP:

@@ -49,6 +49,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from modelzoo.line_index import IndexingWriter
+
 __all__ = [
     'COLUMNS', 'INT_COLUMNS', 'CAT_COLUMNS', 'CRITEO_KAGGLE_CARDINALITIES',
     'INT_MISSING_RATES', 'CAT_MISSING_RATES', 'TARGET_CTR',
@@ -646,10 +648,12 @@ def generate_criteo(path, rows, seed=0, fmt=None, chunk_rows=100_000,
                                     compresslevel=_GZIP_LEVEL, mtime=0)
             else:
                 out = raw
+            # its line index, counted as it is written (modelzoo/line_index.py)
+            indexed = IndexingWriter(out)
             try:
                 for data, pos, ph, nh in _encoded_pieces(rows, seed, fmt,
                                                          chunk_rows, workers):
-                    out.write(data)
+                    indexed.write(data)
                     positives += pos
                     pos_hist += ph
                     neg_hist += nh
@@ -662,6 +666,7 @@ def generate_criteo(path, rows, seed=0, fmt=None, chunk_rows=100_000,
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+        indexed.save(path)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -20,6 +20,7 @@ import os
 import numpy as np
 
 from modelzoo.io_utils import atomic_writer
+from modelzoo.line_index import IndexingWriter
 
 USERS, ITEMS, CATEGORIES, FACTORS = 4000, 6000, 60, 8
 MAX_HISTORY = 40  # the longest generated history (taobao.json keeps the newest 20)
@@ -91,8 +92,10 @@ def generate_taobao(path, rows, seed=0):
         lines.append("\t".join([str(labels[r]), f"u{user}", f"a{w['age'][user]}", f"g{w['gender'][user]}",
                                 f"c{w['city'][user]}", f"i{item}", f"k{w['item_cat'][item]}",
                                 "|".join(f"i{i}" for i in hist), "|".join(f"k{w['item_cat'][i]}" for i in hist)]))
-    with atomic_writer(path) as f:
-        f.write("\n".join(lines) + ("\n" if lines else ""))
+    with atomic_writer(path, "wb") as f:
+        out = IndexingWriter(f)  # its line index, counted as it is written (modelzoo/line_index.py)
+        out.write(("\n".join(lines) + ("\n" if lines else "")).encode())
+    out.save(os.fspath(path))
     return {"path": os.fspath(path), "rows": rows, "ctr": float(labels.mean()) if rows else float("nan"),
             "hidden_auc": auc(labels, probs), "seed": seed}
 

@@ -1,12 +1,13 @@
 """--workqueue: the training input dealt out to the trainers of a parameter-server job at run time.
 
-The training rows are cut into work items (row ranges of the input files, at most ITEM_ROWS each,
-at least 4 per trainer). The chief puts every item of every epoch the job needs (each epoch in its
-own seeded order) on one FIFO queue on PS 0, once per job. Each trainer's input takes the next item
-when it has read the last one, so a faster trainer takes more items, and every item is read once
-per epoch. What a trainer took is recorded on PS 0 too (in order), so a restarted worker first reads
-its items again and then skips the rows it had trained on (its `input_progress` slot): it resumes
-exactly where it stopped, the items it had taken are not lost, and none is read twice.
+The training rows are cut into work items (row ranges of the input files, at most ITEM_ROWS each, at
+least 4 per trainer; a gzip file, which cannot seek, is one item). The chief puts every item of every
+epoch the job needs (each epoch in its own seeded order) on one FIFO queue on PS 0, once per job. Each
+trainer's input takes the next item when it has read the last one, so a faster trainer takes more items,
+and every item is read once per epoch. What a trainer took is recorded on PS 0 too (in order), so a
+restarted worker first reads its items again and then skips the rows it had trained on (its
+`input_progress` slot): it resumes exactly where it stopped, the items it had taken are not lost, and
+none is read twice.
 
 The queue and the record live in PS 0's memory, not in the checkpoint. So after every checkpoint the
 chief also writes what each trainer had taken to CHECKPOINT/workqueue/STEP.json. When the chief
@@ -51,8 +52,10 @@ class WorkQueue:
         size = max(1, min(ITEM_ROWS, math.ceil(total / (4 * cluster.trainers))))
         items = []
         for piece in data.train:
-            for start in range(piece.start, piece.stop, size):
-                items.append(f"{piece.path}\t{start}\t{min(start + size, piece.stop)}")
+            # a gzip file cannot seek (an item deep in it would decompress all the lines before it): one item
+            step = piece.rows if piece.path.endswith(".gz") else size
+            for start in range(piece.start, piece.stop, step):
+                items.append(f"{piece.path}\t{start}\t{min(start + step, piece.stop)}")
         return cls(cluster, items)
 
     def _ops(self):
@@ -139,8 +142,8 @@ class WorkQueue:
                 session.run(self.put, {self.plan: plan})
                 session.run([self.close, self.mark])
                 if record is None:
-                    print(f"workqueue: {len(queue_.items)} items of at most {ITEM_ROWS:,} rows x {epochs} epochs "
-                          f"on PS 0 for {trainers} trainers", flush=True)
+                    print(f"workqueue: {len(queue_.items)} items of at most {queue_.item_rows:,} rows x {epochs} "
+                          f"epochs on PS 0 for {trainers} trainers", flush=True)
 
         return FillHook()
 
@@ -274,18 +277,29 @@ class WorkQueue:
 
     def lines(self, read_rows=None):
         """The dataset of this trainer's lines, item after item (`read_rows(path, start, stop)`: the dataset
-        of an item's rows, for files other than text: modelzoo/parquet.range_dataset)."""
+        of an item's rows, for files other than text: modelzoo/parquet.range_dataset). A text item is read
+        from its first line's bytes (the file's line index: a seek, then fewer than line_index.EVERY lines
+        skipped), so an item at the end of a big file costs what one at its start does; gzip cannot seek."""
         import tensorflow as tf
+        from modelzoo import line_index
+
+        if read_rows is None:
+            def blocks():
+                items = self._items()
+                try:
+                    for item in items:
+                        _, _, path, start, stop = item.split("\t")
+                        yield from line_index.blocks(path, int(start), int(stop))
+                finally:
+                    items.close()  # (its session is closed as tf.data ends this generator)
+
+            lines = tf.data.Dataset.from_generator(blocks, output_signature=tf.TensorSpec([None], tf.string))
+            return lines.unbatch()
 
         def read(item):
             fields = tf.strings.split(item, "\t")
-            start = tf.strings.to_number(fields[3], tf.int64)
-            stop = tf.strings.to_number(fields[4], tf.int64)
-            if read_rows is not None:
-                return read_rows(fields[2], start, stop)
-            gzip = tf.strings.regex_full_match(fields[2], r".*\.gz")
-            lines = tf.data.TextLineDataset(fields[2], compression_type=tf.where(gzip, "GZIP", ""))
-            return lines.skip(start).take(stop - start)
+            return read_rows(fields[2], tf.strings.to_number(fields[3], tf.int64),
+                             tf.strings.to_number(fields[4], tf.int64))
 
         items = tf.data.Dataset.from_generator(self._items, output_signature=tf.TensorSpec([], tf.string))
         return items.flat_map(read)

@@ -364,7 +364,7 @@ def test_a_killed_data_generation_leaves_a_file_that_the_next_run_removes(tmp_pa
     spec = datafiles.resolve(args_for(data_location=str(folder), generate_rows=50), SCHEMA, generate)
     assert calls and spec.train_rows == 45 and not leftover.exists()
     assert f"removed what an interrupted data generation left in {folder}: {leftover.name}" in capsys.readouterr().out
-    assert sorted(os.listdir(folder)) == ["SYNTHETIC", "train.txt"]
+    assert sorted(os.listdir(folder)) == [".train.txt.index.json", "SYNTHETIC", "train.txt"]  # (its line index)
 
 
 def test_a_generation_in_progress_keeps_its_file_and_a_run_that_only_reads_removes_nothing(tmp_path):

@@ -36,6 +36,7 @@ def test_benchmark_matrix_iterates_over_the_registry():
     ({"speed_defaults": {"smartstaged": True}}, "ModelSpec 'm': speed_defaults lacks ['emb_fusion', 'op_fusion', 'xla']"),
     ({"speed_defaults": {**SPEED, "turbo": True}}, "speed_defaults has unknown keys ['turbo']"),
     ({"defaults": {"bach_size": 1}}, "defaults has unknown keys ['bach_size']"),
+    ({"small_data_defaults": {"batch_size": 256}}, "small_data_defaults has unknown keys ['batch_size']"),
     ({"build_logits": 3}, "ModelSpec 'm': build_logits must be callable"),
     ({"loss": "bce"}, "loss must be callable"),
     ({"shape_flags": ("depth",)}, "shape_flags names ['depth'], which its add_flags does not add"),

@@ -56,7 +56,8 @@ def test_split_is_time_ordered_last_seventh_is_eval(raw, tmp_path):
     assert (st['lines'], st['train_rows'], st['eval_rows'], st['skipped']) == (7000, 6000, 1000, 0)
     assert (tmp_path / 'train.csv').read_bytes() == as_csv(lines[:6000])
     assert (tmp_path / 'eval.csv').read_bytes() == as_csv(lines[6000:])
-    assert sorted(os.listdir(tmp_path)) == ['eval.csv', 'train.csv']  # no temporary files
+    # no temporary files; each output's line index (modelzoo/line_index.py), written as it was
+    assert sorted(os.listdir(tmp_path)) == ['.eval.csv.index.json', '.train.csv.index.json', 'eval.csv', 'train.csv']
 
 
 def test_cli_max_rows_fraction_and_progress(raw, tmp_path):
@@ -194,8 +195,9 @@ def test_day_files_convert_one_csv_a_day_in_day_order_the_last_day_held_out(days
     proc = run_cli('--input', folder, '--output_dir', out)
     assert proc.returncode == 0, proc.stderr
     # day 10 is the last in time (text order would put it before day 2) and is held out
-    assert sorted(os.listdir(out / 'train')) == ['day_0.csv', 'day_2.csv']
-    assert os.listdir(out / 'eval') == ['day_10.csv']
+    assert sorted(os.listdir(out / 'train')) == ['.day_0.csv.index.json', '.day_2.csv.index.json', 'day_0.csv',
+                                                 'day_2.csv']
+    assert sorted(os.listdir(out / 'eval')) == ['.day_10.csv.index.json', 'day_10.csv']
     for day, side in ((0, 'train'), (2, 'train'), (10, 'eval')):
         assert (out / side / f'day_{day}.csv').read_bytes() == as_csv(by_day[day])
     assert "--train_files '%s/train/*.csv' --eval_files '%s/eval/*.csv'" % (out, out) in proc.stdout
@@ -219,7 +221,7 @@ def test_a_stopped_day_run_resumes_at_the_first_day_not_written(days, tmp_path):
     (folder / 'day_2').write_bytes(good.replace(b'\n', b'\nnot a row\n', 1))
     with pytest.raises(prep.PrepareError, match=r'day_2:2: '):
         prep.prepare_days([folder], tmp_path, log=lambda m: None)
-    assert os.listdir(tmp_path / 'train') == ['day_0.csv']  # nothing half-written for day 2
+    assert sorted(os.listdir(tmp_path / 'train')) == ['.day_0.csv.index.json', 'day_0.csv']  # nothing of day 2
     (folder / 'day_2').write_bytes(good)
     st = prep.prepare_days([folder], tmp_path, log=lambda m: None)
     assert (st['kept'], st['converted']) == ([0], [2, 10])
@@ -230,7 +232,8 @@ def test_a_stopped_day_run_resumes_at_the_first_day_not_written(days, tmp_path):
         prep.prepare_days([folder], tmp_path, log=lambda m: None)
     # another held-out day moves day 10 to train and removes its eval copy
     st = prep.prepare_days([folder], tmp_path, eval_day=2, overwrite=True, log=lambda m: None)
-    assert os.listdir(tmp_path / 'eval') == ['day_2.csv'] and 'day_10.csv' in os.listdir(tmp_path / 'train')
+    assert sorted(os.listdir(tmp_path / 'eval')) == ['.day_2.csv.index.json', 'day_2.csv']  # (day 10's index gone)
+    assert 'day_10.csv' in os.listdir(tmp_path / 'train')
 
 
 @pytest.mark.parametrize('args,words', [

@@ -60,6 +60,32 @@ def test_without_held_out_rows_the_default_still_trains_100_steps():
     assert patient.keeps_best and patient.eval_every == 0 and "by the evaluator task" in patient.description
 
 
+def small_data_context(argv, train_rows):
+    """A RunContext of a model whose ModelSpec has small_data_defaults, planned for `train_rows` rows."""
+    from modelzoo.run.context import RunContext
+    from modelzoo.run.spec import ModelSpec
+    spec = ModelSpec(name="dlrm", schema="criteo", build_logits=lambda *a: None, defaults={"batch_size": 2048},
+                     speed_defaults={n: False for n in flaglib.SPEED_SWITCHES},
+                     small_data_defaults={"learning_rate": 0.0002, "dropout": 0.3})
+    args = flaglib.parse("dlrm", [*argv], spec.defaults, spec.speed_defaults)
+    ctx = RunContext.create(spec, args)
+    ctx.schedule = S.plan(ctx.opts.train, train_rows, 2048, evaluates=True)
+    return ctx, ctx.use_small_data_defaults()
+
+
+@pytest.mark.fast
+def test_small_data_defaults_apply_only_when_the_run_picks_its_length_on_small_data_and_never_over_a_given_flag():
+    ctx, changed = small_data_context([], 8_999)
+    assert changed == {"learning_rate": 0.0002, "dropout": 0.3}
+    assert (ctx.args.learning_rate, ctx.opts.train.learning_rate, ctx.opts.train.dropout) == (0.0002, 0.0002, 0.3)
+    assert "_given_flags" not in ctx.result_flags()
+    ctx, changed = small_data_context(["--learning_rate", "0.001"], 8_999)  # the command line wins
+    assert changed == {"dropout": 0.3} and ctx.opts.train.learning_rate == 0.001
+    for argv, rows in (([], 100 * 2048), (["--steps", "50"], 8_999), (["--epochs", "3"], 8_999)):
+        ctx, changed = small_data_context(argv, rows)  # large data, or a length the user chose: as before
+        assert changed == {} and ctx.opts.train.learning_rate == 0.01 and ctx.opts.train.dropout == 0.0
+
+
 @pytest.mark.fast
 def test_given_lengths_and_evaluation_intervals():
     steps = S.plan(train_opts("--steps", "30"), 8_999, 2048, evaluates=True)

@@ -153,6 +153,7 @@ def run_cluster(spec, args, cluster, wall_start):
     ctx.data = data = cluster_data(ctx)
     ctx.schedule = plan(opts.train, data.train_rows, opts.data.batch_size, bool(data.eval) and not opts.train.no_eval,
                         evaluator_task=True)
+    ctx.small_data_flags = ctx.use_small_data_defaults()
     ctx.steps = steps = ctx.schedule.max_steps
     ctx.cpu = cpu_info()
     if world.is_chief:

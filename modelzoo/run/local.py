@@ -271,6 +271,7 @@ def run(spec, args, wall_start):
         warm_start_source(opts.checkpoint.warm_start_from)  # a missing or unreadable source is refused before any work
     ctx.data = data = prepare(ctx)
     ctx.schedule = plan(opts.train, data.train_rows, ctx.global_batch, bool(data.eval) and not opts.train.no_eval)
+    ctx.small_data_flags = ctx.use_small_data_defaults()
     ctx.steps = ctx.schedule.max_steps
     ctx.cpu = cpu_info()
     if world.is_chief:

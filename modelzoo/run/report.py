@@ -46,7 +46,8 @@ def announce(ctx):
     print(f"{ctx.spec.name}: {schema_summary(schema)}", flush=True)
     if opts.ev is not None:
         print(describe_ev(ctx.args, schema), flush=True)
-    print(f"data: {data.description}: {data.train_rows:,} train rows, {data.eval_rows:,} eval rows", flush=True)
+    print(f"data: {data.description}: {data.train_rows:,} train rows, {data.eval_rows:,} eval rows"
+          + (f"; {data.indexes}" if data.indexes else ""), flush=True)
     table_rows = sum(c.num_ids for c in schema.tables)
     if opts.ev is None and table_rows > TABLE_ROWS_PER_TRAIN_ROW * data.train_rows:
         print(f"note: the schema's tables have {table_rows:,} rows for {data.train_rows:,} training rows (most are "
@@ -60,6 +61,10 @@ def announce(ctx):
               flush=True)
     if ctx.schedule is not None:
         print(ctx.schedule.description, flush=True)
+    if ctx.small_data_flags:
+        print(f"small data: {ctx.spec.name}'s small-data defaults "
+              f"{' '.join(f'--{k} {v:g}' for k, v in ctx.small_data_flags.items())} (ModelSpec.small_data_defaults; "
+              "a flag given on the command line wins)", flush=True)
     print(f"train: {ctx.steps:,} steps of {ctx.global_batch:,} | optimizer {opts.train.optimizer} lr "
           f"{opts.train.learning_rate} | {describe_switches(opts)} | checkpoint {ctx.checkpoint}",
           flush=True)

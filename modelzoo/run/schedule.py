@@ -39,6 +39,9 @@ class Schedule:
     metric: str  # "auc" or "logloss"
     min_steps: int  # early stopping does not stop before this step
     description: str  # the start-up line
+    # the run picked its length on small data (an epoch under ONE_EPOCH_STEPS steps, neither --steps nor
+    # --epochs): a ModelSpec's small_data_defaults apply
+    small_data: bool = False
 
     @property
     def keeps_best(self):
@@ -68,6 +71,7 @@ def plan(train_opts, train_rows, batch, evaluates, evaluator_task=False):
     per_epoch = max(1, math.ceil(train_rows / batch))
     epoch_words = f"{train_rows:,} rows = {per_epoch:,} step{'s' * (per_epoch > 1)} an epoch at batch {batch:,}"
     patience = t.early_stop_patience or 0
+    small = not t.steps and not t.epochs and per_epoch < ONE_EPOCH_STEPS
     if t.steps:
         max_steps, length = t.steps, f"--steps {t.steps:,}"
     elif t.epochs:
@@ -85,7 +89,8 @@ def plan(train_opts, train_rows, batch, evaluates, evaluator_task=False):
         patience = DEFAULT_PATIENCE if t.early_stop_patience is None else t.early_stop_patience
         length = f"up to {DEFAULT_MAX_EPOCHS} epochs"
     if not evaluates:
-        return Schedule(per_epoch, max_steps, 0, 0, t.early_stop_metric, 0, f"{epoch_words}: training {length}")
+        return Schedule(per_epoch, max_steps, 0, 0, t.early_stop_metric, 0, f"{epoch_words}: training {length}",
+                        small)
     default_length = not t.steps and not t.epochs and not evaluator_task
     eval_every = t.eval_steps or (per_epoch if (t.epochs or default_length or patience) else 0)
     eval_every = 0 if evaluator_task or eval_every >= max_steps else eval_every
@@ -97,7 +102,7 @@ def plan(train_opts, train_rows, batch, evaluates, evaluator_task=False):
         metric = "AUC" if t.early_stop_metric == "auc" else t.early_stop_metric
         words += (f", with early stopping on the held-out {metric} (patience {patience}"
                   f"{f', not before step {min_steps}' if min_steps else ''}; the best checkpoint is exported)")
-    return Schedule(per_epoch, max_steps, eval_every, patience, t.early_stop_metric, min_steps, words)
+    return Schedule(per_epoch, max_steps, eval_every, patience, t.early_stop_metric, min_steps, words, small)
 
 
 def better(metric, new, old):

@@ -10,6 +10,9 @@ from modelzoo import flags as flaglib
 # what a ModelSpec's `defaults` may set (modelzoo/flags.py reads these), and the speed defaults a model may
 # give besides one for each of flags.SPEED_SWITCHES (a switch's default with --ev)
 MODEL_DEFAULT_KEYS = ("batch_size", "learning_rate", "optimizer", "generate_rows", "emb_l2", "dropout", "data_location")
+# what a ModelSpec's `small_data_defaults` may set: the training settings, not the batch or optimizer (its slots
+# are the checkpoint's), so that a run on larger data is the same as before
+SMALL_DATA_DEFAULT_KEYS = ("learning_rate", "emb_l2", "dropout")
 OPTIONAL_SPEED_DEFAULTS = tuple(f"{name}_ev" for name in flaglib.SPEED_SWITCHES)
 
 
@@ -64,6 +67,10 @@ class ModelSpec:
     build_logits: Optional[Callable] = None  # (ModelInputs, args, training: bool) -> logits [B] or [B, 1]
     defaults: Dict[str, Any] = field(default_factory=dict)
     speed_defaults: Dict[str, bool] = field(default_factory=dict)
+    # defaults that replace `defaults` on small data when the run picks its length (modelzoo.run.schedule:
+    # an epoch under ONE_EPOCH_STEPS steps and neither --steps nor --epochs), for the flags the command line
+    # does not give: the model's settings for many epochs over few rows, measured (the model's README)
+    small_data_defaults: Dict[str, Any] = field(default_factory=dict)
     add_flags: Optional[Callable] = None
     uses_crosses: bool = False  # the model reads the schema's crosses (a wide part); else they are refused
     # the kinds of list column the model reads (ModelInputs.lists: "multi_value" through tables.pooled,
@@ -112,6 +119,9 @@ class ModelSpec:
         unknown = sorted(set(self.defaults) - set(MODEL_DEFAULT_KEYS))
         if unknown:
             bad("defaults", f"has unknown keys {unknown} (known: {sorted(MODEL_DEFAULT_KEYS)})")
+        unknown = sorted(set(self.small_data_defaults) - set(SMALL_DATA_DEFAULT_KEYS))
+        if unknown:
+            bad("small_data_defaults", f"has unknown keys {unknown} (known: {sorted(SMALL_DATA_DEFAULT_KEYS)})")
         speed = set(flaglib.SPEED_SWITCHES)
         missing, extra = sorted(speed - set(self.speed_defaults)), sorted(
             set(self.speed_defaults) - speed - set(OPTIONAL_SPEED_DEFAULTS))
