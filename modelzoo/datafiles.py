@@ -79,19 +79,10 @@ def open_binary(path):
 
 
 def count_lines(path):
-    """Rows in a file, counting a last line without a newline; fast enough for GBs (~1 GB/s)."""
-    lines, last = 0, b"\n"
-    try:
-        with open_binary(path) as f:
-            while True:
-                block = f.read(1 << 22)
-                if not block:
-                    break
-                lines += block.count(b"\n")
-                last = block[-1:]
-    except UNREADABLE as err:  # a truncated or corrupt gzip stream, a disk error
-        raise DataError(f"{path}: cannot be read: {err}") from None
-    return lines + (last != b"\n")
+    """Rows in a file, counting a last line without a newline, in one pass (~1 GB/s): the line index's
+    build without keeping it (modelzoo/line_index.py)."""
+    from modelzoo import line_index  # (it reads files with this module's open_binary)
+    return line_index.build(path)[0]
 
 
 def file_identity(path):
