@@ -82,7 +82,7 @@ def count_lines(path):
     """Rows in a file, counting a last line without a newline, in one pass (~1 GB/s): the line index's
     build without keeping it (modelzoo/line_index.py)."""
     from modelzoo import line_index  # (it reads files with this module's open_binary)
-    return line_index.build(path)[0]
+    return line_index.build(str(path))[0]
 
 
 def file_identity(path):
