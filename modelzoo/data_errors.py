@@ -1,5 +1,6 @@
 """The data readers' one error and what reading a damaged file raises: below every reader (modelzoo/datafiles.py
 for text files, modelzoo/parquet.py for Parquet), so each can raise it without importing the other."""
+import gzip
 import zlib
 
 
@@ -22,3 +23,8 @@ def opened(path, opener):
         raise DataError(f"{path}: file not found") from None
     except PermissionError:
         raise DataError(f"{path}: not readable (permission denied)") from None
+
+
+def open_binary(path):
+    """Open a plain or gzip file for reading bytes; errors name the file."""
+    return opened(path, lambda p: gzip.open(p, "rb") if str(p).endswith(".gz") else open(p, "rb"))

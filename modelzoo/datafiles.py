@@ -13,7 +13,6 @@ files here to name the file, line and problem, since TensorFlow's own message na
 """
 import fcntl
 import glob
-import gzip
 import hashlib
 import json
 import math
@@ -24,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from modelzoo.data_errors import UNREADABLE, DataError, opened  # noqa: F401 (the readers' error, from here too)
+from modelzoo import line_index
+from modelzoo.data_errors import UNREADABLE, DataError, open_binary, opened  # noqa: F401 (the readers' error, from here too)
 from modelzoo.io_utils import atomic_write_json
 
 HOLDOUT_FRACTION = 0.1
@@ -73,15 +73,9 @@ class DataSpec:
         return sum(s.rows for s in self.eval)
 
 
-def open_binary(path):
-    """Open a plain or gzip file for reading bytes; errors name the file."""
-    return opened(path, lambda p: gzip.open(p, "rb") if str(p).endswith(".gz") else open(p, "rb"))
-
-
 def count_lines(path):
     """Rows in a file, counting a last line without a newline, in one pass (~1 GB/s): the line index's
     build without keeping it (modelzoo/line_index.py)."""
-    from modelzoo import line_index  # (it reads files with this module's open_binary)
     return line_index.build(str(path))[0]
 
 
@@ -304,7 +298,7 @@ def _counted(files, schema, header):
     """Each file's data lines as a Slice (from line 1 after a header) and its Layout; an empty file
     (or one with only a header) is an error, not a silent zero. A Parquet file's rows are in its footer,
     a text file's in its line index (modelzoo/line_index.py: read, or built once and kept for later starts)."""
-    from modelzoo import line_index, parquet
+    from modelzoo import parquet
     out = []
     for path in files:
         if parquet.is_parquet(path):
@@ -478,6 +472,5 @@ def resolve(args, schema, generate=None):
     columns = first.columns if first.columns != tuple(c.name for c in schema.columns) else None
     indexes = None
     if first.delimiter != PARQUET:
-        from modelzoo import line_index
         indexes = line_index.describe([line_index.loaded(path) for path, _ in layouts])
     return DataSpec(train, evals, first.delimiter, where, generated, columns, indexes)

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 
-from modelzoo.datafiles import UNREADABLE, DataError, open_binary
+from modelzoo.data_errors import UNREADABLE, DataError, open_binary
 from modelzoo.io_utils import atomic_write_json
 
 EVERY = 65_536  # lines between two indexed offsets: a reader skips at most EVERY - 1 lines after its seek

@@ -242,8 +242,8 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ['train.txt']
     assert target.read_text() == 'old\n'  # the previous file is untouched
     monkeypatch.setattr(synthetic, 'encode_chunk', real)
-    generate_criteo(target, 1_000, seed=0)
-    assert os.listdir(tmp_path) == ['train.txt'] and len(read_rows(target)) == 1_000
+    generate_criteo(target, 1_000, seed=0)  # (with its line index, written as the file is: modelzoo/line_index.py)
+    assert sorted(os.listdir(tmp_path)) == ['.train.txt.index.json', 'train.txt'] and len(read_rows(target)) == 1_000
 
 
 def test_cli_writes_and_cleans_up_on_sigterm(tmp_path):
