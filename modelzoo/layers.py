@@ -171,6 +171,11 @@ def task_towers(mixed, units, shared_input=None):
     return {task: logit(mlp(tower_in(x), units, f"{task}_tower"), f"{task}_logit") for task, x in mixed.items()}
 
 
+def task_towers_by_flags(mixed, x, args):
+    """task_towers as add_task_tower_flags's --tower_units and --tower_input say, `x` the experts' input."""
+    return task_towers(mixed, args.tower_units, x if args.tower_input == "mixture_and_input" else None)
+
+
 def field_vectors(inputs, dim):
     """One `dim`-wide vector per field [B, fields, dim], the input of a factorization machine's pairwise term:
     each categorical column's embedding, then each numeric column's learned vector scaled by its normalized

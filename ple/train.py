@@ -13,14 +13,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from modelzoo.datasets.aliccp import MODEL_SETTINGS  # noqa: E402
+from modelzoo.datasets.aliccp import MIXTURE_TASKS, MODEL_SETTINGS  # noqa: E402
 from modelzoo.flags import add_task_tower_flags, positive_int  # noqa: E402
-from modelzoo.runner import ModelSpec, Task, main  # noqa: E402
+from modelzoo.runner import ModelSpec, main  # noqa: E402
 
-# ctcvr's positives are ~36x rarer than ctr's (modelzoo/datasets/aliccp.py): at equal weights the click loss
-# shapes the shared experts and the purchase falls behind a single-task model; weight 10 (--task_weights) measured
-# against 1, 5, 20 and 30 in mmoe/README.md.
-TASKS = (Task("ctr", label="click"), Task("ctcvr", label="buy", weight=10.0))
+TASKS = MIXTURE_TASKS  # click, and purchase weighing 10 (modelzoo/datasets/aliccp.py says why)
 
 
 def add_flags(group):
@@ -33,11 +30,11 @@ def add_flags(group):
 
 
 def build_heads(inputs, args, training):
-    from modelzoo.layers import embedded_inputs, ple, task_towers
+    from modelzoo.layers import embedded_inputs, ple, task_towers_by_flags
     x = embedded_inputs(inputs)
     levels = ple(x, [task.name for task in TASKS], args.levels, args.task_experts, args.shared_experts,
                  args.expert_units)
-    return task_towers(levels, args.tower_units, x if args.tower_input == "mixture_and_input" else None)
+    return task_towers_by_flags(levels, x, args)
 
 
 SPEC = ModelSpec(

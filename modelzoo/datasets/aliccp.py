@@ -30,6 +30,8 @@ import os
 
 import numpy as np
 
+from modelzoo.run.spec import Task
+
 # What a multi-task model on these rows takes in its ModelSpec (esmm/, mmoe/): the schema, the folder the runner
 # generates into, Adam at 0.001 on batches of 1,024 (benchmarks/multitask.py's runs), 16-wide embeddings,
 # multi_value columns pooled into the towers' input (modelzoo.layers.embedded_inputs).
@@ -40,6 +42,11 @@ MODEL_SETTINGS = {
     "embedding_dim": 16,
     "list_kinds": ("multi_value",),
 }
+
+# The two tasks of a mixture-of-experts model on these rows (mmoe/, ple/). ctcvr's positives are ~36x rarer than
+# ctr's: at equal weights the click loss shapes the shared experts and the purchase falls behind a single-task
+# model; weight 10 (--task_weights) measured against 1, 5, 20 and 30 in mmoe/README.md.
+MIXTURE_TASKS = (Task("ctr", label="click"), Task("ctcvr", label="buy", weight=10.0))
 
 COLUMNS = ("click", "buy", "uid", "user_cluster", "user_age", "user_gender", "item_id", "category", "shop",
            "position", "price")
