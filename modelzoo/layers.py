@@ -187,6 +187,7 @@ def field_vectors(inputs, dim):
     with tf1.variable_scope("fm", reuse=tf1.AUTO_REUSE):  # (micro-batches build the model again)
         factors = tf1.get_variable("numeric_factors", [inputs.dense.shape[-1], dim],
                                    initializer=tf1.random_uniform_initializer(-0.05, 0.05))
+    factors = tf.convert_to_tensor(factors)  # (in a PS job the dense layers' partitioner splits it: join the parts)
     return tf.concat([vectors, inputs.dense[:, :, None] * factors[None]], axis=1)
 
 

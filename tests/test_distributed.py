@@ -20,6 +20,8 @@ DLRM = REPO / "dlrm" / "distribute_k8s" / "distribute_k8s_FP32.yaml"
 WDL_BF16 = REPO / "wide_and_deep" / "distribute_k8s" / "distribute_k8s_BF16.yaml"
 DCN_V2_BF16 = REPO / "dcn_v2" / "distribute_k8s" / "distribute_k8s_BF16.yaml"
 LR = REPO / "lr" / "distribute_k8s" / "distribute_k8s_FP32.yaml"
+DEEPFM = REPO / "deepfm" / "distribute_k8s" / "distribute_k8s_FP32.yaml"
+FM = REPO / "fm" / "distribute_k8s" / "distribute_k8s_FP32.yaml"
 BATCH = 256
 # small and quick: one thread each (six processes share the machine), the evaluator looks every 2 s
 TRAIN = ["--generate_rows", 20000, "--batch_size", BATCH, "--log_steps", 20, "--intra", 1, "--inter", 1,
@@ -123,10 +125,15 @@ def test_dlrm_job_writes_checkpoint_savedmodel_and_the_evaluators_auc(dlrm_job):
 
 
 @pytest.mark.parametrize("manifest,job,model,bf16", [(DCN_V2_BF16, "dcn-v2-bf16", "dcn_v2", True),
-                                                     (LR, "lr-fp32", "lr", False)], ids=["dcn_v2-BF16", "lr-FP32"])
+                                                     (LR, "lr-fp32", "lr", False),
+                                                     (FM, "fm-fp32", "fm", False),
+                                                     (DEEPFM, "deepfm-fp32", "deepfm", False)],
+                         ids=["dcn_v2-BF16", "lr-FP32", "fm-FP32", "deepfm-FP32"])
 def test_generated_manifest_runs_as_a_ps_job_and_exports(manifest, job, model, bf16, tmp_path, small_schema):
     """Generated manifests beyond DLRM's run a PS job end to end with no PS code of the model's own: the fourth
-    model's BF16 one, and lr's FP32-only one (a model without an MLP: no BF16 twin)."""
+    model's BF16 one, lr's FP32-only one (a model without an MLP: no BF16 twin), fm's and DeepFM's (the numeric
+    fields' factor matrix, split by the PS job's dense partitioner, read whole; DeepFM's linear part on FTRL and
+    the rest on the job's optimizer: two optimizer groups over the PS)."""
     proc, summary = local_run(manifest, tmp_path, ["--workers", 1, "--ps", 1],
                               [*TRAIN, "--schema", small_schema, "--steps", 40, "--save_steps", 20])
     assert_clean_success(proc, summary)
