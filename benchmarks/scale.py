@@ -7,7 +7,10 @@ cardinalities; 45.8M rows are 11.1 GB and take about a minute), as one file or, 
 day files (day_0 .. day_23) read with --train_files in day order. Then, per configuration:
 - `default`: the README's command with --train_files (one epoch: the last 10% of rows held out);
 - `full`: --schema criteo_full (hash buckets at the real Kaggle cardinalities), --steps 3000;
-- `ev`: --ev, --steps 3000.
+- `ev`: --ev --schema criteo_full, one epoch (its peak RSS against the start-up memory plan, which result.json
+  keeps; the plan takes each column's hash_buckets as the ids its table will store, and criteo_full holds
+  the real Kaggle counts, which the generator draws from);
+- `ev3000`: --ev, --steps 3000.
 The timings come from the child's log lines as they are printed (benchmarks/peak_memory.py's sampler):
 the first `step N/` line (with --log_steps 1), the `eval at step` lines, the `SavedModel:` line.
 
@@ -34,7 +37,8 @@ from modelzoo.io_utils import write_report  # noqa: E402
 from modelzoo.synthetic import generate_criteo  # noqa: E402
 from modelzoo.system import cpu_info  # noqa: E402
 
-CONFIGS = {"default": [], "full": ["--schema", "criteo_full", "--steps", "3000"], "ev": ["--ev", "--steps", "3000"]}
+CONFIGS = {"default": [], "full": ["--schema", "criteo_full", "--steps", "3000"],
+           "ev": ["--ev", "--schema", "criteo_full"], "ev3000": ["--ev", "--steps", "3000"]}
 STEP_LINE = re.compile(r"^step (\d[\d,]*)/")
 
 
@@ -64,11 +68,13 @@ def timings(events):
     evals = [t for t, line in events if line.startswith("eval at step")]
     before_eval = [t for t, line in events if STEP_LINE.match(line) and evals and t < evals[0]]
     export = next((t for t, line in events if line.startswith("SavedModel:")), None)
+    last_step = max((k for k, (t, line) in enumerate(events) if STEP_LINE.match(line)), default=0)
     return {"first_step_s": first_step,
             "first_eval_s": round(evals[0] - before_eval[-1], 2) if evals and before_eval else None,
             "evaluations": len(evals),
             "after_training_s": round(export - evals[-1], 2) if export and evals else None,
-            "wall_to_export_s": export}
+            "wall_to_export_s": export,
+            "after_training_lines": [f"{t:.1f} {line[:160]}" for t, line in events[last_step:last_step + 40]]}
 
 
 def run_one(pattern, config, work):
@@ -82,9 +88,12 @@ def run_one(pattern, config, work):
     result = json.loads((out / "dlrm" / "result.json").read_text())
     shutil.rmtree(out, ignore_errors=True)  # (checkpoints of full cardinality are GBs)
     peak = max(s[1] for s in samples)
+    plan = result.get("memory_plan", {})
     return {"config": config, **timings(events), "samples_per_sec": round(result["samples_per_sec"]),
             "steps": result["steps"], "train_rows": result["train_rows"], "eval_rows": result["eval_rows"],
             "auc": round(result["auc"], 4), "peak_rss_gb": round(peak / 1e9, 2),
+            "planned_peak_gb": round(plan["planned_peak_bytes"] / 1e9, 2) if plan else None,
+            "ev_tables_planned_gb": round(sum(plan.get("ev_tables_planned_bytes", {}).values()) / 1e9, 2) or None,
             "variables_gb": round(sum(v for k, v in result["variable_bytes"].items() if k != "dynamic_tables") / 1e9,
                                   2), "cpu": result["cpu"]["model"], "command": " ".join(cmd[1:])}
 
@@ -142,12 +151,13 @@ def main(argv=None):
              f"`python benchmarks/scale.py {' '.join(argv if argv is not None else sys.argv[1:])}`; one run each; "
              f"CPU: {cpu_line()}.", "",
              "| rows | config | start to first step (s) | samples/s | first evaluation (s) | after training (s) | "
-             "peak RSS (GB) | variables (GB) | AUC |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "peak RSS (GB) | planned peak (GB) | variables (GB) | AUC |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    columns = ("first_step_s", "samples_per_sec", "first_eval_s", "after_training_s", "peak_rss_gb",
+               "planned_peak_gb", "variables_gb", "auc")
     for r in runs:
-        lines.append(f"| {r['rows']:,} | {r['config']} | " + (" | ".join(
-            str(r.get(k)) for k in ("first_step_s", "samples_per_sec", "first_eval_s", "after_training_s",
-                                    "peak_rss_gb", "variables_gb", "auc")) if "error" not in r else r["error"][:200])
-                     + " |")
+        cells = " | ".join(str(r.get(k)) for k in columns) if "error" not in r else r["error"][:200]
+        lines.append(f"| {r['rows']:,} | {r['config']} | {cells} |")
     write_report(a.output, {"cpu": cpu_line(), "runs": runs}, "\n".join(lines) + "\n")
     if runs:
         plot([r for r in runs if "error" not in r], a.output + ".png")

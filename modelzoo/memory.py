@@ -29,6 +29,12 @@ which a full epoch without a filter stores) as the ids stored, times the payload
 payload (5.2M rows stored): (3.65 - 0.75) / 1.07 = 2.7. (TFRA's table alone holds 1.34x to 3.1x its
 payload, depending on where its capacity doubling falls: 4M and 1M keys inserted, widths 16 and 64; the
 checkpoint's export of the keys and values adds a copy.) Unverified on a full epoch yet: an estimate.
+
+The evaluation adds the exact AUC's counts (modelzoo/metrics.py: 20 bytes a distinct score, at most one
+distinct score a held-out row, and a merge peaks at 4.9x its state): EVAL_BYTES_PER_ROW = 100 a held-out row,
+held by the process that evaluates. DLRM's default on 45.8M generated rows (benchmarks/scale.py, 4.58M held
+out) peaked at 1.40 GB where the runs with 0.1M-1.6M held-out rows peaked at 1.14-1.17 GB: 55 bytes a
+held-out row above them, which the 100 covers.
 No TensorFlow import here.
 """
 import math
@@ -38,6 +44,7 @@ GB = 10 ** 9  # (as the peak_memory results and issue 27 count)
 PEAK_FACTOR = 1.33
 PROCESS_BYTES = int(0.75 * GB)
 EV_TABLE_FACTOR = 2.9
+EVAL_BYTES_PER_ROW = 100
 WARN_FRACTION = 0.9  # a plan above this share of the limit is said, not refused
 LIMIT_VARIABLE = "MODELZOO_MEMORY_LIMIT_MB"  # overrides the detected limit (a test, or memory shared with others)
 
@@ -90,14 +97,20 @@ def dynamic_table_bytes(schema, slots_per_row):
     return sum(dynamic_tables_plan(schema, slots_per_row).values())
 
 
-def record(sizes, dynamic_tables=None, parameter_servers=0, limit=None, source=None):
+def evaluation_bytes(eval_rows):
+    """What evaluating `eval_rows` held-out rows adds to the peak (the exact AUC's counts at a merge)."""
+    return int(EVAL_BYTES_PER_ROW * eval_rows)
+
+
+def record(sizes, dynamic_tables=None, parameter_servers=0, limit=None, source=None, eval_bytes=0):
     """The plan as result.json keeps it (`memory_plan`), beside the run's measured peak RSS (peak_rss_mb):
     the planned peak, the limit it was held against, and with --ev each table's planned bytes."""
     if limit is None:
         limit, source = memory_limit()
     dynamic = sum((dynamic_tables or {}).values())
-    out = {"planned_peak_bytes": plan_bytes(sizes, dynamic), "limit_bytes": limit, "limit_source": source,
-           "peak_factor": PEAK_FACTOR, "process_bytes": PROCESS_BYTES}
+    out = {"planned_peak_bytes": plan_bytes(sizes, dynamic, eval_bytes), "limit_bytes": limit,
+           "limit_source": source, "peak_factor": PEAK_FACTOR, "process_bytes": PROCESS_BYTES,
+           "evaluation_bytes": eval_bytes}
     if dynamic_tables:
         out["ev_tables_planned_bytes"] = dict(dynamic_tables)
         out["ev_table_factor"] = EV_TABLE_FACTOR
@@ -107,13 +120,14 @@ def record(sizes, dynamic_tables=None, parameter_servers=0, limit=None, source=N
     return out
 
 
-def plan_bytes(sizes, dynamic_bytes=0):
-    """The planned peak RSS of a training process holding `sizes` (run/graph.variable_bytes)."""
+def plan_bytes(sizes, dynamic_bytes=0, eval_bytes=0):
+    """The planned peak RSS of a training process holding `sizes` (run/graph.variable_bytes), with --ev's
+    planned tables and the evaluation's state (evaluation_bytes)."""
     held = sum(v for k, v in sizes.items() if k != "dynamic_tables")
-    return int(PROCESS_BYTES + PEAK_FACTOR * held + dynamic_bytes)
+    return int(PROCESS_BYTES + PEAK_FACTOR * held + dynamic_bytes + eval_bytes)
 
 
-def check(sizes, dynamic_bytes=0, parameter_servers=0, limit=None, source=None):
+def check(sizes, dynamic_bytes=0, parameter_servers=0, limit=None, source=None, eval_bytes=0):
     """The start-up memory line; raises MemoryPlanError when the plan exceeds the limit. With parameter
     servers, the tables live on them: the line gives each one's share and nothing is refused here."""
     if limit is None:
@@ -123,15 +137,17 @@ def check(sizes, dynamic_bytes=0, parameter_servers=0, limit=None, source=None):
         return (f"memory plan: tables and slots {tables / GB:.2f} GB over {parameter_servers} parameter "
                 f"server(s), about {tables / parameter_servers / GB:.2f} GB each (x {PEAK_FACTOR} with the "
                 f"checkpoint and evaluation copies); each PS pod's memory limit must hold that")
-    planned = plan_bytes(sizes, dynamic_bytes)
+    planned = plan_bytes(sizes, dynamic_bytes, eval_bytes)
     held = sum(v for k, v in sizes.items() if k != "dynamic_tables") + dynamic_bytes
     line = (f"memory plan: peak about {planned / GB:.2f} GB (variables and slots {held / GB:.2f} GB"
             + (f", of which --ev tables {dynamic_bytes / GB:.2f} GB estimated from the schema's hash_buckets"
                if dynamic_bytes else "")
+            + (f"; the evaluation's AUC counts {eval_bytes / GB:.2f} GB" if eval_bytes >= 0.01 * GB else "")
             + f"; modelzoo/memory.py) of {limit / GB:.1f} GB ({source})" if limit else
             f"memory plan: peak about {planned / GB:.2f} GB; the memory limit is unknown")
     if limit and planned > limit:
-        room = WARN_FRACTION * limit - plan_bytes({**sizes, "tables": 0, "table_slots": 0})  # what tables may take
+        # (what the tables may take)
+        room = WARN_FRACTION * limit - plan_bytes({**sizes, "tables": 0, "table_slots": 0}, 0, eval_bytes)
         if room <= 0:
             raise MemoryPlanError(f"{line}: this run cannot fit, even without its tables; give the process more "
                                   f"memory (a pod's resources.limits.memory)")

@@ -457,3 +457,32 @@ def test_non_chief_tasks_wait_for_the_chief_without_a_time_limit_and_say_why(mon
     with pytest.raises(distributed.ClusterError, match="gave up after 30s waiting for x"):  # a bounded wait
         distributed.wait_for("x", lambda: None, timeout=30, poll=10)
     assert not hasattr(cluster, "CLUSTER_WAIT_SECS")  # cluster_data passes no time limit
+
+
+def test_non_chief_tasks_resolve_the_data_only_after_the_chief_recorded_it(monkeypatch, tmp_path):
+    """Issue 27: every pod of a PS job counted each data file itself when they started together (the line
+    index's lock is per machine). The chief builds the index while resolving its data and then records the
+    data in run_config.json (check_data); the other tasks now wait for that record before resolving, so
+    they read the index the chief wrote instead of counting the file. Time is simulated."""
+    from types import SimpleNamespace
+
+    from modelzoo import distributed
+    from modelzoo.run import cluster
+    record = tmp_path / "run_config.json"
+    record.write_text(json.dumps({"model": "dlrm"}))  # claimed, the data not yet resolved
+    sleeps = []
+
+    def sleep(seconds):  # the chief records its data after the third poll
+        sleeps.append(seconds)
+        if len(sleeps) == 3:
+            record.write_text(json.dumps({"model": "dlrm", "data": {"files": ["train.txt"]}}))
+    monkeypatch.setattr(distributed.time, "sleep", sleep)
+    resolved = []
+    monkeypatch.setattr(cluster, "checkpoint_identity", lambda *a: {})
+    monkeypatch.setattr(cluster, "check_checkpoint", lambda *a, **k: None)
+    monkeypatch.setattr(cluster, "resolve", lambda args, schema: resolved.append(
+        "data" in json.loads(record.read_text())) or "the data")
+    ctx = SimpleNamespace(checkpoint=str(tmp_path), args=None, schema=None, spec=None,
+                          world=SimpleNamespace(is_chief=False))
+    assert cluster.cluster_data(ctx) == "the data"
+    assert len(sleeps) == 3 and resolved == [True], (sleeps, resolved)

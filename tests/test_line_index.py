@@ -244,3 +244,14 @@ def test_a_process_starting_while_another_builds_the_index_waits_and_reads_it(tm
     waiting.join(10)
     assert got[0].rows == 50 and not got[0].built
     assert sorted(os.listdir(tmp_path)) == [".train.txt.index.json", "train.txt"]  # (no lock file left)
+
+
+def test_the_ali_ccp_generator_writes_its_index_as_it_writes_the_file(tmp_path):
+    """The multi-task models' generated data (modelzoo/datasets/aliccp.py) starts without a count: its
+    index is written with the file (the count and the offsets a build would find)."""
+    from modelzoo.datasets import aliccp
+    path = tmp_path / "train.txt"
+    aliccp.generate_sample(str(path), 70_000)  # (two indexed offsets: lines 0 and 65,536)
+    index = line_index.load(str(path))
+    assert not index.built and index.rows == 70_000 and len(index.offsets) == 2, (index.built, index.rows)
+    assert line_index.build(str(path))[:2] == (index.rows, index.offsets)

@@ -30,6 +30,8 @@ import os
 
 import numpy as np
 
+from modelzoo.io_utils import atomic_writer
+from modelzoo.line_index import IndexingWriter
 from modelzoo.run.spec import Task
 
 # What a multi-task model on these rows takes in its ModelSpec (esmm/, mmoe/): the schema, the folder the runner
@@ -103,12 +105,13 @@ def _power_law(n, exponent):
 
 
 def write_rows(path, data):
-    """The columns of `data` as tab-separated lines, through a temporary file renamed when complete."""
+    """The columns of `data` as tab-separated lines, through a temporary file renamed when complete, and
+    its line index, counted as it is written (modelzoo/line_index.py: no count at the first start)."""
     text = [data[c].astype(str) for c in COLUMNS]
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines("\t".join(row) + "\n" for row in zip(*text))
-    os.replace(tmp, path)
+    with atomic_writer(path, "wb") as f:
+        out = IndexingWriter(f)
+        out.write("".join("\t".join(row) + "\n" for row in zip(*text)).encode())
+    out.save(os.fspath(path))
 
 
 def generate_sample(path, rows, seed=0):

@@ -2,6 +2,7 @@
 The trainers build the graph, the checkpoint listeners and the report of local.py; what differs is the
 start (the chief claims the folder and the data, the others wait for it), train_and_evaluate with an
 evaluator task, and the job's figures gathered from every trainer."""
+import json
 import os
 import time
 
@@ -36,10 +37,13 @@ def cluster_data(ctx):
         data = resolve(args, schema, data_generator(schema))
         check_data(checkpoint, data)
         return data
-    # (no time limit, as tf.estimator's workers: a chief Pending for long must not fail the job)
-    distributed.wait_for(f"the chief to record {checkpoint}/run_config.json",
-                         lambda: os.path.exists(os.path.join(checkpoint, "run_config.json")),
-                         why=lambda: "the chief has not started (Pending?) or not claimed the folder yet")
+    # (no time limit, as tf.estimator's workers: a chief Pending for long must not fail the job). The wait
+    # ends when the record names the chief's data (check_data): the chief has then built each file's line
+    # index, which every other pod reuses instead of counting the file itself.
+    distributed.wait_for(f"the chief to record {checkpoint}/run_config.json with its data",
+                         lambda: "data" in _recorded(checkpoint),
+                         why=lambda: "the chief has not started (Pending?), not claimed the folder or not indexed "
+                                     "the data yet")
     check_checkpoint(checkpoint, identity, record_new=False)
     last = []
 
@@ -50,6 +54,15 @@ def cluster_data(ctx):
             last[:] = [err]
             return None
     return distributed.wait_for("the chief's data", ready, why=lambda: str(last[0]) if last else None)
+
+
+def _recorded(checkpoint):
+    """The chief's run_config.json ({} until it is written; it is replaced atomically)."""
+    try:
+        with open(os.path.join(checkpoint, "run_config.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
 
 
 def evaluator(ctx, estimator):
