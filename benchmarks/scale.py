@@ -94,6 +94,9 @@ def run_one(pattern, config, work):
             "auc": round(result["auc"], 4), "peak_rss_gb": round(peak / 1e9, 2),
             "planned_peak_gb": round(plan["planned_peak_bytes"] / 1e9, 2) if plan else None,
             "ev_tables_planned_gb": round(sum(plan.get("ev_tables_planned_bytes", {}).values()) / 1e9, 2) or None,
+            "ev_rows_stored": sum(t["rows"] for t in result.get("ev_tables", {}).values()) or None,
+            "ev_payload_gb": round(sum(t["memory_mb"] for t in result.get("ev_tables", {}).values()) * 2 ** 20 / 1e9,
+                                   2) or None,
             "variables_gb": round(sum(v for k, v in result["variable_bytes"].items() if k != "dynamic_tables") / 1e9,
                                   2), "cpu": result["cpu"]["model"], "command": " ".join(cmd[1:])}
 

@@ -28,7 +28,12 @@ which a full epoch without a filter stores) as the ids stored, times the payload
 (key + values), times EV_TABLE_FACTOR = 2.9: issue 27's DLRM --ev run peaked at 3.65 GB for 1.07 GB of
 payload (5.2M rows stored): (3.65 - 0.75) / 1.07 = 2.7. (TFRA's table alone holds 1.34x to 3.1x its
 payload, depending on where its capacity doubling falls: 4M and 1M keys inserted, widths 16 and 64; the
-checkpoint's export of the keys and values adds a copy.) Unverified on a full epoch yet: an estimate.
+checkpoint's export of the keys and values adds a copy.) An estimate, and on a full epoch it errs both ways:
+DLRM --ev --schema criteo_full over one epoch of 45.8M generated rows (benchmarks/scale.py, scale_ev_full)
+peaked at 15.08 GB where this plan said 21.9 GB, because criteo_full's 33.8M ids are twice the 16.5M the
+generated training rows hold (benchmarks/distinct_ids.py); counted with those 16.5M ids the tables took
+(15.08 - 0.75 - 0.46) / (16.5M x 216 bytes) = 3.9x their payload, above EV_TABLE_FACTOR. A schema whose
+hash_buckets follow the data (`schema infer`) and a factor from TFRA's capacity are what remains (issue 27).
 
 The evaluation adds the exact AUC's counts (modelzoo/metrics.py: 20 bytes a distinct score, at most one
 distinct score a held-out row, and a merge peaks at 4.9x its state): EVAL_BYTES_PER_ROW = 100 a held-out row,
