@@ -256,7 +256,10 @@ def test_scale_reads_its_timings_from_the_log_and_splits_day_files_in_time_order
               (40.5, "eval at step 5 (epoch 1): AUC 0.7"), (41.0, "step 6/10 (60%) loss 0.6"),
               (50.0, "eval at step 10 (epoch 2): AUC 0.71"), (53.5, "SavedModel: /x/export/1")]
     assert scale.timings(events) == {"first_step_s": 30.0, "first_eval_s": 9.5, "evaluations": 2,
-                                     "after_training_s": 3.5, "wall_to_export_s": 53.5}
+                                     "after_training_s": 3.5, "wall_to_export_s": 53.5,
+                                     "after_training_lines": ["41.0 step 6/10 (60%) loss 0.6",
+                                                              "50.0 eval at step 10 (epoch 2): AUC 0.71",
+                                                              "53.5 SavedModel: /x/export/1"]}
     whole = (tmp_path / "one" / "1000" / "train.txt")
     assert scale.data_files(tmp_path / "one", 1000, 0) == str(whole)
     pattern = scale.data_files(tmp_path / "days", 1000, 3)
