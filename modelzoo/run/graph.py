@@ -140,8 +140,9 @@ def plan_memory(ctx, sizes, groups):
     dynamic = memory.dynamic_tables_plan(ctx.schema, slots) if sizes["dynamic_tables"] else {}
     cluster = ctx.world.cluster
     servers = cluster.num_ps if cluster else 0
-    # (this process evaluates the held-out rows unless an evaluator task of a PS job does)
-    evaluating = ctx.data is not None and not cluster and not ctx.opts.train.no_eval and not ctx.opts.train.benchmark
+    # (one process evaluates the held-out rows: rank 0, or a PS job's evaluator task, which plans nothing here)
+    evaluating = ctx.data is not None and ctx.world.is_chief and not cluster and not ctx.opts.train.no_eval \
+        and not ctx.opts.train.benchmark
     eval_bytes = memory.evaluation_bytes(ctx.data.eval_rows) if evaluating else 0
     return (memory.check(sizes, sum(dynamic.values()), parameter_servers=servers, eval_bytes=eval_bytes),
             memory.record(sizes, dynamic, parameter_servers=servers, eval_bytes=eval_bytes))
