@@ -81,12 +81,27 @@ def identity_differences(theirs, ours):
     return diff
 
 
+def read_record(checkpoint):
+    """The folder's run_config.json (the identity, and from check_data the data), or None before it is written
+    (it is replaced atomically)."""
+    try:
+        with open(os.path.join(checkpoint, "run_config.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def data_recorded(checkpoint):
+    """Whether the chief has recorded its data (check_data), having resolved and indexed it: what the other
+    tasks of a PS job wait for before resolving the data themselves."""
+    return "data" in (read_record(checkpoint) or {})
+
+
 def check_checkpoint(path, identity, record_new=True):
     """Refuse a checkpoint folder made by another model, schema or layout; record ours if new."""
     record = os.path.join(path, "run_config.json")
-    if os.path.exists(record):
-        with open(record, encoding="utf-8") as f:
-            theirs = json.load(f)
+    theirs = read_record(path)
+    if theirs is not None:
         theirs = identity_before_keys(theirs)
         diff = identity_differences(theirs, identity)
         if diff:
@@ -118,9 +133,7 @@ def check_data(checkpoint, data):
     """The chief's check that a checkpoint is resumed on the data it was trained on (a generated sample
     replaced by real data would otherwise continue the synthetic model and skip as many real rows);
     records this run's data beside the identity (a folder without a checkpoint yet takes any data)."""
-    record = os.path.join(checkpoint, "run_config.json")
-    with open(record, encoding="utf-8") as f:
-        theirs = json.load(f)
+    theirs = read_record(checkpoint)
     ours, old = data_identity(data), theirs.get("data")
     if old == ours:
         return
@@ -129,7 +142,7 @@ def check_data(checkpoint, data):
                                  f"run's {describe_data(ours)}: resuming would continue that model and skip the "
                                  "rows it had read; give a new --checkpoint, with --warm_start_from "
                                  f"{checkpoint} to fine-tune that model on this data deliberately")
-    atomic_write_json(record, {**theirs, "data": ours})
+    atomic_write_json(os.path.join(checkpoint, "run_config.json"), {**theirs, "data": ours})
 
 
 def tf_error_line(message):

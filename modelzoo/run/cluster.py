@@ -2,7 +2,6 @@
 The trainers build the graph, the checkpoint listeners and the report of local.py; what differs is the
 start (the chief claims the folder and the data, the others wait for it), train_and_evaluate with an
 evaluator task, and the job's figures gathered from every trainer."""
-import json
 import os
 import time
 
@@ -17,7 +16,7 @@ from modelzoo.options import Options
 from modelzoo.run import report
 from modelzoo.run.checkpoints import (check_checkpoint, checkpoint_identity, claim_checkpoint, global_step_of,
                                       guarded_training, resume_step)
-from modelzoo.run.checkpoints import check_data  # (the data a checkpoint was trained on)
+from modelzoo.run.checkpoints import check_data, data_recorded  # (the data a checkpoint was trained on)
 from modelzoo.run.context import RunContext, Trained
 from modelzoo.run.graph import build_estimator, input_fn
 from modelzoo.run.local import checkpoint_listeners, data_generator, describe_evaluation, finish, run_reading
@@ -41,7 +40,7 @@ def cluster_data(ctx):
     # ends when the record names the chief's data (check_data): the chief has then built each file's line
     # index, which every other pod reuses instead of counting the file itself.
     distributed.wait_for(f"the chief to record {checkpoint}/run_config.json with its data",
-                         lambda: "data" in _recorded(checkpoint),
+                         lambda: data_recorded(checkpoint),
                          why=lambda: "the chief has not started (Pending?), not claimed the folder or not indexed "
                                      "the data yet")
     check_checkpoint(checkpoint, identity, record_new=False)
@@ -54,15 +53,6 @@ def cluster_data(ctx):
             last[:] = [err]
             return None
     return distributed.wait_for("the chief's data", ready, why=lambda: str(last[0]) if last else None)
-
-
-def _recorded(checkpoint):
-    """The chief's run_config.json ({} until it is written; it is replaced atomically)."""
-    try:
-        with open(os.path.join(checkpoint, "run_config.json"), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
 
 
 def evaluator(ctx, estimator):
