@@ -12,7 +12,8 @@ median of the runs, with its min and max, and its ratio to the `--tf` baseline o
 
 Configurations (`--configs`): tf, default, bf16, ev, ev_filter, NAME_toggled (the model's default
 of --NAME flipped: op_fusion, smartstaged, emb_fusion, xla), glibc and jemalloc (the default through
-launch.py with MEM_USAGE_STRATEGY=close / jemalloc), hvdN (horovodrun -np N, same global batch), or
+launch.py with MEM_USAGE_STRATEGY=close / jemalloc), onednn_pool (the default with oneDNN's BFC pool,
+TF_ONEDNN_USE_SYSTEM_ALLOCATOR=0, which the runner turns off), hvdN (horovodrun -np N, same global batch), or
 an ad-hoc NAME:--flag,--flag=value. gdmix_lr has no speed flags: only default, glibc and jemalloc
 apply to it, and its number is the fixed effect's samples/s per L-BFGS pass over in-memory data.
 
@@ -46,7 +47,10 @@ MODELS = (*TRAINERS, *OTHER_MODELS)
 ALLOCATORS = {"glibc": "close", "jemalloc": "jemalloc"}  # config -> launch.py's MEM_USAGE_STRATEGY
 FIXED = {"tf": ["--tf"], "default": [], "bf16": ["--bf16"], "bf16_grappler": ["--bf16", "--bf16_mode", "grappler"],
          "ev": ["--ev"],
-         "ev_filter": ["--ev", "--ev_filter", "counter"], "glibc": [], "jemalloc": []}
+         "ev_filter": ["--ev", "--ev_filter", "counter"], "glibc": [], "jemalloc": [], "onednn_pool": []}
+# configurations that are the default with an environment variable: oneDNN's BFC pool for large buffers, which
+# TensorFlow uses with oneDNN on and the runner turns off (modelzoo/runner.set_environment; issue 27)
+ENVIRONMENTS = {"onednn_pool": {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "0"}}
 FULL_CONFIGS = ("tf", "default", "bf16", "ev", "ev_filter", "op_fusion_toggled", "smartstaged_toggled",
                 "glibc", "jemalloc")
 QUICK_CONFIGS = ("tf", "default")
@@ -157,10 +161,10 @@ def command(model, flags, strategy, processes, batch, steps, data, checkpoint, g
     return cmd
 
 
-def run_once(model, flags, strategy, processes, batch, steps, data, workdir, gdmix_rows):
+def run_once(model, flags, strategy, processes, batch, steps, data, workdir, gdmix_rows, environment=None):
     out = tempfile.mkdtemp(prefix="run-", dir=workdir)
     cmd = command(model, flags, strategy, processes, batch, steps, data, out, gdmix_rows)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(environment or {}))
     env.pop("TF_CONFIG", None)
     env.pop("MALLOC_CONF", None)
     start = time.time()
@@ -456,7 +460,8 @@ def main(argv=None):
                     run_steps = max(20, mode["sweep_samples"][model] // batch)
                 else:
                     run_steps = steps.get(model)
-                r = run_once(model, flags, strategy, processes, batch, run_steps, data, workdir, gdmix_rows)
+                r = run_once(model, flags, strategy, processes, batch, run_steps, data, workdir, gdmix_rows,
+                             ENVIRONMENTS.get(label))
                 r.update(run=rep + 1, steps=run_steps, batch_size=batch, command_flags=flags,
                          launcher_strategy=strategy)
                 by_key.setdefault((model, label), []).append(r)

@@ -31,6 +31,11 @@ from modelzoo.schema import SchemaError
 def set_environment(args):
     """Environment that TensorFlow reads when it starts: set before it is imported."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ start-up noise; errors still raise
+    # With oneDNN on, TensorFlow's CPU allocator keeps every buffer of 256 KB or more in a BFC pool that never
+    # gives memory back: the tables' initial values and checkpoint copies stayed resident, 8.72 GB for 6.49 GB
+    # of variables at the real Kaggle cardinalities; the system allocator returns them (7.10 GB), at the same
+    # speed (issue 27; benchmarks/scale.py `full`, benchmarks/matrix.py). A value in the environment wins.
+    os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
     if args.xla:
         # XLA auto-clustering on CPU is off unless this flag is given; the jit level is set per session.
         flags_now = os.environ.get("TF_XLA_FLAGS", "")

@@ -5,6 +5,7 @@ import os
 
 import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
+from tensorflow.python.ops import resources as tf_resources  # (Scaffold's default init_op, no public name)
 
 from modelzoo import features as F
 from modelzoo import memory, parquet
@@ -281,21 +282,58 @@ def make_model_fn(ctx, meter, steps_range, ev_report=None, decide=None):
                 params["model_dir"], "timeline"), show_memory=True))
         saver = tables.saver(opts.checkpoint.keep_checkpoint_max)
         # (warm_start's init_fn runs only when no checkpoint of this run is restored)
-        scaffold = tf1.train.Scaffold(saver=saver, init_fn=warm_start(
-            opts.checkpoint.warm_start_from, tables.warm_start_tables()) if opts.checkpoint.warm_start_from else None)
+        warm = warm_start(opts.checkpoint.warm_start_from, tables.warm_start_tables()) \
+            if opts.checkpoint.warm_start_from else None
+        evaluation = in_session_evaluation(ctx, model_fn, params, config) \
+            if decide is not None and world.is_chief else None
+        # (after every global variable of the graph is made: the evaluation's reuse scopes come before)
+        init_op, init_fn = initialization(after=warm)
+        scaffold = tf1.train.Scaffold(saver=saver, init_op=init_op, init_fn=init_fn)
         chief_hooks = []
         if decide is not None:
             due = ctx.schedule.evaluates_at
             if world.is_chief:
                 chief_hooks.append(EvaluatingCheckpointSaver(
                     config.model_dir, config.save_checkpoints_secs, config.save_checkpoints_steps, scaffold,
-                    in_session_evaluation(ctx, model_fn, params, config), due, decide, meter))
+                    evaluation, due, decide, meter))
             else:
                 hooks.append(FollowDecisions(due, decide))
         return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op, training_hooks=hooks,
                                           training_chief_hooks=chief_hooks, scaffold=scaffold)
 
     return model_fn
+
+
+LARGE_VARIABLE_BYTES = 64 * 2 ** 20
+
+
+def initialization(after=None, large=LARGE_VARIABLE_BYTES):
+    """(init_op, init_fn) of a fresh run's Scaffold: one op for the variables under `large` bytes, then the
+    large ones one at a time, then `after` (a warm start's init_fn).
+
+    One op for every variable (Scaffold's default) runs the initializers of all tables at once, and each
+    holds its initial value beside its variable until the assignment: at the real Kaggle cardinalities
+    (6.49 GB of tables and slots) the process peaked 1.42x its variables before the first step, against
+    1.08x one table at a time (issue 27; benchmarks/scale.py `full`). Small variables keep the one op:
+    hundreds of session calls would slow every start for nothing."""
+    small, big = [], []
+    for var in tf1.global_variables():
+        shape = var.shape
+        size = shape.num_elements() * var.dtype.base_dtype.size if shape.is_fully_defined() else 0
+        (big if size >= large else small).append(var)
+    if not big:
+        return None, after  # (Scaffold's default init_op)
+    # (the rest of Scaffold's default init_op: shared resources and SavedModel initializers)
+    init_op = tf.group(*[v.initializer for v in small],
+                       tf_resources.initialize_resources(tf_resources.shared_resources()),
+                       *tf1.get_collection("saved_model_initializers"))
+
+    def init_fn(scaffold, session):
+        for var in big:
+            session.run(var.initializer)
+        if after is not None:
+            after(scaffold, session)
+    return init_op, init_fn
 
 
 def in_session_evaluation(ctx, model_fn, params, config):
