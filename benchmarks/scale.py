@@ -7,15 +7,17 @@ cardinalities; 45.8M rows are 11.1 GB and take about a minute), as one file or, 
 day files (day_0 .. day_23) read with --train_files in day order. Then, per configuration:
 - `default`: the README's command with --train_files (one epoch: the last 10% of rows held out);
 - `full`: --schema criteo_full (hash buckets at the real Kaggle cardinalities), --steps 3000;
-- `ev`: --ev --schema criteo_full, one epoch (its peak RSS against the start-up memory plan, which result.json
-  keeps; the plan takes each column's hash_buckets as the ids its table will store, and criteo_full holds
-  the real Kaggle counts, which the generator draws from);
+- `ev`: --ev --schema criteo_full (or --ev_schema), one epoch: its peak RSS against the start-up memory plan,
+  which result.json keeps. The plan counts each column's expected_ids, else its hash_buckets, and criteo_full
+  holds the real Kaggle counts, twice the ids of the generated rows: `benchmarks/distinct_ids.py ...
+  --schema_out S` writes criteo_full with the counted ids, for --ev_schema S;
 - `ev3000`: --ev, --steps 3000.
 The timings come from the child's log lines as they are printed (benchmarks/peak_memory.py's sampler):
 the first `step N/` line (with --log_steps 1), the `eval at step` lines, the `SavedModel:` line.
 
     python benchmarks/scale.py --rows 1000000 4000000 16000000 45840617 --configs default
     python benchmarks/scale.py --rows 45840617 --days 24 --configs default full ev
+    python benchmarks/scale.py --rows 45840617 --configs ev --ev_schema S --data_dir D
 
 Writes benchmarks/results/scale.{json,md} (and scale.png, each figure against the rows).
 """
@@ -77,21 +79,29 @@ def timings(events):
             "after_training_lines": [f"{t:.1f} {line[:160]}" for t, line in events[last_step:last_step + 40]]}
 
 
-def run_one(pattern, config, work):
+def run_one(pattern, config, work, ev_schema=None):
     out = Path(work) / config
     shutil.rmtree(out, ignore_errors=True)
+    flags = list(CONFIGS[config])
+    if config == "ev" and ev_schema:
+        flags[flags.index("--schema") + 1] = ev_schema
     cmd = [sys.executable, str(REPO / "dlrm" / "train.py"), "--train_files", pattern, "--output_dir", str(out),
-           "--log_steps", "1", *CONFIGS[config]]
+           "--log_steps", "1", *flags]
     rc, samples, events, tail = measure(cmd, interval=0.5)
     if rc != 0:
         return {"config": config, "error": f"exit {rc}: {tail[-1500:]}"}
     result = json.loads((out / "dlrm" / "result.json").read_text())
     shutil.rmtree(out, ignore_errors=True)  # (checkpoints of full cardinality are GBs)
     peak = max(s[1] for s in samples)
+    peak_time = next(s[0] for s in samples if s[1] == peak)
+    # (where the peak fell: the last log line before it, and the seconds since)
+    before_peak = [(t, line) for t, line in events if t <= peak_time]
     plan = result.get("memory_plan", {})
     return {"config": config, **timings(events), "samples_per_sec": round(result["samples_per_sec"]),
             "steps": result["steps"], "train_rows": result["train_rows"], "eval_rows": result["eval_rows"],
-            "auc": round(result["auc"], 4), "peak_rss_gb": round(peak / 1e9, 2),
+            "auc": round(result["auc"], 4), "peak_rss_gb": round(peak / 1e9, 2), "peak_at_s": round(peak_time, 1),
+            "peak_after_line": f"{peak_time - before_peak[-1][0]:.1f} s after: {before_peak[-1][1][:120]}"
+            if before_peak else None,
             "planned_peak_gb": round(plan["planned_peak_bytes"] / 1e9, 2) if plan else None,
             "ev_tables_planned_gb": round(sum(plan.get("ev_tables_planned_bytes", {}).values()) / 1e9, 2) or None,
             "ev_rows_stored": sum(t["rows"] for t in result.get("ev_tables", {}).values()) or None,
@@ -135,6 +145,7 @@ def main(argv=None):
     p.add_argument("--data_dir", default=None, help="where generated data is kept between runs (default: a temp "
                                                     "folder, removed at the end)")
     p.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "scale"))
+    p.add_argument("--ev_schema", default=None, help="the `ev` configuration's --schema (default criteo_full)")
     a = p.parse_args(argv)
     data_dir = a.data_dir or tempfile.mkdtemp(prefix="scale-data-")
     work = tempfile.mkdtemp(prefix="scale-runs-")
@@ -143,7 +154,7 @@ def main(argv=None):
         for rows in a.rows:
             pattern = data_files(data_dir, rows, a.days)
             for config in a.configs:
-                run = {"rows": rows, "days": a.days, **run_one(pattern, config, work)}
+                run = {"rows": rows, "days": a.days, **run_one(pattern, config, work, a.ev_schema)}
                 print(json.dumps(run), flush=True)
                 runs.append(run)
     finally:

@@ -22,18 +22,21 @@ never lets one die an hour in. A small run's peak varies more than that: the sam
 at 1.106 GB alone and at 1.54 GB while the whole test suite loaded the machine, so for small runs the plan
 is a floor; the constants matter where the slope does, for tables of many GB.
 
-Dynamic tables (--ev) grow with the ids admitted: their plan takes each column's `hash_buckets` (the
-schema's estimate of its distinct ids; `modelzoo/schemas/criteo_full.json` holds the real Kaggle counts,
-which a full epoch without a filter stores) as the ids stored, times the payload of a row and its slots
-(key + values), times EV_TABLE_FACTOR = 2.9: issue 27's DLRM --ev run peaked at 3.65 GB for 1.07 GB of
-payload (5.2M rows stored): (3.65 - 0.75) / 1.07 = 2.7. (TFRA's table alone holds 1.34x to 3.1x its
-payload, depending on where its capacity doubling falls: 4M and 1M keys inserted, widths 16 and 64; the
-checkpoint's export of the keys and values adds a copy.) An estimate, and on a full epoch it errs both ways:
-DLRM --ev --schema criteo_full over one epoch of 45.8M generated rows (benchmarks/scale.py, scale_ev_full)
-peaked at 15.08 GB where this plan said 21.9 GB, because criteo_full's 33.8M ids are twice the 16.5M the
-generated training rows hold (benchmarks/distinct_ids.py); counted with those 16.5M ids the tables took
-(15.08 - 0.75 - 0.46) / (16.5M x 216 bytes) = 3.9x their payload, above EV_TABLE_FACTOR. A schema whose
-hash_buckets follow the data (`schema infer`) and a factor from TFRA's capacity are what remains (issue 27).
+Dynamic tables (--ev) grow with the ids admitted, and TFRA's table (a libcuckoo hash map, 4 slots a
+bucket) holds a power of two of slots: it doubles when its ids pass the slots it has, and the old slots stay
+until the new ones are filled. Its checkpoint exports each table's keys and values beside it. So a table of
+width d storing n ids, with its optimizer's slot tables (LazyAdam: 2 more of the same keys), peaks at
+max(1.5 x held, held + payload) where held = tables x 2^ceil(log2 n) x (8 + 4d + TFRA_SLOT_OVERHEAD) and
+payload = tables x n x (8 + 4d). Measured (benchmarks/tfra_capacity.py): one width-16 table
+holds 78.4 bytes a slot (TFRA_SLOT_OVERHEAD = 6.4: libcuckoo's partial keys and occupancy), grows at
+2^k + 1 ids to 2^(k+1) slots, and its export adds the payload. n is each column's `expected_ids` (what
+`schema infer` estimates; else its `hash_buckets`), at most the training rows; with --emb_fusion the columns
+of a width share one table, whose n is their sum. DLRM --ev over one epoch of 3.6M generated rows (3.59M
+ids stored, --schema criteo_full) peaked at 2.56 GB where this plan gives 2.56 GB with the stored ids.
+The plan is as good as its ids: criteo_full's hash_buckets (33.8M) are twice the 16.5M distinct ids of
+generated training rows (benchmarks/distinct_ids.py), and `schema infer` on that file estimated about 2x
+too (Heaps' law from 100,000 rows overshoots a vocabulary that saturates).
+Not counted: --ev_filter counter's count table and the eviction's last-step table (one value an id).
 
 The evaluation adds the exact AUC's counts (modelzoo/metrics.py: 20 bytes a distinct score, at most one
 distinct score a held-out row, and a merge peaks at 4.9x its state): EVAL_BYTES_PER_ROW = 100 a held-out row,
@@ -48,7 +51,7 @@ import os
 GB = 10 ** 9  # (as the peak_memory results and issue 27 count)
 PEAK_FACTOR = 1.33
 PROCESS_BYTES = int(0.75 * GB)
-EV_TABLE_FACTOR = 2.9
+TFRA_SLOT_OVERHEAD = 6.4  # bytes a slot of TFRA's table beyond its key and values (see above)
 EVAL_BYTES_PER_ROW = 100
 WARN_FRACTION = 0.9  # a plan above this share of the limit is said, not refused
 LIMIT_VARIABLE = "MODELZOO_MEMORY_LIMIT_MB"  # overrides the detected limit (a test, or memory shared with others)
@@ -90,16 +93,32 @@ def memory_limit():
     return None, "unknown"
 
 
-def dynamic_tables_plan(schema, slots_per_row):
-    """The plan for --ev's tables, per table (its owning column's name): the column's hash_buckets as its
-    stored ids, with `slots_per_row` optimizer slot tables of the same width, TFRA's overhead included."""
-    return {c.name: int(c.num_ids * (8 + 4 * c.embedding_dim) * (1 + slots_per_row) * EV_TABLE_FACTOR)
-            for c in schema.tables}
+def tfra_table_bytes(ids, dim, tables):
+    """The peak bytes of `tables` TFRA tables (a table and its optimizer slot tables) of width `dim` storing
+    `ids` keys each: the doubling of their slots, or their checkpoint's export beside them."""
+    if ids <= 0:
+        return 0
+    slots = 1 << max(0, math.ceil(math.log2(ids)))
+    held = tables * slots * (8 + 4 * dim + TFRA_SLOT_OVERHEAD)
+    payload = tables * ids * (8 + 4 * dim)
+    return int(max(1.5 * held, held + payload))
 
 
-def dynamic_table_bytes(schema, slots_per_row):
+def dynamic_tables_plan(schema, slots_per_row, fused=False, train_rows=None):
+    """The plan for --ev's tables, per TFRA table (a column's name, or `fused_dimD` with --emb_fusion): its
+    columns' stored ids (Column.stored_ids, each at most `train_rows`), with `slots_per_row` optimizer slot
+    tables of the same width (tfra_table_bytes)."""
+    ids = {}
+    for c in schema.tables:
+        n = c.stored_ids if train_rows is None else min(c.stored_ids, train_rows)
+        key = (f"fused_dim{c.embedding_dim}", c.embedding_dim) if fused else (c.name, c.embedding_dim)
+        ids[key] = ids.get(key, 0) + n
+    return {name: tfra_table_bytes(n, dim, 1 + slots_per_row) for (name, dim), n in ids.items()}
+
+
+def dynamic_table_bytes(schema, slots_per_row, fused=False, train_rows=None):
     """The plan for --ev's tables in all (dynamic_tables_plan summed)."""
-    return sum(dynamic_tables_plan(schema, slots_per_row).values())
+    return sum(dynamic_tables_plan(schema, slots_per_row, fused, train_rows).values())
 
 
 def evaluation_bytes(eval_rows):
@@ -118,7 +137,7 @@ def record(sizes, dynamic_tables=None, parameter_servers=0, limit=None, source=N
            "evaluation_bytes": eval_bytes}
     if dynamic_tables:
         out["ev_tables_planned_bytes"] = dict(dynamic_tables)
-        out["ev_table_factor"] = EV_TABLE_FACTOR
+        out["tfra_slot_overhead"] = TFRA_SLOT_OVERHEAD
     if parameter_servers:
         out["parameter_servers"] = parameter_servers
         out["tables_per_ps_bytes"] = int((sizes["tables"] + sizes["table_slots"] + dynamic) / parameter_servers)
@@ -145,8 +164,8 @@ def check(sizes, dynamic_bytes=0, parameter_servers=0, limit=None, source=None, 
     planned = plan_bytes(sizes, dynamic_bytes, eval_bytes)
     held = sum(v for k, v in sizes.items() if k != "dynamic_tables") + dynamic_bytes
     line = (f"memory plan: peak about {planned / GB:.2f} GB (variables and slots {held / GB:.2f} GB"
-            + (f", of which --ev tables {dynamic_bytes / GB:.2f} GB estimated from the schema's hash_buckets"
-               if dynamic_bytes else "")
+            + (f", of which --ev tables {dynamic_bytes / GB:.2f} GB at their peak, for the ids the schema expects "
+               "(expected_ids, else hash_buckets)" if dynamic_bytes else "")
             + (f"; the evaluation's AUC counts {eval_bytes / GB:.2f} GB" if eval_bytes >= 0.01 * GB else "")
             + f"; modelzoo/memory.py) of {limit / GB:.1f} GB ({source})" if limit else
             f"memory plan: peak about {planned / GB:.2f} GB; the memory limit is unknown")

@@ -64,11 +64,18 @@ class Column:
     max_length: int = 0  # multi_value and sequence: ids kept (the first of a multi_value, the newest of a sequence)
     combiner: str = "mean"  # multi_value: how its ids' rows are pooled
     shares_embedding_with: str = ""  # multi_value and sequence: the categorical column whose table it reads
+    expected_ids: int = 0  # a table's distinct ids expected in the data (--ev's memory plan; 0: hash_buckets)
 
     @property
     def num_ids(self):
         """Rows of this column's embedding table."""
         return self.hash_buckets if self.hash_buckets else len(self.vocabulary) + 1
+
+    @property
+    def stored_ids(self):
+        """The ids a dynamic table (--ev) of this column is planned to store: expected_ids when the schema
+        gives it (`infer` writes its estimate), else the table's rows."""
+        return self.expected_ids or self.num_ids
 
     @property
     def owns_table(self):
@@ -145,7 +152,9 @@ class Schema:
     def fingerprint(self):
         """Changes whenever a checkpoint made with this schema could no longer be restored."""
         def described_column(col):
-            return {k: v for k, v in asdict(col).items() if k not in _LATER_KEYS or v != _LATER_KEYS[k]}
+            # (expected_ids plans memory and shapes nothing: a schema that adds it keeps its checkpoints)
+            return {k: v for k, v in asdict(col).items()
+                    if k != "expected_ids" and (k not in _LATER_KEYS or v != _LATER_KEYS[k])}
         described = [described_column(c) for c in self.columns] + [asdict(x) for x in self.crosses]
         text = json.dumps(described, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -185,6 +194,7 @@ VALUE_TYPES = {
     "max_length": (lambda v: _is_int(v) and v > 0, "an integer > 0"),
     "combiner": (lambda v: v in COMBINERS, f"one of {COMBINERS}"),
     "shares_embedding_with": (lambda v: isinstance(v, str) and v, "a column name"),
+    "expected_ids": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
 }
 LIST_KEYS = ("separator", "max_length", "combiner", "shares_embedding_with")  # only for LIST_KINDS
 
@@ -213,9 +223,9 @@ def _column(raw, where):
     if kind in LIST_KINDS and "max_length" not in raw:
         raise SchemaError(f"{where} ({raw['name']}): a {kind} column needs max_length (the ids kept a row)")
     if raw.get("shares_embedding_with") and \
-            sorted(k for k in ("hash_buckets", "vocabulary", "embedding_dim") if k in raw):
+            sorted(k for k in ("hash_buckets", "vocabulary", "embedding_dim", "expected_ids") if k in raw):
         raise SchemaError(f"{where} ({raw['name']}): a column that shares_embedding_with another takes that "
-                          f"column's table: no hash_buckets, vocabulary or embedding_dim of its own")
+                          f"column's table: no hash_buckets, vocabulary or embedding_dim of its own (nor expected_ids)")
     for key, (ok, what) in VALUE_TYPES.items():
         if key in raw and not ok(raw[key]):
             raise SchemaError(f"{where} ({raw['name']}): {key} must be {what}, got {raw[key]!r}"[:300])
@@ -243,6 +253,9 @@ def _column(raw, where):
                               f"than {MAX_VOCABULARY}; use hash_buckets")
         if col.embedding_dim <= 0:
             raise SchemaError(f"{where} ({col.name}): embedding_dim must be a positive integer")
+    elif col.expected_ids:
+        raise SchemaError(f"{where} ({col.name}): expected_ids counts the ids of a column's own table; "
+                          f"a {kind} column has none")
     return col
 
 
@@ -458,7 +471,7 @@ def infer(path, label, rows=INFER_ROWS, header="auto", numeric=(), categorical=(
             expected = math.ceil(distinct_in_file(distinct, seen_once, sampled, file_rows))
             buckets = buckets_for(expected, factor, cap)
             out.append({"name": col_name, "kind": "categorical", "hash_buckets": buckets,
-                        "embedding_dim": INFER_EMBEDDING_DIM})
+                        "embedding_dim": INFER_EMBEDDING_DIM, "expected_ids": expected})
             grows = "" if file_rows == sampled else (
                 f", {seen_once:,} seen once -> ~{expected:,} in the file's {file_rows:,} rows (Heaps' law, exponent "
                 f"{seen_once / distinct:.2f}: the share seen once)")
@@ -491,7 +504,7 @@ def _list_column(name, values, is_sequence, file_rows, factor, cap, notes):
                  f"{len(counts):,} distinct ids -> ~{expected:,} in the file -> "
                  f"{buckets_for(expected, factor, cap):,} hash buckets")
     return {"name": name, "kind": kind, "max_length": longest, "hash_buckets": buckets_for(expected, factor, cap),
-            "embedding_dim": INFER_EMBEDDING_DIM}
+            "embedding_dim": INFER_EMBEDDING_DIM, "expected_ids": expected}
 
 
 def _text_sample(path, label, rows, header, file_rows):

@@ -97,17 +97,48 @@ def test_the_start_up_line_states_the_plan_and_a_small_limit_refuses(criteo_samp
 
 def test_result_json_keeps_the_plan_beside_the_peak_and_each_ev_tables_planned_bytes(criteo_sample, tmp_path):
     """result.json's memory_plan: the planned peak against the limit it was held to, beside the measured
-    peak_rss_mb (so a full run shows how good the plan was), and with --ev each table's planned bytes (the
-    schema's hash_buckets x row and slot payload x EV_TABLE_FACTOR: TFRA's overhead included), one per table."""
+    peak_rss_mb (so a full run shows how good the plan was), and with --ev each TFRA table's planned bytes
+    (DLRM fuses its columns of one width: one table, fused_dim16, for the columns' ids summed, each at most the
+    training rows), TFRA's slots and export included (memory.tfra_table_bytes)."""
     from modelzoo.schema import load_schema
     run_train("dlrm", ["--train_files", criteo_sample, "--steps", 2, "--no_eval", "--ev", "--output_dir", tmp_path])
     result = json.loads(next(Path(tmp_path).rglob("result.json")).read_text())
     plan = result["memory_plan"]
-    tables = {c.name: c for c in load_schema("criteo").tables}
-    assert set(plan["ev_tables_planned_bytes"]) == set(tables)
+    train_rows = result["train_rows"]
+    ids = sum(min(c.num_ids, train_rows) for c in load_schema("criteo").tables)
     slots = 2  # dlrm's default optimizer, adamasync: m and v a row
-    for name, planned in plan["ev_tables_planned_bytes"].items():
-        payload = tables[name].num_ids * (8 + 4 * tables[name].embedding_dim) * (1 + slots)
-        assert planned == int(payload * memory.EV_TABLE_FACTOR), name
+    assert plan["ev_tables_planned_bytes"] == {"fused_dim16": memory.tfra_table_bytes(ids, 16, 1 + slots)}
     assert plan["planned_peak_bytes"] >= sum(plan["ev_tables_planned_bytes"].values()) + memory.PROCESS_BYTES
     assert plan["limit_bytes"] > 0 and plan["limit_source"] and result["peak_rss_mb"] > 0
+
+
+def test_a_tfra_table_is_planned_at_its_power_of_two_of_slots_and_the_larger_of_its_doubling_and_its_export():
+    """TFRA's table holds 2^ceil(log2 n) slots of key + values + TFRA_SLOT_OVERHEAD bytes, peaks at 1.5x that
+    while it doubles, or holds its exported keys and values beside it while a checkpoint is written
+    (benchmarks/results/tfra_capacity.md: 78.4 bytes a slot at width 16, 1.47x at the doubling)."""
+    slot = 8 + 64 + memory.TFRA_SLOT_OVERHEAD
+    # 3.59M ids (the 4M-row DLRM --ev epoch): 4,194,304 slots; the export (3.59M x 72 x 3) is the larger term
+    assert memory.tfra_table_bytes(3_594_604, 16, 3) == int(3 * 4_194_304 * slot + 3 * 3_594_604 * 72)
+    # just past a power of two: half the slots are empty, and the doubling is the larger term
+    assert memory.tfra_table_bytes(4_194_305, 16, 1) == int(1.5 * 8_388_608 * slot)
+    assert memory.tfra_table_bytes(0, 16, 3) == 0
+    assert memory.tfra_table_bytes(1, 16, 1) == int(slot + 72)  # (one slot, full: the export is the larger)
+
+
+def test_the_ev_plan_counts_the_ids_the_schema_expects_per_table_at_most_the_training_rows():
+    """expected_ids (what `schema infer` writes) wins over hash_buckets; a column stores at most one id a training
+    row; --emb_fusion sums the columns of a width into one table, otherwise one table a column."""
+    from modelzoo.schema import parse_schema
+    schema = parse_schema({"columns": [
+        {"name": "y", "kind": "label"},
+        {"name": "a", "kind": "categorical", "hash_buckets": 1 << 20, "embedding_dim": 16, "expected_ids": 1000},
+        {"name": "b", "kind": "categorical", "hash_buckets": 5000, "embedding_dim": 16},
+        {"name": "c", "kind": "categorical", "hash_buckets": 1 << 24, "embedding_dim": 8}]})
+    per_column = memory.dynamic_tables_plan(schema, 2, fused=False, train_rows=100_000)
+    assert per_column == {"a": memory.tfra_table_bytes(1000, 16, 3), "b": memory.tfra_table_bytes(5000, 16, 3),
+                          "c": memory.tfra_table_bytes(100_000, 8, 3)}
+    fused = memory.dynamic_tables_plan(schema, 2, fused=True, train_rows=100_000)
+    assert fused == {"fused_dim16": memory.tfra_table_bytes(6000, 16, 3),
+                     "fused_dim8": memory.tfra_table_bytes(100_000, 8, 3)}
+    assert memory.dynamic_table_bytes(schema, 2, fused=True) == \
+        memory.tfra_table_bytes(6000, 16, 3) + memory.tfra_table_bytes(1 << 24, 8, 3)

@@ -231,6 +231,8 @@ def test_infer_extrapolates_distinct_values_to_the_files_rows(tmp_path):
         assert 1 / 1.05 < expected[name] / truth[name] < 1.05, (expected, truth)
     doc = json.loads(proc.stdout)
     assert doc["columns"][1]["hash_buckets"] >= 2 * truth["c2"] / 1.3
+    # the estimate is kept in the schema for --ev's memory plan
+    assert {c["name"]: c["expected_ids"] for c in doc["columns"][1:]} == expected
 
 
 def test_the_distinct_estimate_on_the_real_criteo_sample(criteo_sample):
@@ -259,3 +261,23 @@ def test_criteo_full_declares_the_real_kaggle_cardinalities():
     assert [(c.name, c.kind) for c in full.columns] == [(c.name, c.kind) for c in capped.columns]
     assert [c.embedding_dim for c in full.categorical] == [c.embedding_dim for c in capped.categorical]
     assert [c for c in full.numeric] == [c for c in capped.numeric]
+
+
+def test_expected_ids_is_a_planning_hint_of_a_table_owning_column_and_not_part_of_the_schema_identity():
+    """expected_ids (the distinct ids --ev's memory plan counts; `schema infer` writes its estimate) is an
+    integer >= 0 on a column with a table of its own, refused elsewhere in one line, and leaves the schema's
+    fingerprint (what a checkpoint must match) unchanged."""
+    base = {"columns": [{"name": "y", "kind": "label"},
+                        {"name": "c", "kind": "categorical", "hash_buckets": 64, "embedding_dim": 4}]}
+    hinted = json.loads(json.dumps(base))
+    hinted["columns"][1]["expected_ids"] = 40
+    schema = parse_schema(hinted)
+    assert schema.tables[0].stored_ids == 40 and parse_schema(base).tables[0].stored_ids == 64
+    assert schema.fingerprint() == parse_schema(base).fingerprint()
+    for bad, message in ((-1, "expected_ids must be an integer >= 0"), ("40", "expected_ids must be an integer")):
+        hinted["columns"][1]["expected_ids"] = bad
+        with pytest.raises(SchemaError, match=message):
+            parse_schema(hinted)
+    numeric = {"columns": [{"name": "y", "kind": "label"}, {"name": "x", "kind": "numeric", "expected_ids": 3}]}
+    with pytest.raises(SchemaError, match="expected_ids counts the ids of a column's own table"):
+        parse_schema(numeric)

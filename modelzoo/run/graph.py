@@ -135,10 +135,12 @@ def variable_bytes(grads_and_vars, groups):
 
 def plan_memory(ctx, sizes, groups):
     """(the start-up memory line, the plan for result.json) (modelzoo/memory.py), raising MemoryPlanError
-    before the session allocates anything when the run cannot fit; --ev's tables are planned from the
-    schema's hash_buckets."""
+    before the session allocates anything when the run cannot fit; --ev's tables are planned from the ids
+    the schema expects (memory.dynamic_tables_plan)."""
     slots = max(len(opt.get_slot_names()) for _, opt in groups)
-    dynamic = memory.dynamic_tables_plan(ctx.schema, slots) if sizes["dynamic_tables"] else {}
+    dynamic = memory.dynamic_tables_plan(
+        ctx.schema, slots, fused=ctx.opts.speed.emb_fusion,
+        train_rows=ctx.data.train_rows if ctx.data is not None else None) if sizes["dynamic_tables"] else {}
     cluster = ctx.world.cluster
     servers = cluster.num_ps if cluster else 0
     # (one process evaluates the held-out rows: rank 0, or a PS job's evaluator task, which plans nothing here)
