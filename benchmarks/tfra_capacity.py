@@ -94,7 +94,8 @@ def main(argv=None):
     doubling = max(s["peak"] for s in steps if slots_for(s["ids"]) == last) / steps[-1]["resident"]
     cpu = cpu_info()
     doc = {"dim": args.dim, "ids": args.ids, "chunk": args.chunk, "steps": steps, "export": export,
-           "bytes_per_slot": per_slot, "doubling_peak_ratio": round(doubling, 2), "payload_bytes_per_id": 8 + 4 * args.dim,
+           "bytes_per_slot": per_slot, "doubling_peak_ratio": round(doubling, 2),
+           "payload_bytes_per_id": 8 + 4 * args.dim,
            "export_added_bytes": export["export_peak"] - export["before_export"],
            "cpu": cpu, "seconds": round(time.time() - started, 1)}
     rows = "\n".join(f"| {s['ids']:,} | {slots_for(s['ids']):,} | {s['resident'] / 1e9:.3f} | {s['bytes_per_slot']} | "
@@ -107,7 +108,8 @@ def main(argv=None):
           f"| ids | slots (model) | resident (GB) | bytes a slot | peak during the insert (GB) |\n"
           f"|---:|---:|---:|---:|---:|\n{rows}\n\n"
           f"Bytes a slot at {last:,} slots: {per_slot} (key and values: {8 + 4 * args.dim}); the insert that "
-          f"doubled the slots to {last:,} peaked at {doubling:.2f}x what the table then held. The export of its {steps[-1]['ids']:,} keys and values "
+          f"doubled the slots to {last:,} peaked at {doubling:.2f}x what the table then held. The export of its "
+          f"{steps[-1]['ids']:,} keys and values "
           f"({export['payload'] / 1e9:.3f} GB) added {doc['export_added_bytes'] / 1e9:.3f} GB at its peak.\n")
     write_report(args.output, doc, md)
 

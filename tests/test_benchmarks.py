@@ -124,6 +124,9 @@ def test_matrix_configurations_resolve_to_flags_and_launchers():
     assert matrix.resolve_config("dlrm", "jemalloc") == ("jemalloc", [], "jemalloc", 0)
     assert matrix.resolve_config("dlrm", "glibc") == ("glibc", [], "close", 0)
     assert matrix.resolve_config("dlrm", "hvd2") == ("hvd2", ["--hvd"], None, 2)
+    # the default with oneDNN's BFC pool back on (the runner turns it off): an environment, no flag
+    assert matrix.resolve_config("dlrm", "onednn_pool") == ("onednn_pool", [], None, 0)
+    assert matrix.ENVIRONMENTS["onednn_pool"] == {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "0"}
     assert matrix.resolve_config("dlrm", "mine:--emb_fusion,--intra=1") == ("mine", ["--emb_fusion", "--intra=1"],
                                                                           None, 0)
     # --configs is comma-separated too: an ad-hoc configuration keeps all its flags
@@ -288,3 +291,35 @@ def test_small_data_update_drops_a_remeasured_defaults_old_lines_and_keeps_other
     assert dlrm["default"]["median_auc"] == 0.748
     assert [(g["flags"], g["median_auc"]) for g in dlrm["grid"]] == [("--a", 0.749), ("--c", 0.747)]
     assert dlrm["tuned"]["median_auc"] == 0.749 and merged["commands"] == ["D: C"]
+
+
+def test_tfra_capacity_measures_a_tables_slots_and_its_export(tmp_path):
+    """benchmarks/tfra_capacity.py at a tiny size: the resident bytes a slot of a power of two of slots, at
+    least the key and values (72 bytes at width 16), and the export adds at least its payload's size."""
+    out = tmp_path / "cap"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "tfra_capacity.py"), "--ids", "600000",
+                           "--chunk", "200000", "--output", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert [s["ids"] for s in doc["steps"]] == [200_000, 400_000, 600_000]
+    assert doc["export"]["payload"] == 600_000 * 72
+    assert doc["bytes_per_slot"] >= 72 and doc["steps"][-1]["resident"] >= 600_000 * 72  # (at least its payload)
+
+
+def test_distinct_ids_writes_criteo_full_with_the_counted_ids_as_expected_ids(tmp_path):
+    """benchmarks/distinct_ids.py --schema_out: criteo_full with each column's count as its expected_ids, which
+    --ev's memory plan then counts instead of hash_buckets; --reuse takes the stored counts of the same file."""
+    from distinct_ids import main as distinct_main
+    from modelzoo.schema import load_schema
+    from modelzoo.synthetic import generate_criteo
+    data = tmp_path / "train.txt"
+    generate_criteo(str(data), 3000, seed=1)
+    schema_path, prefix = tmp_path / "counted.json", str(tmp_path / "ids")
+    distinct_main([str(data), "--rows", "2000", "--output", prefix, "--schema_out", str(schema_path)])
+    counts = json.loads((tmp_path / "ids.json").read_text())["distinct"]
+    schema = load_schema(str(schema_path))
+    assert {c.name: c.stored_ids for c in schema.tables} == counts
+    assert schema.fingerprint() == load_schema("criteo_full").fingerprint()  # the same tables and checkpoints
+    schema_path.unlink()
+    distinct_main([str(data), "--rows", "2000", "--output", prefix, "--reuse", "--schema_out", str(schema_path)])
+    assert {c.name: c.stored_ids for c in load_schema(str(schema_path)).tables} == counts
