@@ -102,7 +102,8 @@ def main(argv=None):
                      f"{s['peak'] / 1e9:.3f} |" for s in steps)
     md = (f"# One TFRA table's memory as its ids grow (benchmarks/tfra_capacity.py)\n\n"
           f"`python benchmarks/tfra_capacity.py --dim {args.dim} --ids {args.ids} --chunk {args.chunk}` on "
-          f"{cpu['model']} ({cpu.get('cores', '?')} cores): one width-{args.dim} table, keys inserted "
+          f"{cpu['model']} ({cpu.get('family_model', '')}, {cpu.get('cores', '?')} cores), "
+          f"{time.strftime('%Y-%m-%d')}: one width-{args.dim} table, keys inserted "
           f"{args.chunk:,} at a time; resident = the process's RSS above its start after the insert, peak = "
           f"during it (5 ms samples); slots = the power of two at or above the ids.\n\n"
           f"| ids | slots (model) | resident (GB) | bytes a slot | peak during the insert (GB) |\n"
