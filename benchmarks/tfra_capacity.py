@@ -92,10 +92,15 @@ def main(argv=None):
     per_slot = steps[-1]["bytes_per_slot"]
     last = slots_for(steps[-1]["ids"])
     doubling = max(s["peak"] for s in steps if slots_for(s["ids"]) == last) / steps[-1]["resident"]
+    # where the table doubled: an insert after which it held more than 1.8x what it held before, between the
+    # ids before it and after it, against the slots it had (the largest load it reached)
+    doublings = [{"after_ids": a["ids"], "before_ids": b["ids"], "slots": slots_for(a["ids"]),
+                  "load_reached": round(a["ids"] / slots_for(a["ids"]), 3)}
+                 for a, b in zip(steps, steps[1:]) if b["resident"] > 1.8 * a["resident"] and a["ids"] >= 1 << 20]
     cpu = cpu_info()
     doc = {"dim": args.dim, "ids": args.ids, "chunk": args.chunk, "steps": steps, "export": export,
            "bytes_per_slot": per_slot, "doubling_peak_ratio": round(doubling, 2),
-           "payload_bytes_per_id": 8 + 4 * args.dim,
+           "payload_bytes_per_id": 8 + 4 * args.dim, "doublings": doublings,
            "export_added_bytes": export["export_peak"] - export["before_export"],
            "cpu": cpu, "seconds": round(time.time() - started, 1)}
     rows = "\n".join(f"| {s['ids']:,} | {slots_for(s['ids']):,} | {s['resident'] / 1e9:.3f} | {s['bytes_per_slot']} | "
@@ -111,7 +116,9 @@ def main(argv=None):
           f"Bytes a slot at {last:,} slots: {per_slot} (key and values: {8 + 4 * args.dim}); the insert that "
           f"doubled the slots to {last:,} peaked at {doubling:.2f}x what the table then held. The export of its "
           f"{steps[-1]['ids']:,} keys and values "
-          f"({export['payload'] / 1e9:.3f} GB) added {doc['export_added_bytes'] / 1e9:.3f} GB at its peak.\n")
+          f"({export['payload'] / 1e9:.3f} GB) added {doc['export_added_bytes'] / 1e9:.3f} GB at its peak.\n"
+          + "".join(f"\nThe table of {d['slots']:,} slots held {d['after_ids']:,} ids (load {d['load_reached']}) and "
+                    f"doubled before {d['before_ids']:,}." for d in doublings) + "\n")
     write_report(args.output, doc, md)
 
 

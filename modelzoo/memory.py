@@ -23,13 +23,15 @@ at 1.106 GB alone and at 1.54 GB while the whole test suite loaded the machine, 
 is a floor; the constants matter where the slope does, for tables of many GB.
 
 Dynamic tables (--ev) grow with the ids admitted, and TFRA's table (a libcuckoo hash map, 4 slots a
-bucket) holds a power of two of slots: it doubles when its ids pass the slots it has, and the old slots stay
-until the new ones are filled. Its checkpoint exports each table's keys and values beside it. So a table of
-width d storing n ids, with its optimizer's slot tables (LazyAdam: 2 more of the same keys), peaks at
-max(1.5 x held, held + payload) where held = tables x 2^ceil(log2 n) x (8 + 4d + TFRA_SLOT_OVERHEAD) and
-payload = tables x n x (8 + 4d). Measured (benchmarks/tfra_capacity.py): one width-16 table
-holds 78.4 bytes a slot (TFRA_SLOT_OVERHEAD = 6.4: libcuckoo's partial keys and occupancy), grows at
-2^k + 1 ids to 2^(k+1) slots, and its export adds the payload. n is each column's `expected_ids` (what
+bucket) holds a power of two of slots: it doubles when its ids fill more than about 95% of them, and the old
+slots stay until the new ones are filled. Its checkpoint exports each table's keys and values beside it. So
+a table of width d storing n ids, with its optimizer's slot tables (LazyAdam: 2 more of the same keys), peaks
+at max(1.5 x held, held + payload) where held = tables x slots x (8 + 4d + TFRA_SLOT_OVERHEAD), slots the
+power of two at or above n / TFRA_MAX_LOAD, and payload = tables x n x (8 + 4d). Measured
+(benchmarks/tfra_capacity.py, results tfra_capacity and tfra_capacity_load): one width-16 table holds 78.4
+bytes a slot (TFRA_SLOT_OVERHEAD = 6.4: libcuckoo's partial keys and occupancy), doubled its 2,097,152 and
+4,194,304 slots after 95.4% of them were filled and before 97.8% and 96.6% (TFRA_MAX_LOAD = 0.95), held 1.47x
+its new size while doubling, and its export added its payload. n is each column's `expected_ids` (what
 `schema infer` estimates; else its `hash_buckets`), at most the training rows; with --emb_fusion the columns
 of a width share one table, whose n is their sum. DLRM --ev over one epoch of 3.6M generated rows (3.59M
 ids stored, --schema criteo_full) peaked at 2.56 GB where this plan gives 2.56 GB with the stored ids.
@@ -52,6 +54,7 @@ GB = 10 ** 9  # (as the peak_memory results and issue 27 count)
 PEAK_FACTOR = 1.33
 PROCESS_BYTES = int(0.75 * GB)
 TFRA_SLOT_OVERHEAD = 6.4  # bytes a slot of TFRA's table beyond its key and values (see above)
+TFRA_MAX_LOAD = 0.95  # the share of its slots a TFRA table fills before it doubles them (see above)
 EVAL_BYTES_PER_ROW = 100
 WARN_FRACTION = 0.9  # a plan above this share of the limit is said, not refused
 LIMIT_VARIABLE = "MODELZOO_MEMORY_LIMIT_MB"  # overrides the detected limit (a test, or memory shared with others)
@@ -98,7 +101,7 @@ def tfra_table_bytes(ids, dim, tables):
     `ids` keys each: the doubling of their slots, or their checkpoint's export beside them."""
     if ids <= 0:
         return 0
-    slots = 1 << max(0, math.ceil(math.log2(ids)))
+    slots = 1 << max(0, math.ceil(math.log2(ids / TFRA_MAX_LOAD)))
     held = tables * slots * (8 + 4 * dim + TFRA_SLOT_OVERHEAD)
     payload = tables * ids * (8 + 4 * dim)
     return int(max(1.5 * held, held + payload))

@@ -113,16 +113,19 @@ def test_result_json_keeps_the_plan_beside_the_peak_and_each_ev_tables_planned_b
 
 
 def test_a_tfra_table_is_planned_at_its_power_of_two_of_slots_and_the_larger_of_its_doubling_and_its_export():
-    """TFRA's table holds 2^ceil(log2 n) slots of key + values + TFRA_SLOT_OVERHEAD bytes, peaks at 1.5x that
-    while it doubles, or holds its exported keys and values beside it while a checkpoint is written
-    (benchmarks/results/tfra_capacity.md: 78.4 bytes a slot at width 16, 1.47x at the doubling)."""
+    """TFRA's table holds the power of two of slots at or above n / 0.95 (it doubles past about 95% full), each
+    key + values + TFRA_SLOT_OVERHEAD bytes, peaks at 1.5x that while it doubles, or holds its exported keys and
+    values beside it while a checkpoint is written (benchmarks/results/tfra_capacity*.md: 78.4 bytes a slot at
+    width 16, doubled after 95.4% full, 1.47x at the doubling)."""
     slot = 8 + 64 + memory.TFRA_SLOT_OVERHEAD
     # 3.59M ids (the 4M-row DLRM --ev epoch): 4,194,304 slots; the export (3.59M x 72 x 3) is the larger term
     assert memory.tfra_table_bytes(3_594_604, 16, 3) == int(3 * 4_194_304 * slot + 3 * 3_594_604 * 72)
     # just past a power of two: half the slots are empty, and the doubling is the larger term
     assert memory.tfra_table_bytes(4_194_305, 16, 1) == int(1.5 * 8_388_608 * slot)
+    # 3,985,000 ids fill 95.01% of 4,194,304 slots: the table has doubled to 8,388,608
+    assert memory.tfra_table_bytes(3_985_000, 16, 1) == int(1.5 * 8_388_608 * slot)
+    assert memory.tfra_table_bytes(3_984_000, 16, 1) == int(4_194_304 * slot + 3_984_000 * 72)
     assert memory.tfra_table_bytes(0, 16, 3) == 0
-    assert memory.tfra_table_bytes(1, 16, 1) == int(slot + 72)  # (one slot, full: the export is the larger)
 
 
 def test_the_ev_plan_counts_the_ids_the_schema_expects_per_table_at_most_the_training_rows():
