@@ -23,7 +23,8 @@ checkpoint guard's two scalars, the system allocator instead of oneDNN's pool: s
 the third run peaks at 7.57 GB for 6.49 GB (benchmarks/results/scale_ev_full.md, 4.58M held-out rows
 evaluated): the constants are kept, so the plan (9.84 GB) errs 30% high there rather than low elsewhere.
 A small run's peak varies more than that: the same 2-step DLRM run peaked at 1.106 GB alone and at
-1.54 GB while the whole test suite loaded the machine, so for small runs the plan is a floor; the constants matter where the slope does, for tables of many GB.
+1.54 GB while the whole test suite loaded the machine, so for small runs the plan is a floor; the
+constants matter where the slope does, for tables of many GB.
 
 Dynamic tables (--ev) grow with the ids admitted, and TFRA's table (a libcuckoo hash map, 4 slots a
 bucket) holds a power of two of slots: it doubles when its ids fill more than about 95% of them, and the old
