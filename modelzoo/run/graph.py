@@ -111,15 +111,18 @@ def default_optimizers(args, global_step, lr_factor):
     return [(None, build_optimizer(args.optimizer, args.learning_rate * lr_factor, global_step=global_step))]
 
 
+def variable_nbytes(var):
+    """The bytes of a variable's value (0 while its shape is not fully known)."""
+    shape = var.shape
+    return shape.num_elements() * var.dtype.base_dtype.size if shape.is_fully_defined() else 0
+
+
 def variable_bytes(grads_and_vars, groups):
     """Bytes of the variables training holds, read from the graph: the tables (the variables updated by
     sparse gradients: embeddings and wide weights) and the dense layers, each with its optimizer slots.
     Dynamic embedding variables (--ev) grow with the ids admitted: only their count is given."""
     sizes = {"tables": 0, "table_slots": 0, "dense": 0, "dense_slots": 0, "dynamic_tables": 0}
-
-    def nbytes(var):
-        return var.shape.num_elements() * var.dtype.base_dtype.size
-
+    nbytes = variable_nbytes
     for grad, var in grads_and_vars:
         if type(var).__name__ == "TrainableWrapper":  # TFRA: a lookup's rows, the table lives elsewhere
             sizes["dynamic_tables"] += 1
@@ -320,9 +323,7 @@ def initialization(after=None, large=LARGE_VARIABLE_BYTES):
     hundreds of session calls would slow every start for nothing."""
     small, big = [], []
     for var in tf1.global_variables():
-        shape = var.shape
-        size = shape.num_elements() * var.dtype.base_dtype.size if shape.is_fully_defined() else 0
-        (big if size >= large else small).append(var)
+        (big if variable_nbytes(var) >= large else small).append(var)
     if not big:
         return None, after  # (Scaffold's default init_op)
     # (the rest of Scaffold's default init_op: shared resources and SavedModel initializers)
