@@ -111,6 +111,22 @@ def run_one(pattern, config, work, ev_schema=None):
                                   2), "cpu": result["cpu"]["model"], "command": " ".join(cmd[1:])}
 
 
+def end_to_end(runs):
+    """Each run's whole-run throughput (issue 27's target): its training rows over the seconds from start to the
+    SavedModel line (start-up, training, the evaluations, the checkpoints and the export all count), also as a
+    fraction of the steady samples/s of the smallest size run here with the same configuration ("small data");
+    and the rows of the whole file (trained and evaluated) over the same seconds."""
+    for run in runs:
+        if "error" in run or not run.get("wall_to_export_s"):
+            continue
+        small = min((r for r in runs if r["config"] == run["config"] and "error" not in r), key=lambda r: r["rows"])
+        run["end_to_end_samples_per_sec"] = round(run["train_rows"] / run["wall_to_export_s"])
+        run["end_to_end_vs_small_steady"] = round(run["end_to_end_samples_per_sec"] / small["samples_per_sec"], 3)
+        run["steady_vs_small_steady"] = round(run["samples_per_sec"] / small["samples_per_sec"], 3)
+        run["file_rows_per_sec"] = round((run["train_rows"] + run["eval_rows"]) / run["wall_to_export_s"])
+    return runs
+
+
 def cpu_line():
     """'AMD EPYC, family 25 model 17, 2 cores' (modelzoo.system.cpu_info)."""
     cpu = cpu_info()
@@ -161,14 +177,19 @@ def main(argv=None):
         shutil.rmtree(work, ignore_errors=True)
         if not a.data_dir:
             shutil.rmtree(data_dir, ignore_errors=True)
+    end_to_end(runs)
     lines = ["# Cost against data size (benchmarks/scale.py)", "",
+             "End to end: the training rows over the seconds from start to the SavedModel line; \"small steady\": "
+             "the steady samples/s of the smallest size run with the same configuration.", "",
              f"`python benchmarks/scale.py {' '.join(argv if argv is not None else sys.argv[1:])}`; one run each; "
              f"CPU: {cpu_line()}.", "",
              "| rows | config | start to first step (s) | samples/s | first evaluation (s) | after training (s) | "
-             "peak RSS (GB) | planned peak (GB) | variables (GB) | AUC |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "peak RSS (GB) | planned peak (GB) | variables (GB) | AUC | start to SavedModel (s) | "
+             "end to end (train rows/s) | end to end / small steady | steady / small steady |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     columns = ("first_step_s", "samples_per_sec", "first_eval_s", "after_training_s", "peak_rss_gb",
-               "planned_peak_gb", "variables_gb", "auc")
+               "planned_peak_gb", "variables_gb", "auc", "wall_to_export_s", "end_to_end_samples_per_sec",
+               "end_to_end_vs_small_steady", "steady_vs_small_steady")
     for r in runs:
         cells = " | ".join(str(r.get(k)) for k in columns) if "error" not in r else r["error"][:200]
         lines.append(f"| {r['rows']:,} | {r['config']} | {cells} |")

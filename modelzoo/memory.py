@@ -42,7 +42,11 @@ ids stored, --schema criteo_full) peaked at 2.56 GB where this plan gives 2.56 G
 The plan is as good as its ids: criteo_full's hash_buckets (33.8M) are twice the 16.5M distinct ids of
 generated training rows (benchmarks/distinct_ids.py), and `schema infer` on that file estimated about 2x
 too (Heaps' law from 100,000 rows overshoots a vocabulary that saturates).
-Not counted: --ev_filter counter's count table and the eviction's last-step table (one value an id).
+An exact count an id (--ev_filter counter, --adaptive_emb, --dynamic_ev) and a last-updated step an id (gstep
+eviction, --incremental_ckpt) are two more TFRA tables of width 1 for the same ids, planned alike: their key and
+value sit in a slot aligned to the 8-byte key (16 bytes for the int32 count as for the int64 step), and
+measured (results tfra_capacity_int32 and tfra_capacity_int64) 20.6 and 20.7 bytes a slot, doubling at 95.4%
+full like the rows' tables; the plan's 22.4 errs 8% high there.
 
 The evaluation adds the exact AUC's counts (modelzoo/metrics.py: 20 bytes a distinct score, at most one
 distinct score a held-out row, and a merge peaks at 4.9x its state): EVAL_BYTES_PER_ROW = 100 a held-out row,
@@ -100,32 +104,44 @@ def memory_limit():
     return None, "unknown"
 
 
-def tfra_table_bytes(ids, dim, tables):
+def tfra_table_bytes(ids, dim, tables, value_bytes=4):
     """The peak bytes of `tables` TFRA tables (a table and its optimizer slot tables) of width `dim` storing
-    `ids` keys each: the doubling of their slots, or their checkpoint's export beside them."""
+    `ids` keys each: the doubling of their slots, or their checkpoint's export beside them. `value_bytes`: a
+    value's element (4: float32 rows and --ev's int32 counts; 8: the int64 last-updated steps)."""
     if ids <= 0:
         return 0
     slots = 1 << max(0, math.ceil(math.log2(ids / TFRA_MAX_LOAD)))
-    held = tables * slots * (8 + 4 * dim + TFRA_SLOT_OVERHEAD)
-    payload = tables * ids * (8 + 4 * dim)
+    entry = 8 + value_bytes * dim  # a key and its values, as the export writes them
+    stored = 8 * math.ceil(entry / 8)  # in a slot: the pair aligned to its 8-byte key (an int32 count: 16 bytes)
+    held = tables * slots * (stored + TFRA_SLOT_OVERHEAD)
+    payload = tables * ids * entry
     return int(max(1.5 * held, held + payload))
 
 
-def dynamic_tables_plan(schema, slots_per_row, fused=False, train_rows=None):
+def dynamic_tables_plan(schema, slots_per_row, fused=False, train_rows=None, counts=False, last_steps=False):
     """The plan for --ev's tables, per TFRA table (a column's name, or `fused_dimD` with --emb_fusion): its
     columns' stored ids (Column.stored_ids, each at most `train_rows`), with `slots_per_row` optimizer slot
-    tables of the same width (tfra_table_bytes)."""
+    tables of the same width (tfra_table_bytes); with `counts` (an exact count an id: --ev_filter counter,
+    --adaptive_emb, --dynamic_ev) its NAME/count table, and with `last_steps` (gstep eviction, --incremental_ckpt)
+    its NAME/last_step table, each one value for every id seen."""
     ids = {}
     for c in schema.tables:
         n = c.stored_ids if train_rows is None else min(c.stored_ids, train_rows)
         key = (f"fused_dim{c.embedding_dim}", c.embedding_dim) if fused else (c.name, c.embedding_dim)
         ids[key] = ids.get(key, 0) + n
-    return {name: tfra_table_bytes(n, dim, 1 + slots_per_row) for (name, dim), n in ids.items()}
+    plan = {}
+    for (name, dim), n in ids.items():
+        plan[name] = tfra_table_bytes(n, dim, 1 + slots_per_row)
+        if counts:
+            plan[f"{name}/count"] = tfra_table_bytes(n, 1, 1, value_bytes=4)
+        if last_steps:
+            plan[f"{name}/last_step"] = tfra_table_bytes(n, 1, 1, value_bytes=8)
+    return plan
 
 
-def dynamic_table_bytes(schema, slots_per_row, fused=False, train_rows=None):
+def dynamic_table_bytes(schema, slots_per_row, fused=False, train_rows=None, counts=False, last_steps=False):
     """The plan for --ev's tables in all (dynamic_tables_plan summed)."""
-    return sum(dynamic_tables_plan(schema, slots_per_row, fused, train_rows).values())
+    return sum(dynamic_tables_plan(schema, slots_per_row, fused, train_rows, counts, last_steps).values())
 
 
 def evaluation_bytes(eval_rows):

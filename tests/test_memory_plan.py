@@ -99,15 +99,20 @@ def test_result_json_keeps_the_plan_beside_the_peak_and_each_ev_tables_planned_b
     """result.json's memory_plan: the planned peak against the limit it was held to, beside the measured
     peak_rss_mb (so a full run shows how good the plan was), and with --ev each TFRA table's planned bytes
     (DLRM fuses its columns of one width: one table, fused_dim16, for the columns' ids summed, each at most the
-    training rows), TFRA's slots and export included (memory.tfra_table_bytes)."""
+    training rows), TFRA's slots and export included (memory.tfra_table_bytes); the counter filter's count table
+    and gstep eviction's last-updated-step table (one int32 / int64 value an id seen) are planned beside it."""
     from modelzoo.schema import load_schema
-    run_train("dlrm", ["--train_files", criteo_sample, "--steps", 2, "--no_eval", "--ev", "--output_dir", tmp_path])
+    run_train("dlrm", ["--train_files", criteo_sample, "--steps", 2, "--no_eval", "--ev", "--ev_filter", "counter",
+                       "--ev_elimination", "gstep", "--output_dir", tmp_path])
     result = json.loads(next(Path(tmp_path).rglob("result.json")).read_text())
     plan = result["memory_plan"]
     train_rows = result["train_rows"]
     ids = sum(min(c.num_ids, train_rows) for c in load_schema("criteo").tables)
     slots = 2  # dlrm's default optimizer, adamasync: m and v a row
-    assert plan["ev_tables_planned_bytes"] == {"fused_dim16": memory.tfra_table_bytes(ids, 16, 1 + slots)}
+    assert plan["ev_tables_planned_bytes"] == {
+        "fused_dim16": memory.tfra_table_bytes(ids, 16, 1 + slots),
+        "fused_dim16/count": memory.tfra_table_bytes(ids, 1, 1, value_bytes=4),
+        "fused_dim16/last_step": memory.tfra_table_bytes(ids, 1, 1, value_bytes=8)}
     assert plan["planned_peak_bytes"] >= sum(plan["ev_tables_planned_bytes"].values()) + memory.PROCESS_BYTES
     assert plan["limit_bytes"] > 0 and plan["limit_source"] and result["peak_rss_mb"] > 0
 
@@ -126,6 +131,11 @@ def test_a_tfra_table_is_planned_at_its_power_of_two_of_slots_and_the_larger_of_
     assert memory.tfra_table_bytes(3_985_000, 16, 1) == int(1.5 * 8_388_608 * slot)
     assert memory.tfra_table_bytes(3_984_000, 16, 1) == int(4_194_304 * slot + 3_984_000 * 72)
     assert memory.tfra_table_bytes(0, 16, 3) == 0
+    # a width-1 int32 count: key and value aligned to 16 bytes in a slot (results tfra_capacity_int32: 20.6 bytes
+    # a slot), 12 bytes an id in the export
+    count_slot = 16 + memory.TFRA_SLOT_OVERHEAD
+    assert memory.tfra_table_bytes(3_000_000, 1, 1, value_bytes=4) == int(1.5 * 4_194_304 * count_slot)
+    assert memory.tfra_table_bytes(3_950_000, 1, 1, value_bytes=4) == int(4_194_304 * count_slot + 3_950_000 * 12)
 
 
 def test_the_ev_plan_counts_the_ids_the_schema_expects_per_table_at_most_the_training_rows():
@@ -145,6 +155,14 @@ def test_the_ev_plan_counts_the_ids_the_schema_expects_per_table_at_most_the_tra
                      "fused_dim8": memory.tfra_table_bytes(100_000, 8, 3)}
     assert memory.dynamic_table_bytes(schema, 2, fused=True) == \
         memory.tfra_table_bytes(6000, 16, 3) + memory.tfra_table_bytes(1 << 24, 8, 3)
+    # an exact count an id (--ev_filter counter, --adaptive_emb, --dynamic_ev) and a last-updated step an id
+    # (gstep eviction, --incremental_ckpt): a table of each beside each embedding table, for the same ids
+    counted = memory.dynamic_tables_plan(schema, 2, fused=True, train_rows=100_000, counts=True, last_steps=True)
+    assert counted == {**fused, "fused_dim16/count": memory.tfra_table_bytes(6000, 1, 1, value_bytes=4),
+                       "fused_dim16/last_step": memory.tfra_table_bytes(6000, 1, 1, value_bytes=8),
+                       "fused_dim8/count": memory.tfra_table_bytes(100_000, 1, 1, value_bytes=4),
+                       "fused_dim8/last_step": memory.tfra_table_bytes(100_000, 1, 1, value_bytes=8)}
+    assert memory.tfra_table_bytes(100_000, 1, 1, value_bytes=8) > memory.tfra_table_bytes(100_000, 1, 1)
 
 
 @pytest.mark.fast

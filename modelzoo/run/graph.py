@@ -141,9 +141,11 @@ def plan_memory(ctx, sizes, groups):
     before the session allocates anything when the run cannot fit; --ev's tables are planned from the ids
     the schema expects (memory.dynamic_tables_plan)."""
     slots = max(len(opt.get_slot_names()) for _, opt in groups)
+    ev = ctx.opts.ev
     dynamic = memory.dynamic_tables_plan(
         ctx.schema, slots, fused=ctx.opts.speed.emb_fusion,
-        train_rows=ctx.data.train_rows if ctx.data is not None else None) if sizes["dynamic_tables"] else {}
+        train_rows=ctx.data.train_rows if ctx.data is not None else None,
+        counts=ev.counting, last_steps=ev.track_updates) if sizes["dynamic_tables"] else {}
     cluster = ctx.world.cluster
     servers = cluster.num_ps if cluster else 0
     # (one process evaluates the held-out rows: rank 0, or a PS job's evaluator task, which plans nothing here)
