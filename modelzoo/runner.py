@@ -25,17 +25,36 @@ from modelzoo.run.context import model_schema  # noqa: F401 (the schema of a spe
 from modelzoo.run.errors import SIGTERM_EXIT, CheckpointMismatch, TrainingStopped  # noqa: F401
 from modelzoo.run.spec import (MODEL_DEFAULT_KEYS, OPTIONAL_SPEED_DEFAULTS, ModelInputs, ModelSpec, Task,  # noqa: F401
                                 linear_ftrl_optimizers)
-from modelzoo.schema import SchemaError
+from modelzoo.schema import SchemaError, load_schema
 
 
-def set_environment(args):
+LARGE_TABLES_BYTES = 1 << 30  # fixed tables from this size on train with the system allocator (set_environment)
+
+
+def large_tables(spec, args):
+    """Whether the run's tables are dynamic (--ev) or their fixed rows hold LARGE_TABLES_BYTES or more (the
+    schema's rows x the model's widths x 4 bytes); a schema that cannot be read says so later, in the run."""
+    if getattr(args, "ev", False):
+        return True
+    try:
+        schema = load_schema(getattr(args, "schema", None) or spec.schema)
+        schema = schema.with_embedding_dim(spec.embedding_dim) if spec.embedding_dim else schema
+    except (SchemaError, OSError, ValueError):
+        return False
+    return sum(c.num_ids * c.embedding_dim * 4 for c in schema.tables) >= LARGE_TABLES_BYTES
+
+
+def set_environment(args, spec=None):
     """Environment that TensorFlow reads when it starts: set before it is imported."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ start-up noise; errors still raise
     # With oneDNN on, TensorFlow's CPU allocator keeps every buffer of 256 KB or more in a BFC pool that never
-    # gives memory back: the tables' initial values and checkpoint copies stayed resident, 8.72 GB for 6.49 GB
-    # of variables at the real Kaggle cardinalities; the system allocator returns them (7.10 GB), at the same
-    # speed (issue 27; benchmarks/scale.py `full`, benchmarks/matrix.py). A value in the environment wins.
-    os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
+    # gives memory back: at the real Kaggle cardinalities the tables' initial values and checkpoint copies stayed
+    # resident (8.72 GB for 6.49 GB of variables; 7.10 GB with the system allocator), and --ev's full epoch
+    # peaked at 15.08 GB against 12.1 GB (issue 27). With small tables the pool costs little memory and is
+    # faster: DCN-v2 1.06x, DLRM and W&D equal (benchmarks/results/matrix_onednn_pool.md). So large or dynamic
+    # tables train with the system allocator, the others with the pool; a value in the environment wins.
+    if spec is not None and large_tables(spec, args):
+        os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
     if args.xla:
         # XLA auto-clustering on CPU is off unless this flag is given; the jit level is set per session.
         flags_now = os.environ.get("TF_XLA_FLAGS", "")
@@ -66,7 +85,7 @@ def main(spec, argv=None):
                               spec.shape_flags)
     except flaglib.FlagError as err:
         return err.code
-    set_environment(args)
+    set_environment(args, spec)
     try:
         return run(spec, args)
     except flaglib.FlagError as err:  # a refusal that needs the schema
