@@ -8,7 +8,7 @@ It prints and stores, per chunk: the ids, the resident bytes, the bytes a slot i
 of two of slots at or above its ids (memory.tfra_table_bytes's model), and the peak during the insert.
 
     python benchmarks/tfra_capacity.py --dim 16 --ids 6000000 --chunk 250000
-    python benchmarks/tfra_capacity.py --dim 1 --value_dtype int32 --output benchmarks/results/tfra_capacity_count
+    python benchmarks/tfra_capacity.py --dim 1 --value_dtype int32 --output benchmarks/results/tfra_capacity_int32
 
 --value_dtype int32 / int64 at --dim 1 are --ev's count and last-updated-step tables.
 

@@ -21,11 +21,11 @@ from modelzoo.distributed import ClusterError
 from modelzoo.export import ExportError
 from modelzoo.io_utils import OutputError
 from modelzoo.memory import MemoryPlanError
-from modelzoo.run.context import model_schema  # noqa: F401 (the schema of a spec and its flags)
+from modelzoo.run.context import embedded_schema, model_schema  # noqa: F401 (model_schema: of a spec and its flags)
 from modelzoo.run.errors import SIGTERM_EXIT, CheckpointMismatch, TrainingStopped  # noqa: F401
 from modelzoo.run.spec import (MODEL_DEFAULT_KEYS, OPTIONAL_SPEED_DEFAULTS, ModelInputs, ModelSpec, Task,  # noqa: F401
                                 linear_ftrl_optimizers)
-from modelzoo.schema import SchemaError, load_schema
+from modelzoo.schema import SchemaError
 
 
 LARGE_TABLES_BYTES = 1 << 30  # fixed tables from this size on train with the system allocator (set_environment)
@@ -37,8 +37,7 @@ def large_tables(spec, args):
     if getattr(args, "ev", False):
         return True
     try:
-        schema = load_schema(getattr(args, "schema", None) or spec.schema)
-        schema = schema.with_embedding_dim(spec.embedding_dim) if spec.embedding_dim else schema
+        schema = embedded_schema(spec, args)
     except (SchemaError, OSError, ValueError):
         return False
     return sum(c.num_ids * c.embedding_dim * 4 for c in schema.tables) >= LARGE_TABLES_BYTES

@@ -11,10 +11,15 @@ from modelzoo.run.spec import check_tasks
 from modelzoo.schema import load_schema
 
 
+def embedded_schema(spec, args):
+    """The model's schema (or --schema) with the widths the model imposes."""
+    schema = load_schema(getattr(args, "schema", None) or spec.schema)
+    return schema.with_embedding_dim(spec.embedding_dim) if spec.embedding_dim else schema
+
+
 def model_schema(spec, args):
     """The model's schema (or --schema) with the widths the model imposes, checked against the flags."""
-    schema = load_schema(args.schema or spec.schema)
-    schema = schema.with_embedding_dim(spec.embedding_dim) if spec.embedding_dim else schema
+    schema = embedded_schema(spec, args)
     flaglib.validate_with_schema(args, schema, spec.name, spec.uses_crosses, spec.list_kinds)
     check_tasks(spec.tasks, schema)
     flaglib.task_weights(args, spec.tasks, spec.name)  # (refused here: the parser does not know the tasks)

@@ -122,17 +122,16 @@ def variable_bytes(grads_and_vars, groups):
     sparse gradients: embeddings and wide weights) and the dense layers, each with its optimizer slots.
     Dynamic embedding variables (--ev) grow with the ids admitted: only their count is given."""
     sizes = {"tables": 0, "table_slots": 0, "dense": 0, "dense_slots": 0, "dynamic_tables": 0}
-    nbytes = variable_nbytes
     for grad, var in grads_and_vars:
         if type(var).__name__ == "TrainableWrapper":  # TFRA: a lookup's rows, the table lives elsewhere
             sizes["dynamic_tables"] += 1
             continue
         kind = "tables" if isinstance(grad, tf.IndexedSlices) else "dense"
-        sizes[kind] += nbytes(var)
+        sizes[kind] += variable_nbytes(var)
         slot_key = "table_slots" if kind == "tables" else "dense_slots"
         for _, opt in groups:
             slots = [opt.get_slot(var, name) for name in opt.get_slot_names()]
-            sizes[slot_key] += sum(nbytes(slot) for slot in slots if slot is not None)
+            sizes[slot_key] += sum(variable_nbytes(slot) for slot in slots if slot is not None)
     return sizes
 
 
