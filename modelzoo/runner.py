@@ -51,8 +51,11 @@ def set_environment(args, spec=None):
     # resident (8.72 GB for 6.49 GB of variables; 7.10 GB with the system allocator), and --ev's full epoch
     # peaked at 15.08 GB against 12.1 GB (issue 27). With small tables the pool costs little memory and is
     # faster: DCN-v2 1.06x, DLRM and W&D equal (benchmarks/results/matrix_onednn_pool.md). So large or dynamic
-    # tables train with the system allocator, the others with the pool; a value in the environment wins.
-    if spec is not None and large_tables(spec, args):
+    # tables train with the system allocator, the others with the pool; so does --micro_batch, which is asked
+    # for to lower the peak: the pool grows in doubling regions and keeps them, and on one CI machine a
+    # 65,536-row DLRM batch peaked at 1,698 MB whole and 1,616 MB in 8 micro-batches with it (1,599-1,662 MB
+    # and 1,274-1,308 MB without it, Zen 4). A value in the environment wins.
+    if spec is not None and (large_tables(spec, args) or getattr(args, "micro_batch", 0) > 1):
         os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
     if args.xla:
         # XLA auto-clustering on CPU is off unless this flag is given; the jit level is set per session.

@@ -203,8 +203,8 @@ def test_large_or_dynamic_tables_train_with_the_system_allocator_and_small_ones_
     """runner.set_environment turns oneDNN's BFC pool off where tables are large (it kept freed table-sized
     buffers resident: 8.72 GB for 6.49 GB of variables at the real Kaggle cardinalities, 7.10 GB without it) or
     dynamic (--ev: 15.08 GB against 12.1 GB over a 45.8M-row epoch), and leaves it on for small tables, where it
-    is as fast or faster (DCN-v2 1.06x: benchmarks/results/matrix_onednn_pool.md); a value already in the
-    environment wins."""
+    is as fast or faster (DCN-v2 1.06x: benchmarks/results/matrix_onednn_pool.md), except with --micro_batch,
+    which exists to lower the peak; a value already in the environment wins."""
     from types import SimpleNamespace
     from modelzoo import runner
     from modelzoo.models import load_spec
@@ -218,6 +218,7 @@ def test_large_or_dynamic_tables_train_with_the_system_allocator_and_small_ones_
     assert allocator("dcn_v2") is None
     assert allocator("dlrm", schema="criteo_full") == "1"  # 33.8M rows x 16 (2.16 GB)
     assert allocator("dlrm", ev=True) == "1"
+    assert allocator("dlrm", micro_batch=8) == "1"  # (asked for to lower the peak: test_micro_batch)
     assert allocator("dlrm", schema="no_such_schema") is None  # (the run itself refuses it, with its message)
     monkeypatch.setenv("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "0")
     runner.set_environment(SimpleNamespace(xla=False, ev=True, schema=None), load_spec("dlrm"))
