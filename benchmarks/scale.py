@@ -16,6 +16,7 @@ The timings come from the child's log lines as they are printed (benchmarks/peak
 the first `step N/` line (with --log_steps 1), the `eval at step` lines, the `SavedModel:` line.
 
     python benchmarks/scale.py --rows 1000000 4000000 16000000 45840617 --configs default
+    python benchmarks/scale.py --rows 1000000 45840617 1000000 --configs default   (small steady: before and after)
     python benchmarks/scale.py --rows 45840617 --days 24 --configs default full ev
     python benchmarks/scale.py --rows 45840617 --configs ev --ev_schema S --data_dir D
 
@@ -25,6 +26,7 @@ import argparse
 import json
 import re
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -113,16 +115,22 @@ def run_one(pattern, config, work, ev_schema=None):
 
 def end_to_end(runs):
     """Each run's whole-run throughput (issue 27's target): its training rows over the seconds from start to the
-    SavedModel line (start-up, training, the evaluations, the checkpoints and the export all count), also as a
-    fraction of the steady samples/s of the smallest size run here with the same configuration ("small data");
-    and the rows of the whole file (trained and evaluated) over the same seconds."""
+    SavedModel line (start-up, training, the evaluations, the checkpoints and the export all count), as a
+    fraction of "small steady" (the median steady samples/s of the runs of the smallest size with the same
+    configuration: give that size twice, before and after the others, and the host's drift over a long run
+    shows in both) and of its own steady samples/s (what the start, evaluations, checkpoints and export cost,
+    free of that drift); and the rows of the whole file (trained and evaluated) over the same seconds."""
     for run in runs:
         if "error" in run or not run.get("wall_to_export_s"):
             continue
-        small = min((r for r in runs if r["config"] == run["config"] and "error" not in r), key=lambda r: r["rows"])
+        same = [r for r in runs if r["config"] == run["config"] and "error" not in r]
+        smallest = min(r["rows"] for r in same)
+        small = statistics.median(r["samples_per_sec"] for r in same if r["rows"] == smallest)
+        run["small_steady_samples_per_sec"] = round(small)
         run["end_to_end_samples_per_sec"] = round(run["train_rows"] / run["wall_to_export_s"])
-        run["end_to_end_vs_small_steady"] = round(run["end_to_end_samples_per_sec"] / small["samples_per_sec"], 3)
-        run["steady_vs_small_steady"] = round(run["samples_per_sec"] / small["samples_per_sec"], 3)
+        run["end_to_end_vs_small_steady"] = round(run["end_to_end_samples_per_sec"] / small, 3)
+        run["end_to_end_vs_own_steady"] = round(run["end_to_end_samples_per_sec"] / run["samples_per_sec"], 3)
+        run["steady_vs_small_steady"] = round(run["samples_per_sec"] / small, 3)
         run["file_rows_per_sec"] = round((run["train_rows"] + run["eval_rows"]) / run["wall_to_export_s"])
     return runs
 
@@ -153,6 +161,27 @@ def plot(runs, path):
     plt.close(fig)
 
 
+def table(runs, command, cpu):
+    """The stored result's Markdown: one line a run (end_to_end's figures included)."""
+    lines = ["# Cost against data size (benchmarks/scale.py)", "",
+             "End to end: the training rows over the seconds from start to the SavedModel line; \"small steady\": "
+             "the median steady samples/s of the runs of the smallest size with the same configuration; \"own "
+             "steady\": the run's own steady samples/s.", "",
+             f"`{command}`; one run for each size given; CPU: {cpu}.", "",
+             "| rows | config | start to first step (s) | samples/s | first evaluation (s) | after training (s) | "
+             "peak RSS (GB) | planned peak (GB) | variables (GB) | AUC | start to SavedModel (s) | "
+             "end to end (train rows/s) | end to end / small steady | end to end / own steady | "
+             "steady / small steady |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    columns = ("first_step_s", "samples_per_sec", "first_eval_s", "after_training_s", "peak_rss_gb",
+               "planned_peak_gb", "variables_gb", "auc", "wall_to_export_s", "end_to_end_samples_per_sec",
+               "end_to_end_vs_small_steady", "end_to_end_vs_own_steady", "steady_vs_small_steady")
+    for r in runs:
+        cells = " | ".join(str(r.get(k)) for k in columns) if "error" not in r else r["error"][:200]
+        lines.append(f"| {r['rows']:,} | {r['config']} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000, 16_000_000, 45_840_617])
@@ -177,23 +206,9 @@ def main(argv=None):
         shutil.rmtree(work, ignore_errors=True)
         if not a.data_dir:
             shutil.rmtree(data_dir, ignore_errors=True)
-    end_to_end(runs)
-    lines = ["# Cost against data size (benchmarks/scale.py)", "",
-             "End to end: the training rows over the seconds from start to the SavedModel line; \"small steady\": "
-             "the steady samples/s of the smallest size run with the same configuration.", "",
-             f"`python benchmarks/scale.py {' '.join(argv if argv is not None else sys.argv[1:])}`; one run each; "
-             f"CPU: {cpu_line()}.", "",
-             "| rows | config | start to first step (s) | samples/s | first evaluation (s) | after training (s) | "
-             "peak RSS (GB) | planned peak (GB) | variables (GB) | AUC | start to SavedModel (s) | "
-             "end to end (train rows/s) | end to end / small steady | steady / small steady |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    columns = ("first_step_s", "samples_per_sec", "first_eval_s", "after_training_s", "peak_rss_gb",
-               "planned_peak_gb", "variables_gb", "auc", "wall_to_export_s", "end_to_end_samples_per_sec",
-               "end_to_end_vs_small_steady", "steady_vs_small_steady")
-    for r in runs:
-        cells = " | ".join(str(r.get(k)) for k in columns) if "error" not in r else r["error"][:200]
-        lines.append(f"| {r['rows']:,} | {r['config']} | {cells} |")
-    write_report(a.output, {"cpu": cpu_line(), "runs": runs}, "\n".join(lines) + "\n")
+    command = f"python benchmarks/scale.py {' '.join(argv if argv is not None else sys.argv[1:])}"
+    write_report(a.output, {"cpu": cpu_line(), "command": command, "runs": end_to_end(runs)},
+                 table(runs, command, cpu_line()))
     if runs:
         plot([r for r in runs if "error" not in r], a.output + ".png")
 
