@@ -13,8 +13,8 @@ median of the runs, with its min and max, and its ratio to the `--tf` baseline o
 Configurations (`--configs`): tf, default, bf16, ev, ev_filter, NAME_toggled (the model's default
 of --NAME flipped: op_fusion, smartstaged, emb_fusion, xla), glibc and jemalloc (the default through
 launch.py with MEM_USAGE_STRATEGY=close / jemalloc), onednn_pool (the default with oneDNN's BFC pool,
-TF_ONEDNN_USE_SYSTEM_ALLOCATOR=0, which the runner turns off for --ev and large tables), hvdN (horovodrun
--np N, same global batch), or
+TF_ONEDNN_USE_SYSTEM_ALLOCATOR=0, which the runner turns off for --ev, large tables and --micro_batch),
+hvdN (horovodrun -np N, same global batch), or
 an ad-hoc NAME:--flag,--flag=value. gdmix_lr has no speed flags: only default, glibc and jemalloc
 apply to it, and its number is the fixed effect's samples/s per L-BFGS pass over in-memory data.
 

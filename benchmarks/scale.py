@@ -206,9 +206,9 @@ def main(argv=None):
         shutil.rmtree(work, ignore_errors=True)
         if not a.data_dir:
             shutil.rmtree(data_dir, ignore_errors=True)
-    command = f"python benchmarks/scale.py {' '.join(argv if argv is not None else sys.argv[1:])}"
-    write_report(a.output, {"cpu": cpu_line(), "command": command, "runs": end_to_end(runs)},
-                 table(runs, command, cpu_line()))
+    end_to_end(runs)
+    command, cpu = f"python benchmarks/scale.py {' '.join(argv if argv is not None else sys.argv[1:])}", cpu_line()
+    write_report(a.output, {"cpu": cpu, "command": command, "runs": runs}, table(runs, command, cpu))
     if runs:
         plot([r for r in runs if "error" not in r], a.output + ".png")
 
